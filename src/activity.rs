@@ -1,0 +1,50 @@
+//! Counts the requests under way, so that shutdown can wait for them to end.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+
+#[derive(Debug, Default)]
+pub(crate) struct Activity {
+    count: AtomicUsize,
+    lock: Mutex<()>,
+    idle: Condvar,
+}
+
+/// Held by every job; dropping it marks the request ended.
+#[derive(Debug)]
+pub(crate) struct ActiveGuard(Arc<Activity>);
+
+impl Activity {
+    pub fn enter(self: &Arc<Self>) -> ActiveGuard {
+        self.count.fetch_add(1, Ordering::AcqRel);
+        ActiveGuard(self.clone())
+    }
+
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Blocks until no request is under way or `until` passes; true when idle.
+    pub fn wait_idle(&self, until: Instant) -> bool {
+        let mut guard = self.lock.lock();
+        while self.count() > 0 {
+            if self.idle.wait_until(&mut guard, until).timed_out() {
+                return self.count() == 0;
+            }
+        }
+        true
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // Taking the lock orders this with a waiter between its check and its wait.
+            let _guard = self.0.lock.lock();
+            self.0.idle.notify_all();
+        }
+    }
+}

@@ -1,0 +1,323 @@
+//! The entry type: [`Balancer`] admits requests, runs them inline or on workers, and
+//! shuts down without losing any.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Sender;
+use parking_lot::Mutex;
+
+use crate::activity::Activity;
+use crate::config::Config;
+use crate::job::Job;
+use crate::metrics::{self, Snapshot};
+use crate::queue::{Channels, Next};
+use crate::request::Request;
+use crate::service::Service;
+use crate::ticket::{Outcome, Sink, Ticket};
+use crate::worker;
+use crate::{Error, Response};
+
+/// Most worker threads chosen automatically.
+const MAX_AUTO_WORKERS: usize = 1024;
+
+/// State shared by the handle, the workers and the jobs.
+pub(crate) struct Core {
+    pub services: Vec<Service>,
+    service_index: HashMap<String, usize>,
+    pub channels: Channels,
+    /// Admission has stopped.
+    closed: AtomicBool,
+    /// The grace is over: whatever has not started ends with `ShuttingDown`.
+    pub stopping: AtomicBool,
+    pub activity: Arc<Activity>,
+    pub started: Instant,
+}
+
+impl Core {
+    /// Ends every queued and parked job with `ShuttingDown`.
+    pub fn drain(&self) {
+        while let Some(next) = self.channels.receivers().try_next() {
+            let (Next::Ready(job) | Next::Queued(job)) = next else {
+                continue;
+            };
+            self.end_stopped(job);
+        }
+        for service in &self.services {
+            for job in service.queue.drain_parked() {
+                self.end_stopped(job);
+            }
+        }
+    }
+
+    fn end_stopped(&self, mut job: Job) {
+        let service = &self.services[job.service];
+        if let Some(index) = job.reserved.take() {
+            service.providers[index].release();
+        }
+        service.queue.uncount(&mut job);
+        service
+            .stats
+            .record_outcome(false, job.submitted.elapsed(), job.queue_wait);
+        job.finish(Err(Error::ShuttingDown));
+    }
+}
+
+/// Stops the balancer when the last handle goes.
+struct Lifecycle {
+    core: Arc<Core>,
+    stop: Mutex<Option<Sender<()>>>,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Lifecycle {
+    fn shutdown(&self, grace: Duration) {
+        let core = &self.core;
+        core.closed.store(true, Ordering::SeqCst);
+        let idle = core.activity.wait_idle(Instant::now() + grace);
+        core.stopping.store(true, Ordering::SeqCst);
+        core.drain();
+        // Workers leave once their current attempt ends.
+        drop(self.stop.lock().take());
+        let workers = std::mem::take(&mut *self.workers.lock());
+        if idle {
+            for w in workers {
+                let _ = w.join();
+            }
+        }
+        // Otherwise attempts are still on the wire: their workers deliver and exit on their
+        // own, each within its attempt timeout, without holding up the caller.
+    }
+}
+
+impl Drop for Lifecycle {
+    fn drop(&mut self) {
+        self.shutdown(Duration::ZERO);
+    }
+}
+
+/// A client-side load balancer over the configured services and providers.
+///
+/// Cheap to clone: clones share everything. `Send + Sync`; many threads may call it at
+/// once. When the last clone is dropped the balancer shuts down with no grace: queued
+/// requests end with [`Error::ShuttingDown`], requests on the wire finish.
+#[derive(Clone)]
+pub struct Balancer {
+    core: Arc<Core>,
+    life: Arc<Lifecycle>,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Balancer")
+            .field("services", &self.core.service_index.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Balancer {
+    /// Validates the configuration, builds every provider's pool and starts the workers.
+    pub fn new(config: Config) -> Result<Balancer, Error> {
+        let resolved = config.resolve()?;
+        let services: Vec<Service> = resolved.services.iter().map(Service::new).collect();
+        let slots: usize = services
+            .iter()
+            .flat_map(|s| &s.providers)
+            .map(|p| p.pool.max_connections)
+            .sum();
+        // One worker per connection slot: a slot handed to a parked job then always
+        // finds a free worker.
+        let workers = match resolved.workers {
+            0 => slots.clamp(1, MAX_AUTO_WORKERS),
+            n => n,
+        };
+        let service_index = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        let core = Arc::new(Core {
+            services,
+            service_index,
+            channels: Channels::new(),
+            closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            activity: Arc::new(Activity::default()),
+            started: Instant::now(),
+        });
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let mut handles = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let core = core.clone();
+            let receivers = core.channels.receivers();
+            let stop = stop_rx.clone();
+            let handle = std::thread::Builder::new()
+                .name(format!("switchyard-worker-{i}"))
+                .spawn(move || worker::run(core, receivers, stop))
+                .map_err(|e| Error::Internal(format!("cannot start worker thread: {e}")))?;
+            handles.push(handle);
+        }
+        let life = Arc::new(Lifecycle {
+            core: core.clone(),
+            stop: Mutex::new(Some(stop_tx)),
+            workers: Mutex::new(handles),
+        });
+        Ok(Balancer { core, life })
+    }
+
+    /// Reads a configuration file (JSON when it ends in `.json`, else TOML).
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Balancer, Error> {
+        Balancer::new(Config::from_file(path)?)
+    }
+
+    /// Reads a TOML configuration.
+    pub fn from_toml_str(text: &str) -> Result<Balancer, Error> {
+        Balancer::new(Config::from_toml_str(text)?)
+    }
+
+    /// Reads a JSON configuration.
+    pub fn from_json_str(text: &str) -> Result<Balancer, Error> {
+        Balancer::new(Config::from_json_str(text)?)
+    }
+
+    /// Sends a request and blocks until its outcome.
+    ///
+    /// When a connection slot is free and nothing as urgent waits in the service's line,
+    /// the request runs on the calling thread (no hand-off); otherwise it queues like
+    /// [`Balancer::submit`] and the caller waits.
+    pub fn call(&self, request: Request) -> Result<Response, Error> {
+        let service = self.admit(&request)?;
+        let svc = &self.core.services[service];
+        if svc.queue.has_waiting_at_or_above(request.priority) {
+            return self.enqueue(service, request)?.wait();
+        }
+        let job = Job::new(
+            request,
+            service,
+            svc.deadline,
+            Sink::Caller,
+            self.core.activity.enter(),
+        );
+        svc.stats.record_admitted();
+        let driven = worker::drive(&self.core, job);
+        if let Some(next) = driven.next {
+            self.core.channels.send_ready(next);
+        }
+        if let Some(ticket) = driven.parked {
+            self.recheck_stopping();
+            return ticket.wait();
+        }
+        driven
+            .outcome
+            .unwrap_or_else(|| Err(Error::Internal("a call ended without an outcome".into())))
+    }
+
+    /// Queues a request for the workers and returns at once with its [`Ticket`].
+    ///
+    /// Fails at once with [`Error::QueueFull`] when the service already has
+    /// `queue.max_size` requests waiting; never blocks.
+    pub fn submit(&self, request: Request) -> Result<Ticket, Error> {
+        let service = self.admit(&request)?;
+        self.enqueue(service, request)
+    }
+
+    /// Like [`Balancer::submit`], but the outcome goes to `callback`, called exactly once
+    /// on a worker thread (or on this thread if the request fails at admission, in which
+    /// case the error is also returned and the callback is not called).
+    pub fn submit_with<F>(&self, request: Request, callback: F) -> Result<(), Error>
+    where
+        F: FnOnce(Result<Response, Error>) + Send + 'static,
+    {
+        let service = self.admit(&request)?;
+        let phase = Arc::new(crate::ticket::JobPhase::default());
+        let sink = Sink::Callback(phase, Box::new(callback));
+        self.enqueue_sink(service, request, sink).map(|_| ())
+    }
+
+    fn enqueue(&self, service: usize, request: Request) -> Result<Ticket, Error> {
+        let svc = &self.core.services[service];
+        let now = Instant::now();
+        let deadline = now + request.timeout.unwrap_or(svc.deadline);
+        let (ticket, sink) = Ticket::new(now, deadline);
+        self.enqueue_sink(service, request, sink)?;
+        Ok(ticket)
+    }
+
+    fn enqueue_sink(&self, service: usize, request: Request, sink: Sink) -> Result<(), Error> {
+        let svc = &self.core.services[service];
+        let mut job = Job::new(request, service, svc.deadline, sink, self.core.activity.enter());
+        if !svc.queue.admit(&mut job) {
+            svc.stats.record_rejected();
+            return Err(Error::QueueFull {
+                service: svc.name.clone(),
+                max_size: svc.queue.max_size,
+            });
+        }
+        svc.stats.record_admitted();
+        job.start_waiting(job.submitted);
+        self.core.channels.send(job);
+        self.recheck_stopping();
+        Ok(())
+    }
+
+    /// A job queued while shutdown was draining would wait for no one: drain again.
+    fn recheck_stopping(&self) {
+        if self.core.stopping.load(Ordering::SeqCst) {
+            self.core.drain();
+        }
+    }
+
+    /// Checks a request against the configuration; returns its service's index.
+    fn admit(&self, request: &Request) -> Result<usize, Error> {
+        if self.core.closed.load(Ordering::Acquire) {
+            return Err(Error::ShuttingDown);
+        }
+        request.check()?;
+        let &index = self
+            .core
+            .service_index
+            .get(&request.service)
+            .ok_or_else(|| Error::UnknownService(request.service.clone()))?;
+        self.core.services[index].check(request)?;
+        Ok(index)
+    }
+
+    /// Stops taking requests, lets queued and running ones finish for up to `grace`,
+    /// then ends the rest with [`Error::ShuttingDown`]. Returns when the queues are empty;
+    /// attempts still on the wire then finish on their own. Calling it again is harmless.
+    pub fn shutdown(&self, grace: Duration) {
+        self.life.shutdown(grace);
+    }
+
+    /// Whether [`Balancer::shutdown`] has begun.
+    pub fn is_shut_down(&self) -> bool {
+        self.core.closed.load(Ordering::Acquire)
+    }
+
+    /// Requests admitted and not yet ended.
+    pub fn requests_under_way(&self) -> usize {
+        self.core.activity.count()
+    }
+
+    /// A point-in-time view of every counter.
+    pub fn metrics(&self) -> Snapshot {
+        metrics::snapshot(&self.core)
+    }
+
+    /// The names of the configured services.
+    pub fn services(&self) -> impl Iterator<Item = &str> {
+        self.core.services.iter().map(|s| s.name.as_str())
+    }
+}
+
+#[allow(dead_code)]
+fn assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Balancer>();
+    is::<Ticket>();
+    let _: Option<Outcome> = None;
+}

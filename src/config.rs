@@ -1,0 +1,894 @@
+//! The configuration schema (TOML or JSON), `${VAR}` expansion, layering and validation.
+//!
+//! A document is read into [`Config`], which mirrors the file: `[defaults]`, then per
+//! service optional overrides, then per provider optional `pool` and `circuit_breaker`
+//! overrides. [`Config::resolve`] layers defaults -> service -> provider and checks every
+//! value, naming the key path of the first one it refuses.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::template::Template;
+use crate::Error;
+
+/// Defines a settings table twice: complete (with the contract's defaults) and as an
+/// override whose every key is optional, so a service or provider can change one key.
+macro_rules! layered {
+    (
+        $(#[$meta:meta])*
+        $name:ident, $overrides:ident {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty = $default:expr, )*
+        }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $name {
+            $( $(#[$fmeta])* pub $field: $ty, )*
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                $name { $( $field: $default, )* }
+            }
+        }
+
+        #[doc = concat!("[`", stringify!($name), "`] with every key optional: set keys replace the inherited ones.")]
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields, default)]
+        pub struct $overrides {
+            $(
+                #[doc = concat!("Overrides `", stringify!($field), "`.")]
+                #[serde(skip_serializing_if = "Option::is_none")]
+                pub $field: Option<$ty>,
+            )*
+        }
+
+        impl $overrides {
+            /// Writes the keys this override sets over `base`.
+            pub fn apply_to(&self, base: &mut $name) {
+                $( if let Some(v) = &self.$field { base.$field = v.clone(); } )*
+            }
+        }
+    };
+}
+
+layered! {
+    /// Connections to one provider.
+    PoolConfig, PoolOverrides {
+        /// Requests in flight to one provider at once. Defaults to 10.
+        max_connections: usize = 10,
+        /// How long an idle connection is kept open, in ms. Defaults to 30 s.
+        keep_alive_ms: u64 = 30_000,
+        /// Time allowed to open a connection, in ms. Defaults to 5 s.
+        connect_timeout_ms: u64 = 5_000,
+        /// Time allowed for one attempt, in ms. Defaults to 15 s.
+        request_timeout_ms: u64 = 15_000,
+        /// Largest response body accepted, in bytes. Defaults to 10 MiB.
+        max_response_bytes: u64 = 10 * 1024 * 1024,
+    }
+}
+
+layered! {
+    /// When a provider's circuit opens, and how it closes again.
+    BreakerConfig, BreakerOverrides {
+        /// Consecutive failures that open the circuit. Defaults to 5.
+        failure_threshold: u32 = 5,
+        /// Share of failed calls inside the window that opens it. Defaults to 0.5.
+        failure_rate_threshold: f64 = 0.5,
+        /// Calls that must have ended inside the window before the rate rules apply. Defaults to 20.
+        minimum_calls: u32 = 20,
+        /// The rolling window of the rate rules, in ms. Defaults to 30 s.
+        window_ms: u64 = 30_000,
+        /// Calls slower than this count as slow, in ms; 0 turns the slow-call rule off. Defaults to 0.
+        slow_call_ms: u64 = 0,
+        /// Share of slow calls inside the window that opens it. Defaults to 1.0.
+        slow_call_rate_threshold: f64 = 1.0,
+        /// Successes in half-open that close the circuit. Defaults to 3.
+        success_threshold: u32 = 3,
+        /// Time open before half-open probes are let through, in ms. Defaults to 60 s.
+        open_ms: u64 = 60_000,
+        /// Probes in flight at once while half-open. Defaults to 3.
+        half_open_max_calls: u32 = 3,
+    }
+}
+
+layered! {
+    /// A service's waiting line.
+    QueueConfig, QueueOverrides {
+        /// Requests of one service that may wait for a worker or a connection slot. Defaults to 1000.
+        max_size: usize = 1000,
+    }
+}
+
+layered! {
+    /// How often, and how soon, a failed request is tried again.
+    RetryConfig, RetryOverrides {
+        /// Attempts per request, all providers together. Defaults to 3.
+        max_attempts: u32 = 3,
+        /// Wait before retrying the same provider, in ms. Defaults to 1 s.
+        base_delay_ms: u64 = 1_000,
+        /// Growth of that wait per retry. Defaults to 2.0.
+        backoff_multiplier: f64 = 2.0,
+        /// The longest wait, in ms. Defaults to 30 s.
+        max_backoff_ms: u64 = 30_000,
+        /// Retries allowed as a share of requests inside the budget window. Defaults to 0.2.
+        budget_ratio: f64 = 0.2,
+        /// Retries allowed per second in any case. Defaults to 10.
+        budget_min_per_sec: u32 = 10,
+        /// The budget's window, in ms. Defaults to 10 s.
+        budget_window_ms: u64 = 10_000,
+    }
+}
+
+layered! {
+    /// Active health checks of providers that have a `health_path`.
+    HealthCheckConfig, HealthCheckOverrides {
+        /// Time between checks, in ms. Defaults to 30 s.
+        interval_ms: u64 = 30_000,
+        /// Time allowed for one check, in ms. Defaults to 5 s.
+        timeout_ms: u64 = 5_000,
+        /// Failed checks in a row before a provider is marked down. Defaults to 2.
+        retries: u32 = 2,
+    }
+}
+
+/// How a provider is picked among the available ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StrategyKind {
+    /// Smooth weighted round robin.
+    RoundRobin,
+    /// Fewest requests in flight.
+    LeastConnections,
+    /// Weighted random by inverse recent response time.
+    WeightedResponse,
+    /// A blended score of uptime, speed, errors and cost.
+    HealthBased,
+    /// Two random choices compared by peak-EWMA latency times load.
+    PeakEwma,
+}
+
+impl StrategyKind {
+    /// The name used in configuration and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            StrategyKind::RoundRobin => "round_robin",
+            StrategyKind::LeastConnections => "least_connections",
+            StrategyKind::WeightedResponse => "weighted_response",
+            StrategyKind::HealthBased => "health_based",
+            StrategyKind::PeakEwma => "peak_ewma",
+        }
+    }
+}
+
+/// The `[defaults]` table: settings every service starts from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Defaults {
+    /// The load-balancing strategy. Defaults to `health_based`.
+    pub strategy: StrategyKind,
+    /// Used while the main strategy has too little data. Defaults to `round_robin`.
+    pub fallback_strategy: StrategyKind,
+    /// Worker threads of the whole balancer; 0 picks one per connection slot. Defaults to 0.
+    pub workers: usize,
+    /// A whole request's time: queue wait, every attempt and backoff, in ms. Defaults to 45 s.
+    pub deadline_ms: u64,
+    /// 0 seeds picks from the OS; any other value makes them reproducible. Defaults to 0.
+    pub random_seed: u64,
+    /// Connection settings per provider.
+    pub pool: PoolConfig,
+    /// Circuit breaker settings per provider.
+    pub circuit_breaker: BreakerConfig,
+    /// Queue settings per service.
+    pub queue: QueueConfig,
+    /// Retry settings per service.
+    pub retry: RetryConfig,
+    /// Health check settings per service.
+    pub health_check: HealthCheckConfig,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            strategy: StrategyKind::HealthBased,
+            fallback_strategy: StrategyKind::RoundRobin,
+            workers: 0,
+            deadline_ms: 45_000,
+            random_seed: 0,
+            pool: PoolConfig::default(),
+            circuit_breaker: BreakerConfig::default(),
+            queue: QueueConfig::default(),
+            retry: RetryConfig::default(),
+            health_check: HealthCheckConfig::default(),
+        }
+    }
+}
+
+/// One logical API (`[services.NAME]`): overrides of the defaults, and its providers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServiceConfig {
+    /// Overrides `defaults.strategy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub strategy: Option<StrategyKind>,
+    /// Overrides `defaults.fallback_strategy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_strategy: Option<StrategyKind>,
+    /// Overrides `defaults.deadline_ms`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deadline_ms: Option<u64>,
+    /// Overrides of `defaults.pool` for every provider of the service.
+    pub pool: PoolOverrides,
+    /// Overrides of `defaults.circuit_breaker` for every provider of the service.
+    pub circuit_breaker: BreakerOverrides,
+    /// Overrides of `defaults.queue`.
+    pub queue: QueueOverrides,
+    /// Overrides of `defaults.retry`.
+    pub retry: RetryOverrides,
+    /// Overrides of `defaults.health_check`.
+    pub health_check: HealthCheckOverrides,
+    /// The upstreams that serve this service. At least one.
+    pub providers: Vec<ProviderConfig>,
+}
+
+/// One upstream (`[[services.NAME.providers]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    /// Unique in the whole configuration. Required.
+    pub name: String,
+    /// `http://` or `https://` URL; a path in it prefixes every endpoint. Required.
+    pub base_url: String,
+    /// 1, 2 or 3: lower tiers are tried first. Defaults to 1.
+    #[serde(default = "default_tier")]
+    pub tier: u8,
+    /// Share of traffic; defaults to 100, 75 or 50 by tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub weight: Option<u32>,
+    /// Prior success rate, 0 to 1; orders alternatives inside a tier. Defaults to 1.0.
+    #[serde(default = "default_reliability")]
+    pub reliability: f64,
+    /// Cost of one attempt, in any unit; summed in the metrics. Defaults to 0.
+    #[serde(default)]
+    pub cost_per_request: f64,
+    /// Path of active health checks; none means no active checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_path: Option<String>,
+    /// Headers sent with every request (secret values allowed: they are never shown).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Query parameters sent with every request, before the request's own.
+    #[serde(default)]
+    pub query: BTreeMap<String, String>,
+    /// Endpoint name -> path template with `{param}` placeholders.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, String>,
+    /// Overrides of the service's pool settings.
+    #[serde(default)]
+    pub pool: PoolOverrides,
+    /// Overrides of the service's circuit breaker settings.
+    #[serde(default)]
+    pub circuit_breaker: BreakerOverrides,
+}
+
+fn default_tier() -> u8 {
+    1
+}
+
+fn default_reliability() -> f64 {
+    1.0
+}
+
+/// A whole configuration document.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Settings every service starts from.
+    #[serde(default)]
+    pub defaults: Defaults,
+    /// The services by name. At least one.
+    #[serde(default)]
+    pub services: BTreeMap<String, ServiceConfig>,
+}
+
+/// The format of a configuration text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// TOML.
+    Toml,
+    /// JSON.
+    Json,
+}
+
+impl Config {
+    /// Parses a TOML document, expanding `${VAR}` from the environment.
+    pub fn from_toml_str(text: &str) -> Result<Config, Error> {
+        Config::from_str_as(text, Format::Toml)
+    }
+
+    /// Parses a JSON document, expanding `${VAR}` from the environment.
+    pub fn from_json_str(text: &str) -> Result<Config, Error> {
+        Config::from_str_as(text, Format::Json)
+    }
+
+    /// Reads a file: JSON when its name ends in `.json`, TOML otherwise.
+    pub fn from_file(path: impl AsRef<Path>) -> Result<Config, Error> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::config("", format!("cannot read {}: {e}", path.display())))?;
+        let is_json = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("json"));
+        Config::from_str_as(&text, if is_json { Format::Json } else { Format::Toml })
+    }
+
+    /// Parses text in the given format, or guesses it when `format` is `None`
+    /// (a document whose first non-blank character is `{` is JSON).
+    pub fn from_str_as(text: &str, format: impl Into<Option<Format>>) -> Result<Config, Error> {
+        let format = format.into().unwrap_or_else(|| {
+            if text.trim_start().starts_with('{') {
+                Format::Json
+            } else {
+                Format::Toml
+            }
+        });
+        let mut tree: serde_json::Value = match format {
+            Format::Json => serde_json::from_str(text)
+                .map_err(|e| Error::config("", format!("invalid JSON: {e}")))?,
+            Format::Toml => {
+                let table: toml::Table = toml::from_str(text)
+                    .map_err(|e| Error::config("", format!("invalid TOML: {e}")))?;
+                serde_json::to_value(table).map_err(|e| Error::config("", e.to_string()))?
+            }
+        };
+        let mut path = String::new();
+        expand_env(&mut tree, &mut path)?;
+        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
+            let path = e.path().to_string();
+            Error::config(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+        })?;
+        config.resolve()?;
+        Ok(config)
+    }
+
+    /// Layers defaults -> service -> provider and validates every value.
+    pub(crate) fn resolve(&self) -> Result<Resolved, Error> {
+        let d = &self.defaults;
+        check_defaults(d)?;
+        if self.services.is_empty() {
+            return Err(Error::config("services", "no service is configured"));
+        }
+        let mut names = HashSet::new();
+        let mut services = Vec::with_capacity(self.services.len());
+        for (service_name, svc) in &self.services {
+            let at = format!("services.{service_name}");
+            if service_name.is_empty() {
+                return Err(Error::config("services", "a service name is empty"));
+            }
+            let mut pool = d.pool.clone();
+            svc.pool.apply_to(&mut pool);
+            let mut breaker = d.circuit_breaker.clone();
+            svc.circuit_breaker.apply_to(&mut breaker);
+            let mut queue = d.queue.clone();
+            svc.queue.apply_to(&mut queue);
+            let mut retry = d.retry.clone();
+            svc.retry.apply_to(&mut retry);
+            let mut health_check = d.health_check.clone();
+            svc.health_check.apply_to(&mut health_check);
+            let deadline_ms = svc.deadline_ms.unwrap_or(d.deadline_ms);
+            check_service_tables(&at, deadline_ms, &queue, &retry, &health_check)?;
+            if svc.providers.is_empty() {
+                return Err(Error::config(format!("{at}.providers"), "a service needs at least one provider"));
+            }
+            let mut providers = Vec::with_capacity(svc.providers.len());
+            for (i, p) in svc.providers.iter().enumerate() {
+                let at = format!("{at}.providers[{i}]");
+                if !names.insert(p.name.as_str()) {
+                    return Err(Error::config(
+                        format!("{at}.name"),
+                        format!("provider name `{}` is used twice", p.name),
+                    ));
+                }
+                let mut pool = pool.clone();
+                p.pool.apply_to(&mut pool);
+                let mut breaker = breaker.clone();
+                p.circuit_breaker.apply_to(&mut breaker);
+                providers.push(resolve_provider(&at, p, pool, breaker)?);
+            }
+            services.push(ResolvedService {
+                name: service_name.clone(),
+                strategy: svc.strategy.unwrap_or(d.strategy),
+                fallback_strategy: svc.fallback_strategy.unwrap_or(d.fallback_strategy),
+                deadline: Duration::from_millis(deadline_ms),
+                queue,
+                retry,
+                health_check,
+                providers,
+            });
+        }
+        Ok(Resolved {
+            workers: d.workers,
+            random_seed: d.random_seed,
+            services,
+        })
+    }
+}
+
+/// A validated configuration with every setting layered down to where it applies.
+#[derive(Debug, Clone)]
+pub(crate) struct Resolved {
+    pub workers: usize,
+    #[allow(dead_code)] // read by the strategies
+    pub random_seed: u64,
+    pub services: Vec<ResolvedService>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedService {
+    pub name: String,
+    #[allow(dead_code)] // read by the strategies
+    pub strategy: StrategyKind,
+    #[allow(dead_code)] // read by the strategies
+    pub fallback_strategy: StrategyKind,
+    pub deadline: Duration,
+    pub queue: QueueConfig,
+    #[allow(dead_code)] // read by failover
+    pub retry: RetryConfig,
+    #[allow(dead_code)] // read by health checks
+    pub health_check: HealthCheckConfig,
+    pub providers: Vec<ResolvedProvider>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct ResolvedProvider {
+    pub name: String,
+    /// Scheme, authority and path prefix, without a trailing `/`.
+    pub base_url: String,
+    pub tier: u8,
+    pub weight: u32,
+    #[allow(dead_code)] // read by failover
+    pub reliability: f64,
+    #[allow(dead_code)] // read by metrics
+    pub cost_per_request: f64,
+    #[allow(dead_code)] // read by health checks
+    pub health_path: Option<String>,
+    pub headers: Vec<(String, String)>,
+    pub query: Vec<(String, String)>,
+    pub endpoints: BTreeMap<String, Template>,
+    pub pool: PoolConfig,
+    #[allow(dead_code)] // read by the breaker
+    pub circuit_breaker: BreakerConfig,
+}
+
+fn positive(at: &str, key: &str, v: u64) -> Result<(), Error> {
+    if v == 0 {
+        return Err(Error::config(format!("{at}.{key}"), "must be greater than 0"));
+    }
+    Ok(())
+}
+
+fn share(at: &str, key: &str, v: f64, zero_ok: bool) -> Result<(), Error> {
+    let ok = v.is_finite() && v <= 1.0 && (v > 0.0 || (zero_ok && v == 0.0));
+    if !ok {
+        let range = if zero_ok { "0 to 1" } else { "above 0 and at most 1" };
+        return Err(Error::config(format!("{at}.{key}"), format!("{v} is not {range}")));
+    }
+    Ok(())
+}
+
+fn check_defaults(d: &Defaults) -> Result<(), Error> {
+    positive("defaults", "deadline_ms", d.deadline_ms)?;
+    if d.workers > 4096 {
+        return Err(Error::config("defaults.workers", format!("{} is more than 4096", d.workers)));
+    }
+    check_pool("defaults.pool", &d.pool)?;
+    check_breaker("defaults.circuit_breaker", &d.circuit_breaker)?;
+    check_service_tables("defaults", d.deadline_ms, &d.queue, &d.retry, &d.health_check)
+}
+
+fn check_service_tables(
+    at: &str,
+    deadline_ms: u64,
+    queue: &QueueConfig,
+    retry: &RetryConfig,
+    health: &HealthCheckConfig,
+) -> Result<(), Error> {
+    positive(at, "deadline_ms", deadline_ms)?;
+    positive(&format!("{at}.queue"), "max_size", queue.max_size as u64)?;
+    let r = format!("{at}.retry");
+    positive(&r, "max_attempts", retry.max_attempts.into())?;
+    if !(retry.backoff_multiplier.is_finite() && retry.backoff_multiplier >= 1.0) {
+        return Err(Error::config(
+            format!("{r}.backoff_multiplier"),
+            format!("{} is not a number of at least 1", retry.backoff_multiplier),
+        ));
+    }
+    if retry.max_backoff_ms < retry.base_delay_ms {
+        return Err(Error::config(
+            format!("{r}.max_backoff_ms"),
+            format!("{} is less than base_delay_ms ({})", retry.max_backoff_ms, retry.base_delay_ms),
+        ));
+    }
+    if !(retry.budget_ratio.is_finite() && retry.budget_ratio >= 0.0) {
+        return Err(Error::config(format!("{r}.budget_ratio"), format!("{} is negative", retry.budget_ratio)));
+    }
+    positive(&r, "budget_window_ms", retry.budget_window_ms)?;
+    let h = format!("{at}.health_check");
+    positive(&h, "interval_ms", health.interval_ms)?;
+    positive(&h, "timeout_ms", health.timeout_ms)
+}
+
+fn check_pool(at: &str, pool: &PoolConfig) -> Result<(), Error> {
+    positive(at, "max_connections", pool.max_connections as u64)?;
+    if pool.max_connections > 4096 {
+        return Err(Error::config(
+            format!("{at}.max_connections"),
+            format!("{} is more than 4096", pool.max_connections),
+        ));
+    }
+    positive(at, "keep_alive_ms", pool.keep_alive_ms)?;
+    positive(at, "connect_timeout_ms", pool.connect_timeout_ms)?;
+    positive(at, "request_timeout_ms", pool.request_timeout_ms)?;
+    positive(at, "max_response_bytes", pool.max_response_bytes)
+}
+
+fn check_breaker(at: &str, b: &BreakerConfig) -> Result<(), Error> {
+    positive(at, "failure_threshold", b.failure_threshold.into())?;
+    share(at, "failure_rate_threshold", b.failure_rate_threshold, false)?;
+    positive(at, "minimum_calls", b.minimum_calls.into())?;
+    positive(at, "window_ms", b.window_ms)?;
+    share(at, "slow_call_rate_threshold", b.slow_call_rate_threshold, false)?;
+    positive(at, "success_threshold", b.success_threshold.into())?;
+    positive(at, "open_ms", b.open_ms)?;
+    positive(at, "half_open_max_calls", b.half_open_max_calls.into())
+}
+
+fn resolve_provider(
+    at: &str,
+    p: &ProviderConfig,
+    pool: PoolConfig,
+    breaker: BreakerConfig,
+) -> Result<ResolvedProvider, Error> {
+    if p.name.trim().is_empty() {
+        return Err(Error::config(format!("{at}.name"), "is empty"));
+    }
+    if p.name.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+        return Err(Error::config(
+            format!("{at}.name"),
+            format!("`{}` has a quote, backslash or control character", p.name.escape_debug()),
+        ));
+    }
+    let base_url = check_base_url(&p.base_url)
+        .map_err(|why| Error::config(format!("{at}.base_url"), format!("{:?} {why}", p.base_url)))?;
+    if !(1..=3).contains(&p.tier) {
+        return Err(Error::config(format!("{at}.tier"), format!("{} is not 1, 2 or 3", p.tier)));
+    }
+    if p.weight == Some(0) {
+        return Err(Error::config(format!("{at}.weight"), "must be greater than 0"));
+    }
+    share(at, "reliability", p.reliability, true)?;
+    if !(p.cost_per_request.is_finite() && p.cost_per_request >= 0.0) {
+        return Err(Error::config(
+            format!("{at}.cost_per_request"),
+            format!("{} is not a number of at least 0", p.cost_per_request),
+        ));
+    }
+    if let Some(h) = &p.health_path {
+        if !h.starts_with('/') || h.chars().any(|c| c.is_control() || c.is_whitespace()) {
+            return Err(Error::config(format!("{at}.health_path"), format!("{h:?} is not a path starting with /")));
+        }
+    }
+    for (name, value) in &p.headers {
+        if name.is_empty() || !name.bytes().all(crate::request::is_header_name_byte) {
+            return Err(Error::config(format!("{at}.headers"), format!("{name:?} is not a valid header name")));
+        }
+        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+            // The value may be a secret: name the header only.
+            return Err(Error::config(format!("{at}.headers.{name}"), "has a line break or NUL in its value"));
+        }
+    }
+    for name in p.query.keys() {
+        if name.is_empty() {
+            return Err(Error::config(format!("{at}.query"), "a query parameter name is empty"));
+        }
+    }
+    let mut endpoints = BTreeMap::new();
+    for (name, template) in &p.endpoints {
+        let here = format!("{at}.endpoints.{name}");
+        if name.is_empty() || name.starts_with('/') {
+            return Err(Error::config(here, "an endpoint name must not be empty or start with /"));
+        }
+        let parsed = Template::parse(template).map_err(|why| Error::config(&here, format!("{template:?} {why}")))?;
+        if let Some(clash) = parsed.params().find(|param| p.query.contains_key(*param)) {
+            return Err(Error::config(
+                here,
+                format!("{{{clash}}} is also a fixed query parameter of this provider; rename one"),
+            ));
+        }
+        endpoints.insert(name.clone(), parsed);
+    }
+    check_pool(&format!("{at}.pool"), &pool)?;
+    check_breaker(&format!("{at}.circuit_breaker"), &breaker)?;
+    let weight = p.weight.unwrap_or(match p.tier {
+        1 => 100,
+        2 => 75,
+        _ => 50,
+    });
+    Ok(ResolvedProvider {
+        name: p.name.clone(),
+        base_url,
+        tier: p.tier,
+        weight,
+        reliability: p.reliability,
+        cost_per_request: p.cost_per_request,
+        health_path: p.health_path.clone(),
+        headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        query: p.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        endpoints,
+        pool,
+        circuit_breaker: breaker,
+    })
+}
+
+/// Returns the URL without a trailing `/`, or why it is refused.
+fn check_base_url(url: &str) -> Result<String, &'static str> {
+    let rest = url
+        .strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))
+        .ok_or("is not an http(s) URL")?;
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Err("has no host");
+    }
+    if url.contains(['?', '#']) {
+        return Err("has a query or fragment; use the provider's `query` table");
+    }
+    if url.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("has a space or control character");
+    }
+    if authority.contains('@') {
+        return Err("has credentials in it; use the provider's `headers` table");
+    }
+    ureq::http::Uri::try_from(url).map_err(|_| "is not a valid URL")?;
+    Ok(url.trim_end_matches('/').to_string())
+}
+
+/// Replaces `${VAR}` in every string of the tree; `path` tracks where we are for errors.
+fn expand_env(value: &mut serde_json::Value, path: &mut String) -> Result<(), Error> {
+    match value {
+        serde_json::Value::String(s) => {
+            if s.contains("${") {
+                *s = expand_string(s).map_err(|why| Error::config(path.clone(), why))?;
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                expand_env(item, path)?;
+                path.truncate(len);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (key, item) in map.iter_mut() {
+                let len = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+                expand_env(item, path)?;
+                path.truncate(len);
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn expand_string(s: &str) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| "a `${` has no closing `}`".to_string())?;
+        let name = &after[..end];
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("`${{{name}}}` is not a valid environment variable reference"));
+        }
+        let value = std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::from_toml_str(text).unwrap_err().to_string()
+    }
+
+    const ONE: &str = r#"
+        [[services.s.providers]]
+        name = "a"
+        base_url = "http://127.0.0.1:1"
+    "#;
+
+    #[test]
+    fn defaults_follow_the_contract() {
+        let c = Config::from_toml_str(ONE).unwrap();
+        let r = c.resolve().unwrap();
+        let s = &r.services[0];
+        assert_eq!(s.deadline, Duration::from_secs(45));
+        assert_eq!(s.queue.max_size, 1000);
+        assert_eq!(s.retry.max_attempts, 3);
+        assert_eq!(s.providers[0].pool.max_connections, 10);
+        assert_eq!(s.providers[0].circuit_breaker.failure_threshold, 5);
+        assert_eq!(s.providers[0].weight, 100);
+        assert_eq!(c.defaults.strategy, StrategyKind::HealthBased);
+    }
+
+    #[test]
+    fn overrides_layer_defaults_service_provider() {
+        let c = Config::from_toml_str(
+            r#"
+            [defaults.pool]
+            max_connections = 7
+            request_timeout_ms = 100
+            [services.s.pool]
+            max_connections = 5
+            [[services.s.providers]]
+            name = "a"
+            base_url = "http://127.0.0.1:1/v1/"
+            tier = 2
+            pool = { max_connections = 2 }
+            [[services.s.providers]]
+            name = "b"
+            base_url = "http://127.0.0.1:2"
+        "#,
+        )
+        .unwrap();
+        let r = c.resolve().unwrap();
+        let p = &r.services[0].providers;
+        assert_eq!((p[0].pool.max_connections, p[1].pool.max_connections), (2, 5));
+        assert_eq!(p[0].pool.request_timeout_ms, 100);
+        assert_eq!(p[0].weight, 75);
+        assert_eq!(p[0].base_url, "http://127.0.0.1:1/v1");
+    }
+
+    #[test]
+    fn json_and_toml_read_the_same_schema() {
+        let json = r#"{"services": {"s": {"providers": [{"name": "a", "base_url": "http://127.0.0.1:1"}]}}}"#;
+        assert_eq!(Config::from_json_str(json).unwrap(), Config::from_toml_str(ONE).unwrap());
+        assert_eq!(Config::from_str_as(json, None).unwrap(), Config::from_toml_str(ONE).unwrap());
+    }
+
+    #[test]
+    fn every_refusal_names_its_path() {
+        let cases = [
+            (
+                r#"[[services.stocks.providers]]
+                name = "a"
+                base_url = "http://h"
+                [[services.stocks.providers]]
+                name = "b"
+                base_url = "htp://x""#,
+                r#"services.stocks.providers[1].base_url: "htp://x" is not an http(s) URL"#,
+            ),
+            (
+                r#"[[services.s.providers]]
+                name = "a"
+                base_url = "http://h"
+                [[services.t.providers]]
+                name = "a"
+                base_url = "http://h""#,
+                "services.t.providers[0].name: provider name `a` is used twice",
+            ),
+            ("[services.s]", "services.s.providers: a service needs at least one provider"),
+            ("", "services: no service is configured"),
+            (
+                r#"[defaults.pool]
+                max_connections = 0"#,
+                "defaults.pool.max_connections: must be greater than 0",
+            ),
+            (
+                r#"[[services.s.providers]]
+                name = "a"
+                base_url = "http://h"
+                pool = { max_connections = 0 }"#,
+                "services.s.providers[0].pool.max_connections: must be greater than 0",
+            ),
+            (
+                r#"[defaults]
+                strategy = "fastest""#,
+                "defaults.strategy: unknown variant `fastest`",
+            ),
+            (
+                r#"[[services.s.providers]]
+                name = "a"
+                base_url = "http://h"
+                tier = 4"#,
+                "services.s.providers[0].tier: 4 is not 1, 2 or 3",
+            ),
+            (
+                r#"[[services.s.providers]]
+                name = "a"
+                base_url = "http://h"
+                endpoints = { quote = "/q/{}" }"#,
+                r#"services.s.providers[0].endpoints.quote: "/q/{}" has an empty placeholder `{}`"#,
+            ),
+            (
+                r#"[[services.s.providers]]
+                name = "a"
+                base_url = "http://h"
+                endpoints = { quote = "/q/{symbol" }"#,
+                "services.s.providers[0].endpoints.quote: \"/q/{symbol\" has a `{` with no closing `}`",
+            ),
+            (
+                r#"[[services.s.providers]]
+                name = "a"
+                base_url = "http://h"
+                tierr = 1"#,
+                "services.s.providers[0].tierr: unknown field `tierr`",
+            ),
+            (
+                r#"[[services.s.providers]]
+                base_url = "http://h""#,
+                "services.s.providers[0]: missing field `name`",
+            ),
+            (
+                r#"[[services.s.providers]]
+                name = "a"
+                base_url = "http://h"
+                headers = { Authorization = "Bearer ${SWITCHYARD_TEST_UNSET_VAR}" }"#,
+                "services.s.providers[0].headers.Authorization: environment variable SWITCHYARD_TEST_UNSET_VAR is not set",
+            ),
+            (
+                r#"[defaults.circuit_breaker]
+                failure_rate_threshold = 1.5"#,
+                "defaults.circuit_breaker.failure_rate_threshold: 1.5 is not above 0 and at most 1",
+            ),
+        ];
+        for (text, want) in cases {
+            let got = err(text);
+            assert!(got.contains(want), "for\n{text}\nwant: {want}\ngot:  {got}");
+        }
+    }
+
+    #[test]
+    fn env_vars_expand_everywhere() {
+        std::env::set_var("SWITCHYARD_TEST_KEY", "k3y");
+        let c = Config::from_toml_str(
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://127.0.0.1:1"
+            query = { apiKey = "${SWITCHYARD_TEST_KEY}" }
+            headers = { Authorization = "Bearer ${SWITCHYARD_TEST_KEY}!" }"#,
+        )
+        .unwrap();
+        let p = &c.services["s"].providers[0];
+        assert_eq!(p.query["apiKey"], "k3y");
+        assert_eq!(p.headers["Authorization"], "Bearer k3y!");
+    }
+
+    #[test]
+    fn secrets_stay_out_of_header_errors() {
+        std::env::set_var("SWITCHYARD_TEST_SECRET", "s3cr3t\n");
+        let got = err(r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            headers = { Authorization = "${SWITCHYARD_TEST_SECRET}" }"#);
+        assert!(got.contains("headers.Authorization"), "{got}");
+        assert!(!got.contains("s3cr3t"), "{got}");
+    }
+}

@@ -1,0 +1,58 @@
+//! # switchyard
+//!
+//! A blocking client-side load balancer for programs that depend on several external
+//! HTTP APIs. One [`Balancer`] serves many *services* (logical APIs such as `stocks`);
+//! each service has several *providers* (upstreams), each with its own connection pool.
+//! A request names a service and an *endpoint*; each provider maps the endpoint to its
+//! own path, query and headers.
+//!
+//! ```no_run
+//! use switchyard::{Balancer, Priority, Request};
+//!
+//! let lb = Balancer::from_toml_str(r#"
+//!     [[services.stocks.providers]]
+//!     name = "polygon"
+//!     base_url = "https://api.polygon.io"
+//!     query = { apiKey = "${POLYGON_KEY}" }
+//!     endpoints = { quote = "/v2/last/trade/{symbol}" }
+//! "#)?;
+//! let resp = lb.call(Request::get("stocks", "quote").param("symbol", "AAPL").priority(Priority::High))?;
+//! println!("{} from {}: {}", resp.status(), resp.provider(), String::from_utf8_lossy(resp.body()));
+//! # Ok::<(), switchyard::Error>(())
+//! ```
+//!
+//! Requests run on the calling thread when a connection slot is free and nothing as
+//! urgent is waiting; otherwise they wait in a per-priority queue served by worker
+//! threads. Every request gets exactly one outcome. See `ARCHITECTURE.md` for the flow.
+
+#![deny(unsafe_code)]
+#![deny(missing_docs)]
+
+mod activity;
+mod balancer;
+pub mod config;
+mod error;
+mod histogram;
+mod job;
+mod metrics;
+mod provider;
+mod queue;
+mod request;
+mod response;
+mod service;
+mod template;
+mod ticket;
+mod transport;
+mod worker;
+
+pub use balancer::Balancer;
+pub use config::Config;
+pub use error::{AttemptError, AttemptKind, ConfigError, Error, ErrorKind};
+pub use histogram::LatencySummary;
+pub use metrics::{CircuitSnapshot, ProviderSnapshot, ServiceSnapshot, Snapshot};
+pub use request::{Method, Priority, Request};
+pub use response::Response;
+pub use ticket::Ticket;
+
+/// The crate's version, as in `Cargo.toml`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,0 +1,203 @@
+//! Counters recorded on the hot path (atomics, no locks) and the [`Snapshot`] built from them.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::balancer::Core;
+use crate::error::AttemptKind;
+use crate::histogram::{Histogram, LatencySummary};
+
+const KINDS: [AttemptKind; 6] = [
+    AttemptKind::Connect,
+    AttemptKind::Timeout,
+    AttemptKind::Status,
+    AttemptKind::Reset,
+    AttemptKind::Protocol,
+    AttemptKind::TooLarge,
+];
+
+/// Attempts sent to one provider.
+#[derive(Default)]
+pub(crate) struct ProviderStats {
+    requests: AtomicU64,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    failures_by_kind: [AtomicU64; 6],
+    latency: Histogram,
+}
+
+impl ProviderStats {
+    pub fn record_success(&self, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.successes.fetch_add(1, Ordering::Relaxed);
+        self.latency.record(elapsed);
+    }
+
+    pub fn record_failure(&self, kind: AttemptKind, elapsed: Duration) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.failures.fetch_add(1, Ordering::Relaxed);
+        let i = KINDS.iter().position(|k| *k == kind).unwrap_or(0);
+        self.failures_by_kind[i].fetch_add(1, Ordering::Relaxed);
+        self.latency.record(elapsed);
+    }
+}
+
+/// Callers' requests to one service.
+#[derive(Default)]
+pub(crate) struct ServiceStats {
+    requests: AtomicU64,
+    successes: AtomicU64,
+    failures: AtomicU64,
+    rejected: AtomicU64,
+    failovers: AtomicU64,
+    latency: Histogram,
+    queue_wait: Histogram,
+}
+
+impl ServiceStats {
+    pub fn record_admitted(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_failover(&self) {
+        self.failovers.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_outcome(&self, ok: bool, latency: Duration, queue_wait: Duration) {
+        if ok {
+            self.successes.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.failures.fetch_add(1, Ordering::Relaxed);
+        }
+        self.latency.record(latency);
+        self.queue_wait.record(queue_wait);
+    }
+}
+
+/// Every counter at one moment; serialises to the documented JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Seconds since the balancer started.
+    pub uptime_secs: f64,
+    /// Per service, by name.
+    pub services: BTreeMap<String, ServiceSnapshot>,
+}
+
+/// One service's counters. Counts are of callers' requests.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceSnapshot {
+    /// Requests admitted.
+    pub requests: u64,
+    /// Requests answered with a response.
+    pub successes: u64,
+    /// Requests that ended with an error after admission.
+    pub failures: u64,
+    /// Requests refused at admission because the queue was full.
+    pub rejected: u64,
+    /// Requests waiting for a worker or a connection slot now.
+    pub queue_depth: usize,
+    /// The same, per priority.
+    pub queue_depth_by_priority: BTreeMap<&'static str, usize>,
+    /// Attempts that went to another provider after a failure.
+    pub failovers: u64,
+    /// Whole-request latency (queue wait, attempts, backoff), in ms.
+    pub latency_ms: LatencySummary,
+    /// Time spent waiting for a worker or a slot, in ms.
+    pub queue_wait_ms: LatencySummary,
+    /// Per provider, by name.
+    pub providers: BTreeMap<String, ProviderSnapshot>,
+}
+
+/// One provider's counters. Counts are of attempts sent to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderSnapshot {
+    /// Attempts sent (a refused connection counts).
+    pub requests: u64,
+    /// Attempts that got an answer.
+    pub successes: u64,
+    /// Attempts that failed.
+    pub failures: u64,
+    /// Failed attempts by kind: connect, timeout, status, reset, protocol, too_large.
+    pub failures_by_kind: BTreeMap<&'static str, u64>,
+    /// Attempts on the wire now.
+    pub in_flight: usize,
+    /// The provider's connection cap.
+    pub max_connections: usize,
+    /// 1, 2 or 3.
+    pub tier: u8,
+    /// Share of traffic.
+    pub weight: u32,
+    /// Attempt latency, in ms.
+    pub latency_ms: LatencySummary,
+    /// The circuit breaker.
+    pub circuit: CircuitSnapshot,
+}
+
+/// A circuit breaker's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct CircuitSnapshot {
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+}
+
+pub(crate) fn snapshot(core: &Core) -> Snapshot {
+    let services = core
+        .services
+        .iter()
+        .map(|s| {
+            let st = &s.stats;
+            let providers = s
+                .providers
+                .iter()
+                .map(|p| {
+                    let ps = &p.stats;
+                    let snap = ProviderSnapshot {
+                        requests: ps.requests.load(Ordering::Relaxed),
+                        successes: ps.successes.load(Ordering::Relaxed),
+                        failures: ps.failures.load(Ordering::Relaxed),
+                        failures_by_kind: KINDS
+                            .iter()
+                            .zip(&ps.failures_by_kind)
+                            .map(|(k, n)| (k.name(), n.load(Ordering::Relaxed)))
+                            .collect(),
+                        in_flight: p.in_flight(),
+                        max_connections: p.pool.max_connections,
+                        tier: p.tier,
+                        weight: p.weight,
+                        latency_ms: ps.latency.summary(),
+                        circuit: CircuitSnapshot { state: "closed" },
+                    };
+                    (p.name.to_string(), snap)
+                })
+                .collect();
+            let depth = s.queue.depth_by_priority();
+            let snap = ServiceSnapshot {
+                requests: st.requests.load(Ordering::Relaxed),
+                successes: st.successes.load(Ordering::Relaxed),
+                failures: st.failures.load(Ordering::Relaxed),
+                rejected: st.rejected.load(Ordering::Relaxed),
+                queue_depth: s.queue.depth(),
+                queue_depth_by_priority: crate::Priority::ALL
+                    .iter()
+                    .map(|p| (p.name(), depth[p.index()]))
+                    .collect(),
+                failovers: st.failovers.load(Ordering::Relaxed),
+                latency_ms: st.latency.summary(),
+                queue_wait_ms: st.queue_wait.summary(),
+                providers,
+            };
+            (s.name.clone(), snap)
+        })
+        .collect();
+    Snapshot {
+        uptime_secs: core.started.elapsed().as_secs_f64(),
+        services,
+    }
+}

@@ -1,0 +1,224 @@
+//! One upstream at run time: how it adapts a request, and its connection slots.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{PoolConfig, ResolvedProvider};
+use crate::metrics::ProviderStats;
+use crate::request::Request;
+use crate::template::{encode_component, Template};
+use crate::transport;
+
+/// Shortest configured value treated as a secret worth redacting from messages.
+const MIN_SECRET_LEN: usize = 4;
+
+pub(crate) struct Provider {
+    pub name: Arc<str>,
+    pub tier: u8,
+    pub weight: u32,
+    #[allow(dead_code)] // read by failover
+    pub reliability: f64,
+    pub pool: PoolConfig,
+    pub request_timeout: Duration,
+    pub headers: Vec<(String, String)>,
+    base_url: String,
+    /// The provider's own query, encoded once: `k=v&k2=v2`.
+    query: String,
+    endpoints: HashMap<String, Template>,
+    secrets: Vec<String>,
+    pub agent: ureq::Agent,
+    in_flight: AtomicUsize,
+    pub stats: ProviderStats,
+}
+
+impl Provider {
+    pub fn new(config: &ResolvedProvider) -> Provider {
+        let mut query = String::new();
+        for (k, v) in &config.query {
+            if !query.is_empty() {
+                query.push('&');
+            }
+            encode_component(k, &mut query);
+            query.push('=');
+            encode_component(v, &mut query);
+        }
+        let mut secrets: Vec<String> = config
+            .headers
+            .iter()
+            .chain(&config.query)
+            .map(|(_, v)| v.clone())
+            .chain(config.query.iter().map(|(_, v)| {
+                let mut encoded = String::new();
+                encode_component(v, &mut encoded);
+                encoded
+            }))
+            .filter(|v| v.len() >= MIN_SECRET_LEN)
+            .collect();
+        // Longest first, so a secret that contains another is redacted whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Provider {
+            name: config.name.as_str().into(),
+            tier: config.tier,
+            weight: config.weight,
+            reliability: config.reliability,
+            request_timeout: Duration::from_millis(config.pool.request_timeout_ms),
+            pool: config.pool.clone(),
+            headers: config.headers.clone(),
+            base_url: config.base_url.clone(),
+            query,
+            endpoints: config
+                .endpoints
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            secrets,
+            agent: transport::agent(&config.pool),
+            in_flight: AtomicUsize::new(0),
+            stats: ProviderStats::default(),
+        }
+    }
+
+    /// Whether this provider lists the endpoint (raw paths go to every provider).
+    pub fn serves(&self, request: &Request) -> bool {
+        request.is_raw_path() || self.endpoints.contains_key(&request.endpoint)
+    }
+
+    /// Whether this provider can build a URL for the request.
+    pub fn can_serve(&self, request: &Request) -> bool {
+        self.missing_param(request).is_none() && self.serves(request)
+    }
+
+    /// A path parameter the request lacks for this provider's template.
+    pub fn missing_param<'a>(&'a self, request: &Request) -> Option<&'a str> {
+        self.endpoints
+            .get(&request.endpoint)
+            .and_then(|t| t.missing(&request.params))
+    }
+
+    /// The provider's URL for the request: template filled, then the provider's
+    /// query, then the request's remaining parameters.
+    pub fn url(&self, request: &Request) -> String {
+        let mut url = String::with_capacity(self.base_url.len() + request.endpoint.len() + 64);
+        url.push_str(&self.base_url);
+        let used = match self.endpoints.get(&request.endpoint) {
+            Some(template) => template.render(&request.params, &mut url),
+            None => {
+                url.push_str(&request.endpoint);
+                0
+            }
+        };
+        let mut sep = if url.contains('?') { '&' } else { '?' };
+        if !self.query.is_empty() {
+            url.push(sep);
+            url.push_str(&self.query);
+            sep = '&';
+        }
+        for (i, (k, v)) in request.params.iter().enumerate() {
+            if i < 64 && used & (1 << i) != 0 {
+                continue;
+            }
+            url.push(sep);
+            encode_component(k, &mut url);
+            url.push('=');
+            encode_component(v, &mut url);
+            sep = '&';
+        }
+        url
+    }
+
+    /// Takes a connection slot if one is free.
+    pub fn try_acquire(&self) -> bool {
+        self.in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < self.pool.max_connections).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Gives a slot back. SeqCst pairs with the parking check in the queue.
+    pub fn release(&self) {
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Removes every configured header and query value from a message.
+    pub fn redact(&self, message: &mut String) {
+        for secret in &self.secrets {
+            if message.contains(secret.as_str()) {
+                *message = message.replace(secret.as_str(), "[redacted]");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    fn provider(extra: &str) -> Provider {
+        let c = Config::from_toml_str(&format!(
+            r#"[[services.s.providers]]
+            name = "p"
+            base_url = "http://127.0.0.1:9/api/"
+            {extra}"#
+        ))
+        .unwrap();
+        Provider::new(&c.resolve().unwrap().services[0].providers[0])
+    }
+
+    #[test]
+    fn url_fills_template_then_provider_query_then_leftovers() {
+        let p = provider(
+            r#"query = { apiKey = "k&y" }
+            endpoints = { quote = "/v2/last/{symbol}" }"#,
+        );
+        let req = Request::get("s", "quote").param("symbol", "BRK.A").param("x y", "1/2");
+        assert!(p.can_serve(&req));
+        assert_eq!(
+            p.url(&req),
+            "http://127.0.0.1:9/api/v2/last/BRK.A?apiKey=k%26y&x%20y=1%2F2"
+        );
+    }
+
+    #[test]
+    fn raw_paths_keep_their_query() {
+        let p = provider("");
+        let req = Request::get("s", "/x/y?a=1").param("b", "2");
+        assert!(p.serves(&req));
+        assert_eq!(p.url(&req), "http://127.0.0.1:9/api/x/y?a=1&b=2");
+        assert!(!p.serves(&Request::get("s", "quote")));
+    }
+
+    #[test]
+    fn missing_template_params_are_named() {
+        let p = provider(r#"endpoints = { quote = "/q/{symbol}" }"#);
+        let req = Request::get("s", "quote");
+        assert_eq!(p.missing_param(&req), Some("symbol"));
+        assert!(!p.can_serve(&req));
+    }
+
+    #[test]
+    fn slots_are_capped() {
+        let p = provider("pool = { max_connections = 2 }");
+        assert!(p.try_acquire() && p.try_acquire());
+        assert!(!p.try_acquire());
+        p.release();
+        assert!(p.try_acquire());
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let p = provider(r#"headers = { Authorization = "Bearer s3cret" }
+            query = { key = "a b c d" }"#);
+        let mut m = "sent Bearer s3cret and key=a%20b%20c%20d".to_string();
+        p.redact(&mut m);
+        assert_eq!(m, "sent [redacted] and key=[redacted]");
+    }
+}

@@ -1,0 +1,325 @@
+//! What a caller asks for: a service, an endpoint and how to send it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::Error;
+
+/// How urgent a request is. Workers always take higher priorities first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Priority {
+    /// Served before everything else.
+    Critical = 0,
+    /// Served before `Normal` and `Low`.
+    High = 1,
+    /// The default.
+    #[default]
+    Normal = 2,
+    /// Served when nothing more urgent waits.
+    Low = 3,
+}
+
+impl Priority {
+    /// Every priority, most urgent first.
+    pub const ALL: [Priority; 4] = [
+        Priority::Critical,
+        Priority::High,
+        Priority::Normal,
+        Priority::Low,
+    ];
+
+    /// 0 for `Critical` up to 3 for `Low`.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The lowercase name: `critical`, `high`, `normal`, `low`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Priority::Critical => "critical",
+            Priority::High => "high",
+            Priority::Normal => "normal",
+            Priority::Low => "low",
+        }
+    }
+}
+
+impl FromStr for Priority {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        Priority::ALL
+            .into_iter()
+            .find(|p| p.name().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "priority `{s}` is not one of critical, high, normal, low"
+                ))
+            })
+    }
+}
+
+/// An HTTP method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Method {
+    /// `GET`, the default.
+    #[default]
+    Get,
+    /// `HEAD`.
+    Head,
+    /// `POST`: not idempotent unless the request says so.
+    Post,
+    /// `PUT`.
+    Put,
+    /// `PATCH`: not idempotent unless the request says so.
+    Patch,
+    /// `DELETE`.
+    Delete,
+    /// `OPTIONS`.
+    Options,
+}
+
+impl Method {
+    /// The method as sent on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+            Method::Patch => "PATCH",
+            Method::Delete => "DELETE",
+            Method::Options => "OPTIONS",
+        }
+    }
+
+    /// Whether HTTP defines the method as idempotent (RFC 9110, 9.2.2).
+    pub fn is_idempotent(self) -> bool {
+        !matches!(self, Method::Post | Method::Patch)
+    }
+}
+
+impl FromStr for Method {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self, Error> {
+        const ALL: [Method; 7] = [
+            Method::Get,
+            Method::Head,
+            Method::Post,
+            Method::Put,
+            Method::Patch,
+            Method::Delete,
+            Method::Options,
+        ];
+        ALL.into_iter()
+            .find(|m| m.as_str().eq_ignore_ascii_case(s))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "method `{s}` is not one of GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"
+                ))
+            })
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request to a service's endpoint, built with chained methods.
+///
+/// ```
+/// use switchyard::{Priority, Request};
+/// use std::time::Duration;
+///
+/// let req = Request::get("stocks", "quote")
+///     .param("symbol", "AAPL")
+///     .priority(Priority::High)
+///     .timeout(Duration::from_secs(2));
+/// assert_eq!(req.service(), "stocks");
+/// ```
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub(crate) method: Method,
+    pub(crate) service: String,
+    pub(crate) endpoint: String,
+    pub(crate) params: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Option<Vec<u8>>,
+    pub(crate) priority: Priority,
+    pub(crate) timeout: Option<Duration>,
+    pub(crate) idempotent: Option<bool>,
+}
+
+impl Request {
+    /// A request with any method. `endpoint` is a name the providers list, or a raw
+    /// path starting with `/` that any provider of the service is sent.
+    pub fn new(method: Method, service: impl Into<String>, endpoint: impl Into<String>) -> Self {
+        Request {
+            method,
+            service: service.into(),
+            endpoint: endpoint.into(),
+            params: Vec::new(),
+            headers: Vec::new(),
+            body: None,
+            priority: Priority::Normal,
+            timeout: None,
+            idempotent: None,
+        }
+    }
+
+    /// A `GET` request.
+    pub fn get(service: impl Into<String>, endpoint: impl Into<String>) -> Self {
+        Request::new(Method::Get, service, endpoint)
+    }
+
+    /// A `POST` request.
+    pub fn post(service: impl Into<String>, endpoint: impl Into<String>) -> Self {
+        Request::new(Method::Post, service, endpoint)
+    }
+
+    /// Adds a parameter: it fills `{name}` in the provider's path template, or else
+    /// goes into the query string after the provider's own query.
+    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.params.push((name.into(), value.into()));
+        self
+    }
+
+    /// Adds a header, sent after the provider's configured headers.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the body.
+    pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
+        self.body = Some(body.into());
+        self
+    }
+
+    /// Sets the priority. Defaults to [`Priority::Normal`].
+    pub fn priority(mut self, priority: Priority) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Sets the whole request's deadline: queue wait, every attempt and backoff.
+    /// Defaults to the service's `deadline_ms`.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = Some(timeout);
+        self
+    }
+
+    /// Marks the request safe (or not) to send twice. Defaults to what the method
+    /// implies: everything but `POST` and `PATCH` is idempotent.
+    pub fn idempotent(mut self, idempotent: bool) -> Self {
+        self.idempotent = Some(idempotent);
+        self
+    }
+
+    /// Sets the method.
+    pub fn method(mut self, method: Method) -> Self {
+        self.method = method;
+        self
+    }
+
+    /// The service this request is for.
+    pub fn service(&self) -> &str {
+        &self.service
+    }
+
+    /// The endpoint name or raw path.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The request's priority.
+    pub fn get_priority(&self) -> Priority {
+        self.priority
+    }
+
+    /// Whether the request may be sent again after its bytes reached a provider.
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotent.unwrap_or(self.method.is_idempotent())
+    }
+
+    pub(crate) fn is_raw_path(&self) -> bool {
+        self.endpoint.starts_with('/')
+    }
+
+    /// Checks what can be checked without the configuration.
+    pub(crate) fn check(&self) -> Result<(), Error> {
+        fn invalid(what: String) -> Result<(), Error> {
+            Err(Error::InvalidArgument(what))
+        }
+        if self.service.is_empty() {
+            return invalid("service name is empty".into());
+        }
+        if self.endpoint.is_empty() {
+            return invalid("endpoint is empty".into());
+        }
+        if self.is_raw_path() {
+            if let Some(c) = self
+                .endpoint
+                .chars()
+                .find(|c| c.is_control() || c.is_whitespace() || *c == '#')
+            {
+                return invalid(format!(
+                    "raw path `{}` contains {c:?}; encode it",
+                    self.endpoint.escape_debug()
+                ));
+            }
+        }
+        for (name, value) in &self.headers {
+            if name.is_empty() || !name.bytes().all(is_header_name_byte) {
+                return invalid(format!("header name `{}` is not a valid token", name.escape_debug()));
+            }
+            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+                return invalid(format!("header `{name}` has a line break or NUL in its value"));
+            }
+        }
+        if let Some(t) = self.timeout {
+            if t.is_zero() {
+                return invalid("timeout is zero".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// RFC 9110 token characters.
+pub(crate) fn is_header_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn method_and_priority_parse_case_insensitively() {
+        assert_eq!("post".parse::<Method>().unwrap(), Method::Post);
+        assert_eq!("High".parse::<Priority>().unwrap(), Priority::High);
+        assert!("FETCH".parse::<Method>().unwrap_err().to_string().contains("FETCH"));
+    }
+
+    #[test]
+    fn idempotency_follows_method_unless_marked() {
+        assert!(Request::get("s", "e").is_idempotent());
+        assert!(!Request::post("s", "e").is_idempotent());
+        assert!(Request::post("s", "e").idempotent(true).is_idempotent());
+    }
+
+    #[test]
+    fn bad_headers_and_paths_are_named() {
+        let e = Request::get("s", "e").header("X Bad", "v").check().unwrap_err();
+        assert!(e.to_string().contains("X Bad"), "{e}");
+        let e = Request::get("s", "e").header("X", "a\r\nb").check().unwrap_err();
+        assert!(e.to_string().contains("line break"), "{e}");
+        let e = Request::get("s", "/a b").check().unwrap_err();
+        assert!(e.to_string().contains("/a b"), "{e}");
+    }
+}

@@ -1,0 +1,66 @@
+//! What a caller gets back.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A provider's answer. Any status but 5xx and 429 is an answer, 404 included.
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub(crate) status: u16,
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) provider: Arc<str>,
+    pub(crate) attempts: u32,
+    pub(crate) latency: Duration,
+    pub(crate) queue_wait: Duration,
+}
+
+impl Response {
+    /// The HTTP status code.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The body, at most `pool.max_response_bytes` long.
+    pub fn body(&self) -> &[u8] {
+        &self.body
+    }
+
+    /// Takes the body out without copying it.
+    pub fn into_body(self) -> Vec<u8> {
+        self.body
+    }
+
+    /// The name of the provider that answered.
+    pub fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// How many attempts it took, this one included.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header in the order received; names are lowercase.
+    pub fn headers(&self) -> &[(String, String)] {
+        &self.headers
+    }
+
+    /// From submission to answer: queue wait, every attempt and backoff.
+    pub fn latency(&self) -> Duration {
+        self.latency
+    }
+
+    /// How long the request waited for a worker or a connection slot.
+    pub fn queue_wait(&self) -> Duration {
+        self.queue_wait
+    }
+}

@@ -1,0 +1,129 @@
+//! Endpoint path templates (`/v2/last/trade/{symbol}`) and URL encoding.
+
+use std::fmt::Write;
+
+/// A parsed path template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Part {
+    Literal(String),
+    Param(String),
+}
+
+impl Template {
+    /// Parses a template; the error completes the sentence "`template` ...".
+    pub fn parse(text: &str) -> Result<Template, String> {
+        if !text.starts_with('/') {
+            return Err("does not start with /".into());
+        }
+        if text.chars().any(|c| c.is_control() || c.is_whitespace() || c == '#') {
+            return Err("has a space, control character or #".into());
+        }
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find(['{', '}']) {
+            if rest.as_bytes()[open] == b'}' {
+                return Err("has a `}` with no opening `{`".into());
+            }
+            if open > 0 {
+                parts.push(Part::Literal(rest[..open].to_string()));
+            }
+            let after = &rest[open + 1..];
+            let close = after.find('}').ok_or("has a `{` with no closing `}`")?;
+            let name = &after[..close];
+            if name.is_empty() {
+                return Err("has an empty placeholder `{}`".into());
+            }
+            if name.contains('{') {
+                return Err("has a `{` with no closing `}`".into());
+            }
+            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+                return Err(format!("has a placeholder `{{{name}}}` that is not a parameter name"));
+            }
+            parts.push(Part::Param(name.to_string()));
+            rest = &after[close + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Literal(rest.to_string()));
+        }
+        Ok(Template { parts })
+    }
+
+    /// The names of the parameters the template needs.
+    pub fn params(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Param(name) => Some(name.as_str()),
+            Part::Literal(_) => None,
+        })
+    }
+
+    /// The first parameter the template needs that `params` lacks.
+    pub fn missing<'a>(&'a self, params: &[(String, String)]) -> Option<&'a str> {
+        self.params()
+            .find(|needed| !params.iter().any(|(name, _)| name == needed))
+    }
+
+    /// Appends the filled path to `out`; returns a mask of which `params` it used.
+    /// Callers check [`Template::missing`] first; a missing parameter renders empty.
+    pub fn render(&self, params: &[(String, String)], out: &mut String) -> u64 {
+        let mut used = 0u64;
+        for part in &self.parts {
+            match part {
+                Part::Literal(s) => out.push_str(s),
+                Part::Param(name) => {
+                    if let Some(i) = params.iter().position(|(n, _)| n == name) {
+                        encode_component(&params[i].1, out);
+                        if i < 64 {
+                            used |= 1 << i;
+                        }
+                    }
+                }
+            }
+        }
+        used
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub(crate) fn encode_component(value: &str, out: &mut String) {
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn fills_and_encodes() {
+        let t = Template::parse("/v2/{symbol}/trades/{day}").unwrap();
+        let mut out = String::new();
+        let used = t.render(&p(&[("day", "2026-11-27"), ("x", "1"), ("symbol", "BRK/A é")]), &mut out);
+        assert_eq!(out, "/v2/BRK%2FA%20%C3%A9/trades/2026-11-27");
+        assert_eq!(used, 0b011);
+        assert_eq!(t.params().collect::<Vec<_>>(), ["symbol", "day"]);
+        assert_eq!(t.missing(&p(&[("symbol", "A")])), Some("day"));
+    }
+
+    #[test]
+    fn refuses_malformed() {
+        assert!(Template::parse("v2").is_err());
+        assert!(Template::parse("/a/{}").unwrap_err().contains("empty"));
+        assert!(Template::parse("/a/{b").unwrap_err().contains("no closing"));
+        assert!(Template::parse("/a/b}").unwrap_err().contains("no opening"));
+        assert!(Template::parse("/a/{b c}").is_err());
+    }
+}

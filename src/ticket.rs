@@ -1,0 +1,176 @@
+//! Delivering a request's one outcome: to a blocked caller, a [`Ticket`] or a callback.
+//!
+//! A job's [`Phase`] is the single arbiter of "exactly one outcome": whoever moves it to
+//! `Settled` first (the worker with an answer, or a waiter whose deadline passed while
+//! the job was still queued) delivers, and the other side sees that it lost.
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+
+use crate::{Error, Response};
+
+pub(crate) type Outcome = Result<Response, Error>;
+
+/// Where a job is; see the module docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Phase {
+    /// Waiting for a worker or a connection slot: a waiter may time it out.
+    Waiting = 0,
+    /// An attempt is on the wire; its own timeout ends by the deadline.
+    Running = 1,
+    /// The outcome is decided.
+    Settled = 2,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct JobPhase(AtomicU8);
+
+impl JobPhase {
+    /// Moves `from` -> `to`; false when the job was elsewhere (typically settled).
+    pub fn shift(&self, from: Phase, to: Phase) -> bool {
+        self.0
+            .compare_exchange(from as u8, to as u8, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+
+    pub fn settle(&self) -> bool {
+        self.0.swap(Phase::Settled as u8, Ordering::AcqRel) != Phase::Settled as u8
+    }
+
+    pub fn is_settled(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Phase::Settled as u8
+    }
+}
+
+/// A completion callback, called once on a worker thread.
+pub(crate) type Callback = Box<dyn FnOnce(Outcome) + Send + 'static>;
+
+/// Where a job's outcome goes.
+pub(crate) enum Sink {
+    /// The thread driving the job is the caller: the outcome is returned to it.
+    Caller,
+    /// A [`Ticket`] holds the receiving end.
+    Channel(Arc<JobPhase>, Sender<Outcome>),
+    /// A callback owns the outcome.
+    Callback(Arc<JobPhase>, Callback),
+}
+
+impl Sink {
+    pub fn phase(&self) -> Option<&JobPhase> {
+        match self {
+            Sink::Caller => None,
+            Sink::Channel(phase, _) | Sink::Callback(phase, _) => Some(phase),
+        }
+    }
+
+    /// Delivers the outcome unless somebody settled the job first. Returns it for `Caller`.
+    pub fn deliver(self, outcome: Outcome) -> Option<Outcome> {
+        match self {
+            Sink::Caller => Some(outcome),
+            Sink::Channel(phase, tx) => {
+                if phase.settle() {
+                    let _ = tx.send(outcome);
+                }
+                None
+            }
+            Sink::Callback(phase, callback) => {
+                if phase.settle() {
+                    // A panicking callback must not take a worker thread down with it.
+                    let _ = catch_unwind(AssertUnwindSafe(|| callback(outcome)));
+                }
+                None
+            }
+        }
+    }
+}
+
+/// A submitted request's claim on its outcome.
+///
+/// Every ticket gets exactly one outcome: a [`Response`] or an [`Error`], also at
+/// shutdown. Dropping a ticket does not cancel the request.
+#[derive(Debug)]
+pub struct Ticket {
+    phase: Arc<JobPhase>,
+    rx: Receiver<Outcome>,
+    started: Instant,
+    deadline: Instant,
+    spent: bool,
+}
+
+impl Ticket {
+    pub(crate) fn new(started: Instant, deadline: Instant) -> (Ticket, Sink) {
+        let phase = Arc::new(JobPhase::default());
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let ticket = Ticket {
+            phase: phase.clone(),
+            rx,
+            started,
+            deadline,
+            spent: false,
+        };
+        (ticket, Sink::Channel(phase, tx))
+    }
+
+    /// Blocks until the outcome; at the latest shortly after the request's deadline.
+    pub fn wait(mut self) -> Result<Response, Error> {
+        if let Some(outcome) = self.poll(self.deadline) {
+            return outcome;
+        }
+        // Past the deadline with an attempt on the wire: it ends by the deadline on its own.
+        self.rx.recv().unwrap_or_else(|_| Err(dropped()))
+    }
+
+    /// Waits at most `timeout`. `None` when the outcome is not there yet; once the
+    /// outcome has been returned the ticket is spent and returns `None` for ever.
+    pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<Response, Error>> {
+        let until = Instant::now() + timeout;
+        self.poll(until.min(self.deadline))
+            .or_else(|| self.poll(until))
+    }
+
+    /// The outcome if it is there, without blocking; see [`Ticket::wait_timeout`].
+    pub fn try_wait(&mut self) -> Option<Result<Response, Error>> {
+        self.poll(Instant::now())
+    }
+
+    /// Receives until `until`; then, past the deadline, settles a still-waiting job as timed out.
+    fn poll(&mut self, until: Instant) -> Option<Outcome> {
+        if self.spent {
+            return None;
+        }
+        let got = if until <= Instant::now() {
+            match self.rx.try_recv() {
+                Ok(outcome) => Some(outcome),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => Some(Err(dropped())),
+            }
+        } else {
+            match self.rx.recv_deadline(until) {
+                Ok(outcome) => Some(outcome),
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => Some(Err(dropped())),
+            }
+        };
+        let got = got.or_else(|| {
+            // A running attempt ends by the deadline on its own and brings its details.
+            (Instant::now() >= self.deadline && self.phase.shift(Phase::Waiting, Phase::Settled))
+                .then(|| {
+                    Err(Error::Timeout {
+                        elapsed: self.started.elapsed(),
+                        attempts: Vec::new(),
+                    })
+                })
+        });
+        self.spent = got.is_some();
+        got
+    }
+}
+
+fn dropped() -> Error {
+    Error::Internal("the request was dropped without an outcome".into())
+}

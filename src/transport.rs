@@ -1,0 +1,271 @@
+//! One HTTP attempt over a provider's ureq agent, and how its failures are classified.
+//!
+//! Two measured costs shape this file: ureq's default resolver spawns a thread per
+//! request whenever a timeout covers resolution, and its default idle pool (3 per host)
+//! churns connections under concurrency. So each provider's agent gets a resolver that
+//! answers IP literals at once and caches names, and an idle pool as large as the
+//! provider's connection cap.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
+use ureq::unversioned::transport::NextTimeout;
+
+use crate::config::PoolConfig;
+use crate::error::{AttemptError, AttemptKind};
+use crate::request::Method;
+
+/// How long a resolved host name is trusted.
+const NAME_TTL: Duration = Duration::from_secs(60);
+
+/// Bytes of a failed (5xx, 429) answer read so its connection can be reused.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+
+/// Builds the agent of one provider.
+pub(crate) fn agent(pool: &PoolConfig) -> ureq::Agent {
+    let config = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
+        .max_idle_connections(pool.max_connections)
+        .max_idle_connections_per_host(pool.max_connections)
+        .max_idle_age(Duration::from_millis(pool.keep_alive_ms))
+        .timeout_connect(Some(Duration::from_millis(pool.connect_timeout_ms)))
+        .timeout_global(Some(Duration::from_millis(pool.request_timeout_ms)))
+        .build();
+    ureq::Agent::with_parts(
+        config,
+        ureq::unversioned::transport::DefaultConnector::new(),
+        CachingResolver::default(),
+    )
+}
+
+/// Answers IP literals without a lookup and remembers host names for [`NAME_TTL`].
+#[derive(Debug, Default)]
+struct CachingResolver {
+    names: Mutex<HashMap<String, (ResolvedSocketAddrs, Instant)>>,
+    fallback: DefaultResolver,
+}
+
+impl Resolver for CachingResolver {
+    fn resolve(
+        &self,
+        uri: &ureq::http::Uri,
+        config: &ureq::config::Config,
+        timeout: NextTimeout,
+    ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
+        let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+            Some("https") => 443,
+            _ => 80,
+        });
+        let literal = host.trim_start_matches('[').trim_end_matches(']');
+        if let Ok(ip) = literal.parse::<IpAddr>() {
+            let mut addrs = self.fallback.empty();
+            addrs.push(SocketAddr::new(ip, port));
+            return Ok(addrs);
+        }
+        let key = format!("{host}:{port}");
+        if let Some((addrs, at)) = self.names.lock().get(&key) {
+            if at.elapsed() < NAME_TTL {
+                return Ok(addrs.clone());
+            }
+        }
+        let addrs = self.fallback.resolve(uri, config, timeout)?;
+        self.names.lock().insert(key, (addrs.clone(), Instant::now()));
+        Ok(addrs)
+    }
+}
+
+/// What a provider answered, before it becomes a [`crate::Response`].
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+/// A failed attempt, with what the failover logic needs to know about it.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub error: AttemptError,
+    /// Whether any byte of the request may have reached the provider.
+    pub maybe_sent: bool,
+    /// A `Retry-After` of a 429 or 503 answer.
+    pub retry_after: Option<Duration>,
+}
+
+/// What one attempt needs to go on the wire.
+pub(crate) struct Outgoing<'a> {
+    pub method: Method,
+    pub url: &'a str,
+    pub headers: &'a [(String, String)],
+    pub extra_headers: &'a [(String, String)],
+    pub body: Option<&'a [u8]>,
+    pub timeout: Duration,
+    pub max_response_bytes: u64,
+}
+
+/// Sends one attempt. `agent_timeout` is what the agent was built with: a shorter
+/// `timeout` (a deadline close by) costs a per-request configuration.
+pub(crate) fn send(
+    agent: &ureq::Agent,
+    agent_timeout: Duration,
+    provider: &str,
+    out: &Outgoing<'_>,
+) -> Result<Answer, Failure> {
+    let started = Instant::now();
+    let fail = |kind, status, message: String, maybe_sent| Failure {
+        error: AttemptError {
+            provider: provider.to_string(),
+            kind,
+            status,
+            elapsed: started.elapsed(),
+            message,
+        },
+        maybe_sent,
+        retry_after: None,
+    };
+
+    let mut builder = ureq::http::Request::builder()
+        .method(out.method.as_str())
+        .uri(out.url);
+    for (name, value) in out.headers.iter().chain(out.extra_headers) {
+        builder = builder.header(name.as_str(), value.as_str());
+    }
+    let result = match out.body {
+        Some(body) => builder.body(body).map(|req| run(agent, agent_timeout, out.timeout, req)),
+        None => builder.body(()).map(|req| run(agent, agent_timeout, out.timeout, req)),
+    };
+    let mut response = match result {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            let (kind, maybe_sent) = classify(&e, false);
+            return Err(fail(kind, None, describe(&e), maybe_sent));
+        }
+        Err(e) => return Err(fail(AttemptKind::Protocol, None, format!("request not built: {e}"), false)),
+    };
+
+    let status = response.status().as_u16();
+    if status >= 500 || status == 429 {
+        let retry_after = if status == 429 || status == 503 {
+            response
+                .headers()
+                .get("retry-after")
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after)
+        } else {
+            None
+        };
+        // Read what is cheap to read so the connection goes back to the pool.
+        let _ = std::io::copy(
+            &mut response.body_mut().as_reader().take(DRAIN_LIMIT),
+            &mut std::io::sink(),
+        );
+        let mut f = fail(AttemptKind::Status, Some(status), format!("HTTP {status}"), true);
+        f.retry_after = retry_after;
+        return Err(f);
+    }
+
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_string(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(out.max_response_bytes)
+        .read_to_vec()
+        .map_err(|e| {
+            let (kind, _) = classify(&e, true);
+            fail(kind, Some(status), describe(&e), true)
+        })?;
+    Ok(Answer {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn run<B: ureq::AsSendBody>(
+    agent: &ureq::Agent,
+    agent_timeout: Duration,
+    timeout: Duration,
+    req: ureq::http::Request<B>,
+) -> Result<ureq::http::Response<ureq::Body>, ureq::Error> {
+    if timeout < agent_timeout {
+        let req = agent
+            .configure_request(req)
+            .timeout_global(Some(timeout))
+            .build();
+        agent.run(req)
+    } else {
+        agent.run(req)
+    }
+}
+
+/// Maps a ureq error to an attempt kind, and whether the request may have been sent.
+fn classify(e: &ureq::Error, reading_body: bool) -> (AttemptKind, bool) {
+    use std::io::ErrorKind as Io;
+    match e {
+        ureq::Error::Timeout(t) => {
+            let before_send = matches!(t, ureq::Timeout::Resolve | ureq::Timeout::Connect);
+            (AttemptKind::Timeout, !before_send)
+        }
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed | ureq::Error::Tls(_) => {
+            (AttemptKind::Connect, false)
+        }
+        ureq::Error::Rustls(_) => (AttemptKind::Connect, false),
+        ureq::Error::BodyExceedsLimit(_) => (AttemptKind::TooLarge, true),
+        ureq::Error::Protocol(_) => (AttemptKind::Protocol, true),
+        ureq::Error::Io(io) => match io.kind() {
+            Io::ConnectionRefused
+            | Io::AddrNotAvailable
+            | Io::NetworkUnreachable
+            | Io::HostUnreachable
+            | Io::AddrInUse => (AttemptKind::Connect, false),
+            Io::TimedOut | Io::WouldBlock => (AttemptKind::Timeout, true),
+            // A clean close in the middle of a body is a truncated answer.
+            Io::UnexpectedEof if reading_body => (AttemptKind::Protocol, true),
+            Io::InvalidData | Io::InvalidInput => (AttemptKind::Protocol, true),
+            _ => (AttemptKind::Reset, true),
+        },
+        _ => (AttemptKind::Protocol, true),
+    }
+}
+
+fn describe(e: &ureq::Error) -> String {
+    match e {
+        // Their text may carry the URL, and with it a configured secret.
+        ureq::Error::BadUri(_) | ureq::Error::Http(_) => "invalid request URL".to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// `Retry-After` in seconds; HTTP dates are rare from APIs and read as absent.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let secs: f64 = value.trim().parse().ok()?;
+    (secs.is_finite() && secs >= 0.0).then(|| Duration::from_secs_f64(secs.min(86_400.0)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_seconds() {
+        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
+        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
+        assert_eq!(parse_retry_after("-1"), None);
+    }
+}
