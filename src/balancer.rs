@@ -114,7 +114,10 @@ pub struct Balancer {
 impl std::fmt::Debug for Balancer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Balancer")
-            .field("services", &self.core.service_index.keys().collect::<Vec<_>>())
+            .field(
+                "services",
+                &self.core.service_index.keys().collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -249,7 +252,13 @@ impl Balancer {
 
     fn enqueue_sink(&self, service: usize, request: Request, sink: Sink) -> Result<(), Error> {
         let svc = &self.core.services[service];
-        let mut job = Job::new(request, service, svc.deadline, sink, self.core.activity.enter());
+        let mut job = Job::new(
+            request,
+            service,
+            svc.deadline,
+            sink,
+            self.core.activity.enter(),
+        );
         if !svc.queue.admit(&mut job) {
             svc.stats.record_rejected();
             return Err(Error::QueueFull {

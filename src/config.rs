@@ -2,7 +2,7 @@
 //!
 //! A document is read into [`Config`], which mirrors the file: `[defaults]`, then per
 //! service optional overrides, then per provider optional `pool` and `circuit_breaker`
-//! overrides. [`Config::resolve`] layers defaults -> service -> provider and checks every
+//! overrides. Loading layers defaults -> service -> provider and checks every
 //! value, naming the key path of the first one it refuses.
 
 use std::collections::{BTreeMap, HashSet};
@@ -349,7 +349,10 @@ impl Config {
         expand_env(&mut tree, &mut path)?;
         let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
             let path = e.path().to_string();
-            Error::config(if path == "." { String::new() } else { path }, e.into_inner().to_string())
+            Error::config(
+                if path == "." { String::new() } else { path },
+                e.into_inner().to_string(),
+            )
         })?;
         config.resolve()?;
         Ok(config)
@@ -382,7 +385,10 @@ impl Config {
             let deadline_ms = svc.deadline_ms.unwrap_or(d.deadline_ms);
             check_service_tables(&at, deadline_ms, &queue, &retry, &health_check)?;
             if svc.providers.is_empty() {
-                return Err(Error::config(format!("{at}.providers"), "a service needs at least one provider"));
+                return Err(Error::config(
+                    format!("{at}.providers"),
+                    "a service needs at least one provider",
+                ));
             }
             let mut providers = Vec::with_capacity(svc.providers.len());
             for (i, p) in svc.providers.iter().enumerate() {
@@ -466,7 +472,10 @@ pub(crate) struct ResolvedProvider {
 
 fn positive(at: &str, key: &str, v: u64) -> Result<(), Error> {
     if v == 0 {
-        return Err(Error::config(format!("{at}.{key}"), "must be greater than 0"));
+        return Err(Error::config(
+            format!("{at}.{key}"),
+            "must be greater than 0",
+        ));
     }
     Ok(())
 }
@@ -474,8 +483,15 @@ fn positive(at: &str, key: &str, v: u64) -> Result<(), Error> {
 fn share(at: &str, key: &str, v: f64, zero_ok: bool) -> Result<(), Error> {
     let ok = v.is_finite() && v <= 1.0 && (v > 0.0 || (zero_ok && v == 0.0));
     if !ok {
-        let range = if zero_ok { "0 to 1" } else { "above 0 and at most 1" };
-        return Err(Error::config(format!("{at}.{key}"), format!("{v} is not {range}")));
+        let range = if zero_ok {
+            "0 to 1"
+        } else {
+            "above 0 and at most 1"
+        };
+        return Err(Error::config(
+            format!("{at}.{key}"),
+            format!("{v} is not {range}"),
+        ));
     }
     Ok(())
 }
@@ -483,11 +499,20 @@ fn share(at: &str, key: &str, v: f64, zero_ok: bool) -> Result<(), Error> {
 fn check_defaults(d: &Defaults) -> Result<(), Error> {
     positive("defaults", "deadline_ms", d.deadline_ms)?;
     if d.workers > 4096 {
-        return Err(Error::config("defaults.workers", format!("{} is more than 4096", d.workers)));
+        return Err(Error::config(
+            "defaults.workers",
+            format!("{} is more than 4096", d.workers),
+        ));
     }
     check_pool("defaults.pool", &d.pool)?;
     check_breaker("defaults.circuit_breaker", &d.circuit_breaker)?;
-    check_service_tables("defaults", d.deadline_ms, &d.queue, &d.retry, &d.health_check)
+    check_service_tables(
+        "defaults",
+        d.deadline_ms,
+        &d.queue,
+        &d.retry,
+        &d.health_check,
+    )
 }
 
 fn check_service_tables(
@@ -510,11 +535,17 @@ fn check_service_tables(
     if retry.max_backoff_ms < retry.base_delay_ms {
         return Err(Error::config(
             format!("{r}.max_backoff_ms"),
-            format!("{} is less than base_delay_ms ({})", retry.max_backoff_ms, retry.base_delay_ms),
+            format!(
+                "{} is less than base_delay_ms ({})",
+                retry.max_backoff_ms, retry.base_delay_ms
+            ),
         ));
     }
     if !(retry.budget_ratio.is_finite() && retry.budget_ratio >= 0.0) {
-        return Err(Error::config(format!("{r}.budget_ratio"), format!("{} is negative", retry.budget_ratio)));
+        return Err(Error::config(
+            format!("{r}.budget_ratio"),
+            format!("{} is negative", retry.budget_ratio),
+        ));
     }
     positive(&r, "budget_window_ms", retry.budget_window_ms)?;
     let h = format!("{at}.health_check");
@@ -538,10 +569,20 @@ fn check_pool(at: &str, pool: &PoolConfig) -> Result<(), Error> {
 
 fn check_breaker(at: &str, b: &BreakerConfig) -> Result<(), Error> {
     positive(at, "failure_threshold", b.failure_threshold.into())?;
-    share(at, "failure_rate_threshold", b.failure_rate_threshold, false)?;
+    share(
+        at,
+        "failure_rate_threshold",
+        b.failure_rate_threshold,
+        false,
+    )?;
     positive(at, "minimum_calls", b.minimum_calls.into())?;
     positive(at, "window_ms", b.window_ms)?;
-    share(at, "slow_call_rate_threshold", b.slow_call_rate_threshold, false)?;
+    share(
+        at,
+        "slow_call_rate_threshold",
+        b.slow_call_rate_threshold,
+        false,
+    )?;
     positive(at, "success_threshold", b.success_threshold.into())?;
     positive(at, "open_ms", b.open_ms)?;
     positive(at, "half_open_max_calls", b.half_open_max_calls.into())
@@ -556,19 +597,32 @@ fn resolve_provider(
     if p.name.trim().is_empty() {
         return Err(Error::config(format!("{at}.name"), "is empty"));
     }
-    if p.name.chars().any(|c| c.is_control() || c == '"' || c == '\\') {
+    if p.name
+        .chars()
+        .any(|c| c.is_control() || c == '"' || c == '\\')
+    {
         return Err(Error::config(
             format!("{at}.name"),
-            format!("`{}` has a quote, backslash or control character", p.name.escape_debug()),
+            format!(
+                "`{}` has a quote, backslash or control character",
+                p.name.escape_debug()
+            ),
         ));
     }
-    let base_url = check_base_url(&p.base_url)
-        .map_err(|why| Error::config(format!("{at}.base_url"), format!("{:?} {why}", p.base_url)))?;
+    let base_url = check_base_url(&p.base_url).map_err(|why| {
+        Error::config(format!("{at}.base_url"), format!("{:?} {why}", p.base_url))
+    })?;
     if !(1..=3).contains(&p.tier) {
-        return Err(Error::config(format!("{at}.tier"), format!("{} is not 1, 2 or 3", p.tier)));
+        return Err(Error::config(
+            format!("{at}.tier"),
+            format!("{} is not 1, 2 or 3", p.tier),
+        ));
     }
     if p.weight == Some(0) {
-        return Err(Error::config(format!("{at}.weight"), "must be greater than 0"));
+        return Err(Error::config(
+            format!("{at}.weight"),
+            "must be greater than 0",
+        ));
     }
     share(at, "reliability", p.reliability, true)?;
     if !(p.cost_per_request.is_finite() && p.cost_per_request >= 0.0) {
@@ -579,30 +633,46 @@ fn resolve_provider(
     }
     if let Some(h) = &p.health_path {
         if !h.starts_with('/') || h.chars().any(|c| c.is_control() || c.is_whitespace()) {
-            return Err(Error::config(format!("{at}.health_path"), format!("{h:?} is not a path starting with /")));
+            return Err(Error::config(
+                format!("{at}.health_path"),
+                format!("{h:?} is not a path starting with /"),
+            ));
         }
     }
     for (name, value) in &p.headers {
         if name.is_empty() || !name.bytes().all(crate::request::is_header_name_byte) {
-            return Err(Error::config(format!("{at}.headers"), format!("{name:?} is not a valid header name")));
+            return Err(Error::config(
+                format!("{at}.headers"),
+                format!("{name:?} is not a valid header name"),
+            ));
         }
         if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             // The value may be a secret: name the header only.
-            return Err(Error::config(format!("{at}.headers.{name}"), "has a line break or NUL in its value"));
+            return Err(Error::config(
+                format!("{at}.headers.{name}"),
+                "has a line break or NUL in its value",
+            ));
         }
     }
     for name in p.query.keys() {
         if name.is_empty() {
-            return Err(Error::config(format!("{at}.query"), "a query parameter name is empty"));
+            return Err(Error::config(
+                format!("{at}.query"),
+                "a query parameter name is empty",
+            ));
         }
     }
     let mut endpoints = BTreeMap::new();
     for (name, template) in &p.endpoints {
         let here = format!("{at}.endpoints.{name}");
         if name.is_empty() || name.starts_with('/') {
-            return Err(Error::config(here, "an endpoint name must not be empty or start with /"));
+            return Err(Error::config(
+                here,
+                "an endpoint name must not be empty or start with /",
+            ));
         }
-        let parsed = Template::parse(template).map_err(|why| Error::config(&here, format!("{template:?} {why}")))?;
+        let parsed = Template::parse(template)
+            .map_err(|why| Error::config(&here, format!("{template:?} {why}")))?;
         if let Some(clash) = parsed.params().find(|param| p.query.contains_key(*param)) {
             return Err(Error::config(
                 here,
@@ -626,8 +696,16 @@ fn resolve_provider(
         reliability: p.reliability,
         cost_per_request: p.cost_per_request,
         health_path: p.health_path.clone(),
-        headers: p.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-        query: p.query.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        headers: p
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        query: p
+            .query
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         endpoints,
         pool,
         circuit_breaker: breaker,
@@ -660,10 +738,8 @@ fn check_base_url(url: &str) -> Result<String, &'static str> {
 /// Replaces `${VAR}` in every string of the tree; `path` tracks where we are for errors.
 fn expand_env(value: &mut serde_json::Value, path: &mut String) -> Result<(), Error> {
     match value {
-        serde_json::Value::String(s) => {
-            if s.contains("${") {
-                *s = expand_string(s).map_err(|why| Error::config(path.clone(), why))?;
-            }
+        serde_json::Value::String(s) if s.contains("${") => {
+            *s = expand_string(s).map_err(|why| Error::config(path.clone(), why))?;
         }
         serde_json::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
@@ -700,9 +776,12 @@ fn expand_string(s: &str) -> Result<String, String> {
             .ok_or_else(|| "a `${` has no closing `}`".to_string())?;
         let name = &after[..end];
         if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-            return Err(format!("`${{{name}}}` is not a valid environment variable reference"));
+            return Err(format!(
+                "`${{{name}}}` is not a valid environment variable reference"
+            ));
         }
-        let value = std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
+        let value =
+            std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
         out.push_str(&value);
         rest = &after[end + 1..];
     }
@@ -760,7 +839,10 @@ mod tests {
         .unwrap();
         let r = c.resolve().unwrap();
         let p = &r.services[0].providers;
-        assert_eq!((p[0].pool.max_connections, p[1].pool.max_connections), (2, 5));
+        assert_eq!(
+            (p[0].pool.max_connections, p[1].pool.max_connections),
+            (2, 5)
+        );
         assert_eq!(p[0].pool.request_timeout_ms, 100);
         assert_eq!(p[0].weight, 75);
         assert_eq!(p[0].base_url, "http://127.0.0.1:1/v1");
@@ -769,8 +851,14 @@ mod tests {
     #[test]
     fn json_and_toml_read_the_same_schema() {
         let json = r#"{"services": {"s": {"providers": [{"name": "a", "base_url": "http://127.0.0.1:1"}]}}}"#;
-        assert_eq!(Config::from_json_str(json).unwrap(), Config::from_toml_str(ONE).unwrap());
-        assert_eq!(Config::from_str_as(json, None).unwrap(), Config::from_toml_str(ONE).unwrap());
+        assert_eq!(
+            Config::from_json_str(json).unwrap(),
+            Config::from_toml_str(ONE).unwrap()
+        );
+        assert_eq!(
+            Config::from_str_as(json, None).unwrap(),
+            Config::from_toml_str(ONE).unwrap()
+        );
     }
 
     #[test]

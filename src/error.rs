@@ -171,10 +171,16 @@ impl fmt::Display for Error {
             Error::Config(e) => write!(f, "configuration error: {e}"),
             Error::UnknownService(s) => write!(f, "unknown service `{s}`"),
             Error::UnknownEndpoint { service, endpoint } => {
-                write!(f, "no provider of service `{service}` serves endpoint `{endpoint}`")
+                write!(
+                    f,
+                    "no provider of service `{service}` serves endpoint `{endpoint}`"
+                )
             }
             Error::QueueFull { service, max_size } => {
-                write!(f, "queue of service `{service}` is full ({max_size} waiting)")
+                write!(
+                    f,
+                    "queue of service `{service}` is full ({max_size} waiting)"
+                )
             }
             Error::Timeout { elapsed, attempts } => {
                 write!(f, "deadline passed after {} ms", elapsed.as_millis())?;

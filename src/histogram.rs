@@ -16,7 +16,8 @@ const SUB_BITS: u32 = 5;
 const SUB: u64 = 1 << SUB_BITS;
 /// Largest power of two tracked: 2^35 us is about 9.5 hours; larger values clamp.
 const MAX_EXP: u32 = 35;
-const BUCKETS: usize = LINEAR as usize + ((MAX_EXP - LINEAR.trailing_zeros() + 1) as usize) * SUB as usize;
+const BUCKETS: usize =
+    LINEAR as usize + ((MAX_EXP - LINEAR.trailing_zeros() + 1) as usize) * SUB as usize;
 
 pub(crate) struct Histogram {
     buckets: Box<[AtomicU64]>,
@@ -96,7 +97,11 @@ impl Histogram {
 
     /// The value at quantile `q` (0..=1) in microseconds; 0 when empty.
     pub fn quantile_us(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect();
+        let counts: Vec<u64> = self
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return 0;
@@ -141,13 +146,19 @@ mod tests {
     #[test]
     fn buckets_are_monotonic_and_precise() {
         let mut last = 0;
-        for us in (0..200_000u64).step_by(7).chain([1 << 34, (1 << 35) + 5, u64::MAX]) {
+        for us in (0..200_000u64)
+            .step_by(7)
+            .chain([1 << 34, (1 << 35) + 5, u64::MAX])
+        {
             let i = index(us);
             assert!(i >= last && i < BUCKETS, "{us} -> {i}");
             last = i;
             if (LINEAR..1 << 35).contains(&us) {
                 let v = value_at(i) as f64;
-                assert!((v - us as f64).abs() / us as f64 <= 1.0 / 32.0, "{us} read as {v}");
+                assert!(
+                    (v - us as f64).abs() / us as f64 <= 1.0 / 32.0,
+                    "{us} read as {v}"
+                );
             }
         }
     }

@@ -99,7 +99,11 @@ impl Job {
         }
     }
 
+    /// Delivers the outcome. The request stops counting as under way first, so whoever
+    /// receives the outcome never sees it still counted.
     pub fn finish(self, outcome: Outcome) -> Option<Outcome> {
-        self.sink.deliver(outcome)
+        let Job { sink, _active, .. } = self;
+        drop(_active);
+        sink.deliver(outcome)
     }
 }

@@ -179,7 +179,9 @@ mod tests {
             r#"query = { apiKey = "k&y" }
             endpoints = { quote = "/v2/last/{symbol}" }"#,
         );
-        let req = Request::get("s", "quote").param("symbol", "BRK.A").param("x y", "1/2");
+        let req = Request::get("s", "quote")
+            .param("symbol", "BRK.A")
+            .param("x y", "1/2");
         assert!(p.can_serve(&req));
         assert_eq!(
             p.url(&req),
@@ -215,8 +217,10 @@ mod tests {
 
     #[test]
     fn secrets_are_redacted() {
-        let p = provider(r#"headers = { Authorization = "Bearer s3cret" }
-            query = { key = "a b c d" }"#);
+        let p = provider(
+            r#"headers = { Authorization = "Bearer s3cret" }
+            query = { key = "a b c d" }"#,
+        );
         let mut m = "sent Bearer s3cret and key=a%20b%20c%20d".to_string();
         p.redact(&mut m);
         assert_eq!(m, "sent [redacted] and key=[redacted]");

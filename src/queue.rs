@@ -89,7 +89,9 @@ impl Receivers {
                 sel.recv(rx);
             }
             let stop_index = sel.recv(stop);
-            if sel.ready() == stop_index && matches!(stop.try_recv(), Err(TryRecvError::Disconnected)) {
+            if sel.ready() == stop_index
+                && matches!(stop.try_recv(), Err(TryRecvError::Disconnected))
+            {
                 return Next::Stop;
             }
         }
@@ -179,7 +181,11 @@ impl ServiceQueue {
     /// moment either is seen by `retry` or sees the parked job (SeqCst on both sides).
     ///
     /// Returns the job with the provider index `retry` acquired, or `None` when parked.
-    pub fn park(&self, mut job: Job, retry: impl FnOnce(&Job) -> Option<usize>) -> Option<(Job, usize)> {
+    pub fn park(
+        &self,
+        mut job: Job,
+        retry: impl FnOnce(&Job) -> Option<usize>,
+    ) -> Option<(Job, usize)> {
         let mut parked = self.parked.lock();
         self.parked_count.fetch_add(1, Ordering::SeqCst);
         if let Some(slot) = retry(&job) {

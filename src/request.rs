@@ -275,10 +275,15 @@ impl Request {
         }
         for (name, value) in &self.headers {
             if name.is_empty() || !name.bytes().all(is_header_name_byte) {
-                return invalid(format!("header name `{}` is not a valid token", name.escape_debug()));
+                return invalid(format!(
+                    "header name `{}` is not a valid token",
+                    name.escape_debug()
+                ));
             }
             if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return invalid(format!("header `{name}` has a line break or NUL in its value"));
+                return invalid(format!(
+                    "header `{name}` has a line break or NUL in its value"
+                ));
             }
         }
         if let Some(t) = self.timeout {
@@ -303,7 +308,11 @@ mod tests {
     fn method_and_priority_parse_case_insensitively() {
         assert_eq!("post".parse::<Method>().unwrap(), Method::Post);
         assert_eq!("High".parse::<Priority>().unwrap(), Priority::High);
-        assert!("FETCH".parse::<Method>().unwrap_err().to_string().contains("FETCH"));
+        assert!("FETCH"
+            .parse::<Method>()
+            .unwrap_err()
+            .to_string()
+            .contains("FETCH"));
     }
 
     #[test]
@@ -315,9 +324,15 @@ mod tests {
 
     #[test]
     fn bad_headers_and_paths_are_named() {
-        let e = Request::get("s", "e").header("X Bad", "v").check().unwrap_err();
+        let e = Request::get("s", "e")
+            .header("X Bad", "v")
+            .check()
+            .unwrap_err();
         assert!(e.to_string().contains("X Bad"), "{e}");
-        let e = Request::get("s", "e").header("X", "a\r\nb").check().unwrap_err();
+        let e = Request::get("s", "e")
+            .header("X", "a\r\nb")
+            .check()
+            .unwrap_err();
         assert!(e.to_string().contains("line break"), "{e}");
         let e = Request::get("s", "/a b").check().unwrap_err();
         assert!(e.to_string().contains("/a b"), "{e}");

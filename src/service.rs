@@ -49,7 +49,11 @@ impl Service {
 
     /// Checks that some provider can serve the request at all.
     pub fn check(&self, request: &Request) -> Result<(), Error> {
-        let mut serving = self.providers.iter().filter(|p| p.serves(request)).peekable();
+        let mut serving = self
+            .providers
+            .iter()
+            .filter(|p| p.serves(request))
+            .peekable();
         let Some(first) = serving.peek() else {
             return Err(Error::UnknownEndpoint {
                 service: self.name.clone(),

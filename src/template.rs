@@ -20,7 +20,10 @@ impl Template {
         if !text.starts_with('/') {
             return Err("does not start with /".into());
         }
-        if text.chars().any(|c| c.is_control() || c.is_whitespace() || c == '#') {
+        if text
+            .chars()
+            .any(|c| c.is_control() || c.is_whitespace() || c == '#')
+        {
             return Err("has a space, control character or #".into());
         }
         let mut parts = Vec::new();
@@ -41,8 +44,13 @@ impl Template {
             if name.contains('{') {
                 return Err("has a `{` with no closing `}`".into());
             }
-            if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-                return Err(format!("has a placeholder `{{{name}}}` that is not a parameter name"));
+            if !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            {
+                return Err(format!(
+                    "has a placeholder `{{{name}}}` that is not a parameter name"
+                ));
             }
             parts.push(Part::Param(name.to_string()));
             rest = &after[close + 1..];
@@ -104,16 +112,22 @@ mod tests {
     use super::*;
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     }
 
     #[test]
     fn fills_and_encodes() {
         let t = Template::parse("/v2/{symbol}/trades/{day}").unwrap();
         let mut out = String::new();
-        let used = t.render(&p(&[("day", "2026-11-27"), ("x", "1"), ("symbol", "BRK/A é")]), &mut out);
+        let used = t.render(
+            &p(&[("day", "2026-11-27"), ("x", "1"), ("symbol", "BRK/A é")]),
+            &mut out,
+        );
         assert_eq!(out, "/v2/BRK%2FA%20%C3%A9/trades/2026-11-27");
-        assert_eq!(used, 0b011);
+        assert_eq!(used, 0b101);
         assert_eq!(t.params().collect::<Vec<_>>(), ["symbol", "day"]);
         assert_eq!(t.missing(&p(&[("symbol", "A")])), Some("day"));
     }

@@ -75,7 +75,9 @@ impl Resolver for CachingResolver {
             }
         }
         let addrs = self.fallback.resolve(uri, config, timeout)?;
-        self.names.lock().insert(key, (addrs.clone(), Instant::now()));
+        self.names
+            .lock()
+            .insert(key, (addrs.clone(), Instant::now()));
         Ok(addrs)
     }
 }
@@ -137,8 +139,12 @@ pub(crate) fn send(
         builder = builder.header(name.as_str(), value.as_str());
     }
     let result = match out.body {
-        Some(body) => builder.body(body).map(|req| run(agent, agent_timeout, out.timeout, req)),
-        None => builder.body(()).map(|req| run(agent, agent_timeout, out.timeout, req)),
+        Some(body) => builder
+            .body(body)
+            .map(|req| run(agent, agent_timeout, out.timeout, req)),
+        None => builder
+            .body(())
+            .map(|req| run(agent, agent_timeout, out.timeout, req)),
     };
     let mut response = match result {
         Ok(Ok(response)) => response,
@@ -146,7 +152,14 @@ pub(crate) fn send(
             let (kind, maybe_sent) = classify(&e, false);
             return Err(fail(kind, None, describe(&e), maybe_sent));
         }
-        Err(e) => return Err(fail(AttemptKind::Protocol, None, format!("request not built: {e}"), false)),
+        Err(e) => {
+            return Err(fail(
+                AttemptKind::Protocol,
+                None,
+                format!("request not built: {e}"),
+                false,
+            ))
+        }
     };
 
     let status = response.status().as_u16();
@@ -165,7 +178,12 @@ pub(crate) fn send(
             &mut response.body_mut().as_reader().take(DRAIN_LIMIT),
             &mut std::io::sink(),
         );
-        let mut f = fail(AttemptKind::Status, Some(status), format!("HTTP {status}"), true);
+        let mut f = fail(
+            AttemptKind::Status,
+            Some(status),
+            format!("HTTP {status}"),
+            true,
+        );
         f.retry_after = retry_after;
         return Err(f);
     }

@@ -69,7 +69,9 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 handed = pass_on(core, service, index, handed);
             }
             service.queue.uncount(&mut job);
-            service.stats.record_outcome(false, job.submitted.elapsed(), job.queue_wait);
+            service
+                .stats
+                .record_outcome(false, job.submitted.elapsed(), job.queue_wait);
             return Driven {
                 outcome: None,
                 parked: None,
@@ -86,11 +88,16 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                     return end(core, job, outcome, handed);
                 }
                 Pick::Busy => match park(core, service, job) {
-                    Ok((j, index)) => {
+                    Parked::Slot(j, index) => {
                         job = j;
                         index
                     }
-                    Err(driven) => return Driven { next: handed, ..driven },
+                    Parked::Left(driven) => {
+                        return Driven {
+                            next: handed,
+                            ..driven
+                        }
+                    }
                 },
             },
         };
@@ -139,7 +146,9 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 return end(core, job, Ok(response), handed);
             }
             Err(mut failure) => {
-                provider.stats.record_failure(failure.error.kind, failure.error.elapsed);
+                provider
+                    .stats
+                    .record_failure(failure.error.kind, failure.error.elapsed);
                 provider.redact(&mut failure.error.message);
                 job.failures.push(failure.error);
                 job.mark_tried(index);
@@ -155,8 +164,16 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
     }
 }
 
-/// Parks a job whose providers are all busy. `Ok` carries a slot found at the last moment.
-fn park(core: &Core, service: &Service, mut job: Job) -> Result<(Job, usize), Driven> {
+/// What [`park`] did with a job.
+enum Parked {
+    /// A slot turned up at the last moment: go on driving.
+    Slot(Job, usize),
+    /// The job left this driver (parked, refused, or handed to a worker).
+    Left(Driven),
+}
+
+/// Parks a job whose providers are all busy.
+fn park(core: &Core, service: &Service, mut job: Job) -> Parked {
     let mut parked = None;
     if matches!(job.sink, Sink::Caller) {
         // A caller running its own request joins the line like a submitted one would.
@@ -166,7 +183,7 @@ fn park(core: &Core, service: &Service, mut job: Job) -> Result<(Job, usize), Dr
                 service: service.name.clone(),
                 max_size: service.queue.max_size,
             });
-            return Err(end(core, job, outcome, None));
+            return Parked::Left(end(core, job, outcome, None));
         }
         let (ticket, sink) = Ticket::new(job.submitted, job.deadline);
         job.sink = sink;
@@ -183,15 +200,15 @@ fn park(core: &Core, service: &Service, mut job: Job) -> Result<(Job, usize), Dr
                 let mut job = job;
                 job.reserved = Some(index);
                 core.channels.send_ready(job);
-                return Err(Driven {
+                return Parked::Left(Driven {
                     outcome: None,
                     parked: Some(ticket),
                     next: None,
                 });
             }
-            Ok((job, index))
+            Parked::Slot(job, index)
         }
-        None => Err(Driven {
+        None => Parked::Left(Driven {
             outcome: None,
             parked,
             next: None,

@@ -20,7 +20,11 @@ fn sequential_requests_reuse_one_connection() {
     }
     assert_eq!(server.requests(), 1000);
     // At least 99% of requests reused an open connection.
-    assert!(server.connections() <= 10, "{} connections for 1000 requests", server.connections());
+    assert!(
+        server.connections() <= 10,
+        "{} connections for 1000 requests",
+        server.connections()
+    );
 }
 
 #[test]
@@ -57,9 +61,21 @@ fn in_flight_never_exceeds_max_connections() {
     }
     assert_eq!(answers, 64 * 5);
     assert_eq!(server.requests(), 64 * 5);
-    assert!(server.max_in_flight() <= 4, "server saw {} at once", server.max_in_flight());
-    assert_eq!(server.max_in_flight(), 4, "the cap should be reached under this load");
-    assert!(server.connections() <= 4, "{} connections", server.connections());
+    assert!(
+        server.max_in_flight() <= 4,
+        "server saw {} at once",
+        server.max_in_flight()
+    );
+    assert_eq!(
+        server.max_in_flight(),
+        4,
+        "the cap should be reached under this load"
+    );
+    assert!(
+        server.connections() <= 4,
+        "{} connections",
+        server.connections()
+    );
 }
 
 #[test]

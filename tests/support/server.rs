@@ -216,7 +216,9 @@ fn serve(stream: TcpStream, id: usize, st: &State) {
     };
     let mut reader = BufReader::new(stream);
     loop {
-        let Some(seen) = read_request(&mut reader, id) else { return };
+        let Some(seen) = read_request(&mut reader, id) else {
+            return;
+        };
         if st.stopped.load(Ordering::Acquire) {
             return;
         }
@@ -280,7 +282,11 @@ fn respond(w: &mut TcpStream, st: &State) -> bool {
         let mut closed = st.gate_closed.lock().unwrap();
         let until = Instant::now() + HOLD_LIMIT;
         while *closed && Instant::now() < until && !st.stopped.load(Ordering::Acquire) {
-            closed = st.gate.wait_timeout(closed, Duration::from_millis(50)).unwrap().0;
+            closed = st
+                .gate
+                .wait_timeout(closed, Duration::from_millis(50))
+                .unwrap()
+                .0;
         }
     }
     let latency = *st.latency.lock().unwrap();

@@ -1,0 +1,271 @@
+//! The switchyard demo: three APIs (stocks, crypto, news) served by eight simulated
+//! providers on 127.0.0.1, some slow, one that starts failing part-way. Callers send a
+//! mix of priorities for a while; progress prints every second and a summary at the end.
+//!
+//!     cargo run --release --example demo                 # about 20 seconds
+//!     cargo run --release --example demo -- --seconds 50
+//!     cargo run --release --example demo -- --serve      # until interrupted
+
+#[path = "../tests/support/server.rs"]
+mod server;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use rand::Rng;
+use server::{Fault, TestServer};
+use switchyard::{Balancer, Priority, Request};
+
+struct Simulated {
+    service: &'static str,
+    name: &'static str,
+    tier: u8,
+    latency_ms: u64,
+    endpoint: &'static str,
+}
+
+const PROVIDERS: [Simulated; 8] = [
+    Simulated {
+        service: "stocks",
+        name: "polygon",
+        tier: 1,
+        latency_ms: 4,
+        endpoint: "/v2/last/trade/{symbol}",
+    },
+    Simulated {
+        service: "stocks",
+        name: "finnhub",
+        tier: 1,
+        latency_ms: 12,
+        endpoint: "/api/v1/quote",
+    },
+    Simulated {
+        service: "stocks",
+        name: "marketstack",
+        tier: 2,
+        latency_ms: 35,
+        endpoint: "/v1/eod/latest",
+    },
+    Simulated {
+        service: "crypto",
+        name: "coingecko",
+        tier: 1,
+        latency_ms: 6,
+        endpoint: "/api/v3/simple/price",
+    },
+    Simulated {
+        service: "crypto",
+        name: "coincap",
+        tier: 1,
+        latency_ms: 9,
+        endpoint: "/v2/assets/{symbol}",
+    },
+    Simulated {
+        service: "crypto",
+        name: "kraken",
+        tier: 2,
+        latency_ms: 20,
+        endpoint: "/0/public/Ticker",
+    },
+    Simulated {
+        service: "news",
+        name: "newsapi",
+        tier: 1,
+        latency_ms: 30,
+        endpoint: "/v2/everything",
+    },
+    Simulated {
+        service: "news",
+        name: "gnews",
+        tier: 1,
+        latency_ms: 70,
+        endpoint: "/api/v4/search",
+    },
+];
+
+/// The provider that starts failing, and when (as a share of the run).
+const FAILING: &str = "coingecko";
+const FAILS_FROM: f64 = 0.4;
+const CALLERS: usize = 8;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let serve = args.iter().any(|a| a == "--serve");
+    let seconds: u64 = args
+        .iter()
+        .position(|a| a == "--seconds")
+        .and_then(|i| args.get(i + 1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(20);
+
+    let servers: Vec<TestServer> = PROVIDERS
+        .iter()
+        .map(|p| {
+            let s = TestServer::start();
+            s.keep_log(false);
+            s.set_latency(Duration::from_millis(p.latency_ms));
+            s.set_body(format!("{{\"provider\":\"{}\",\"price\":101.25}}", p.name));
+            s
+        })
+        .collect();
+    let mut config = String::from(
+        "[defaults]\nstrategy = \"round_robin\"\ndeadline_ms = 5000\n\
+         [defaults.pool]\nmax_connections = 6\nrequest_timeout_ms = 2000\n\
+         [defaults.retry]\nmax_attempts = 3\n",
+    );
+    for (p, s) in PROVIDERS.iter().zip(&servers) {
+        config.push_str(&format!(
+            "[[services.{}.providers]]\nname = \"{}\"\nbase_url = \"{}\"\ntier = {}\n\
+             endpoints = {{ quote = \"{}\" }}\n",
+            p.service,
+            p.name,
+            s.url(),
+            p.tier,
+            p.endpoint
+        ));
+    }
+    let lb = Balancer::from_toml_str(&config).expect("demo configuration");
+
+    println!(
+        "switchyard demo: {} providers on 127.0.0.1 for 3 services",
+        PROVIDERS.len()
+    );
+    for (p, s) in PROVIDERS.iter().zip(&servers) {
+        println!(
+            "  {:<7} {:<12} tier {}  ~{:>2} ms  {}",
+            p.service,
+            p.name,
+            p.tier,
+            p.latency_ms,
+            s.url()
+        );
+    }
+    println!(
+        "{CALLERS} callers, mixed priorities; {FAILING} starts failing {}",
+        if serve {
+            "after 20 s (--serve runs until interrupted)".to_string()
+        } else {
+            format!("at {:.0} s of {seconds}", seconds as f64 * FAILS_FROM)
+        }
+    );
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let callers: Vec<_> = (0..CALLERS)
+        .map(|i| {
+            let (lb, stop, done, failed) = (lb.clone(), stop.clone(), done.clone(), failed.clone());
+            thread::spawn(move || caller(i, &lb, &stop, &done, &failed))
+        })
+        .collect();
+
+    let started = Instant::now();
+    let fail_at = Duration::from_secs_f64(if serve {
+        20.0
+    } else {
+        seconds as f64 * FAILS_FROM
+    });
+    let mut failing = false;
+    let mut last = 0;
+    loop {
+        thread::sleep(Duration::from_secs(1));
+        let elapsed = started.elapsed();
+        if !failing && elapsed >= fail_at {
+            failing = true;
+            let i = PROVIDERS
+                .iter()
+                .position(|p| p.name == FAILING)
+                .unwrap_or(0);
+            servers[i].set_fault(Fault::Status(503));
+            println!("  -- {FAILING} now answers 503 to everything --");
+        }
+        let now = done.load(Ordering::Relaxed);
+        let m = lb.metrics();
+        let depth: usize = m.services.values().map(|s| s.queue_depth).sum();
+        let failovers: u64 = m.services.values().map(|s| s.failovers).sum();
+        println!(
+            "  {:>3} s  {:>6} req/s  total {:>7}  caller errors {:>4}  failovers {:>5}  queued {:>3}",
+            elapsed.as_secs(),
+            now - last,
+            now,
+            failed.load(Ordering::Relaxed),
+            failovers,
+            depth
+        );
+        last = now;
+        if !serve && elapsed >= Duration::from_secs(seconds) {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in callers {
+        let _ = c.join();
+    }
+    summary(&lb);
+    lb.shutdown(Duration::from_secs(2));
+}
+
+fn caller(i: usize, lb: &Balancer, stop: &AtomicBool, done: &AtomicU64, failed: &AtomicU64) {
+    let mut rng = rand::rng();
+    let symbols = ["AAPL", "MSFT", "BTC", "ETH", "NVDA", "SOL"];
+    while !stop.load(Ordering::Relaxed) {
+        let service = ["stocks", "stocks", "crypto", "crypto", "news"][rng.random_range(0..5)];
+        let priority = match rng.random_range(0..100) {
+            0..5 => Priority::Critical,
+            5..25 => Priority::High,
+            25..75 => Priority::Normal,
+            _ => Priority::Low,
+        };
+        let req = Request::get(service, "quote")
+            .param("symbol", symbols[rng.random_range(0..symbols.len())])
+            .priority(priority);
+        // Some callers block, some submit and collect later.
+        let outcome = if i % 2 == 0 {
+            lb.call(req)
+        } else {
+            lb.submit(req).and_then(|t| t.wait())
+        };
+        done.fetch_add(1, Ordering::Relaxed);
+        if outcome.is_err() {
+            failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn summary(lb: &Balancer) {
+    let m = lb.metrics();
+    println!();
+    println!(
+        "{:<8} {:<12} {:>4} {:>9} {:>8} {:>9} {:>9} {:>9}",
+        "service", "provider", "tier", "requests", "errors", "p50 ms", "p99 ms", "share"
+    );
+    for (name, s) in &m.services {
+        let total: u64 = s.providers.values().map(|p| p.requests).sum();
+        for (pname, p) in &s.providers {
+            println!(
+                "{:<8} {:<12} {:>4} {:>9} {:>8} {:>9.1} {:>9.1} {:>8.1}%",
+                name,
+                pname,
+                p.tier,
+                p.requests,
+                p.failures,
+                p.latency_ms.p50,
+                p.latency_ms.p99,
+                100.0 * p.requests as f64 / total.max(1) as f64
+            );
+        }
+        println!(
+            "{:<8} {:<12} {:>4} {:>9} {:>8} {:>9.1} {:>9.1}   failovers {}",
+            name,
+            "(callers)",
+            "",
+            s.requests,
+            s.failures,
+            s.latency_ms.p50,
+            s.latency_ms.p99,
+            s.failovers
+        );
+    }
+}

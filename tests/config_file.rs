@@ -1,0 +1,59 @@
+//! Configuration files: the documented example loads, JSON and TOML agree, errors name paths.
+
+use switchyard::{Balancer, Config, Error};
+
+fn set_example_keys() {
+    for k in ["POLYGON_KEY", "FINNHUB_KEY", "MARKETSTACK_KEY"] {
+        std::env::set_var(k, "example-key");
+    }
+}
+
+#[test]
+fn the_documented_example_loads() {
+    set_example_keys();
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/switchyard.toml");
+    let config = Config::from_file(path).unwrap();
+    let stocks = &config.services["stocks"];
+    assert_eq!(stocks.providers.len(), 3);
+    assert_eq!(stocks.pool.max_connections, Some(20));
+    let lb = Balancer::new(config).unwrap();
+    assert_eq!(lb.services().collect::<Vec<_>>(), ["stocks"]);
+    lb.shutdown(std::time::Duration::ZERO);
+}
+
+#[test]
+fn a_json_file_reads_like_toml() {
+    set_example_keys();
+    let toml = Config::from_file(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/switchyard.toml"
+    ))
+    .unwrap();
+    let dir = std::env::temp_dir().join(format!("switchyard-config-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("switchyard.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&toml).unwrap()).unwrap();
+    let json = Config::from_file(&path).unwrap();
+    assert_eq!(json, toml);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_missing_file_is_named() {
+    match Config::from_file("/nonexistent/switchyard.toml") {
+        Err(Error::Config(e)) => assert!(e.reason.contains("/nonexistent/switchyard.toml"), "{e}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn syntax_errors_say_where() {
+    let e = Config::from_toml_str("[services.s\nname = 1")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid TOML") && e.contains("line 1"), "{e}");
+    let e = Config::from_json_str("{\"services\": [}")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("invalid JSON") && e.contains("line 1"), "{e}");
+}
