@@ -8,17 +8,22 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::activity::Activity;
+use crate::breaker::{CircuitEvent, CircuitInfo, Listeners};
+use crate::clock::SystemClock;
 use crate::config::Config;
+use crate::health;
 use crate::job::Job;
 use crate::metrics::{self, Snapshot};
 use crate::queue::{Channels, Next};
+use crate::request::Fallback;
 use crate::request::Request;
 use crate::service::Service;
 use crate::ticket::{Outcome, Sink, Ticket};
+use crate::timer::{self, Timer};
 use crate::worker;
 use crate::{Error, Response};
 
@@ -36,6 +41,10 @@ pub(crate) struct Core {
     pub stopping: AtomicBool,
     pub activity: Arc<Activity>,
     pub started: Instant,
+    pub timer: Timer,
+    /// Disconnects when the grace is over; for waits that must end at shutdown.
+    pub stop_signal: Receiver<()>,
+    listeners: Arc<Listeners>,
 }
 
 impl Core {
@@ -54,10 +63,20 @@ impl Core {
         }
     }
 
-    fn end_stopped(&self, mut job: Job) {
+    /// Puts a job that waited out a backoff back in its line.
+    pub fn requeue(&self, mut job: Job) {
+        self.services[job.service].queue.enter(&mut job);
+        self.channels.send(job);
+        if self.stopping.load(Ordering::SeqCst) {
+            self.drain();
+        }
+    }
+
+    pub fn end_stopped(&self, mut job: Job) {
         let service = &self.services[job.service];
-        if let Some(index) = job.reserved.take() {
-            service.providers[index].release();
+        if let Some(slot) = job.reserved.take() {
+            service.providers[slot.index].breaker.cancel(slot.permit);
+            service.providers[slot.index].release();
         }
         service.queue.uncount(&mut job);
         service
@@ -126,7 +145,13 @@ impl Balancer {
     /// Validates the configuration, builds every provider's pool and starts the workers.
     pub fn new(config: Config) -> Result<Balancer, Error> {
         let resolved = config.resolve()?;
-        let services: Vec<Service> = resolved.services.iter().map(Service::new).collect();
+        let clock = SystemClock::shared();
+        let listeners = Arc::new(Listeners::default());
+        let services: Vec<Service> = resolved
+            .services
+            .iter()
+            .map(|s| Service::new(s, clock.clone(), listeners.clone()))
+            .collect();
         let slots: usize = services
             .iter()
             .flat_map(|s| &s.providers)
@@ -143,6 +168,8 @@ impl Balancer {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (timer, timer_rx) = Timer::new();
         let core = Arc::new(Core {
             services,
             service_index,
@@ -151,18 +178,33 @@ impl Balancer {
             stopping: AtomicBool::new(false),
             activity: Arc::new(Activity::default()),
             started: Instant::now(),
+            timer,
+            stop_signal: stop_rx.clone(),
+            listeners,
         });
-        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
-        let mut handles = Vec::with_capacity(workers);
+        let mut handles = Vec::with_capacity(workers + 2);
+        let spawn = |name: String, body: Box<dyn FnOnce() + Send>| {
+            std::thread::Builder::new()
+                .name(name)
+                .spawn(body)
+                .map_err(|e| Error::Internal(format!("cannot start a thread: {e}")))
+        };
+        {
+            let (core, stop) = (core.clone(), stop_rx.clone());
+            let body = Box::new(move || timer::run(core, timer_rx, stop));
+            handles.push(spawn("switchyard-timer".into(), body)?);
+        }
+        if health::wanted(&core) {
+            let (core, stop) = (core.clone(), stop_rx.clone());
+            let body = Box::new(move || health::run(core, stop));
+            handles.push(spawn("switchyard-health".into(), body)?);
+        }
         for i in 0..workers {
             let core = core.clone();
             let receivers = core.channels.receivers();
             let stop = stop_rx.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("switchyard-worker-{i}"))
-                .spawn(move || worker::run(core, receivers, stop))
-                .map_err(|e| Error::Internal(format!("cannot start worker thread: {e}")))?;
-            handles.push(handle);
+            let body = Box::new(move || worker::run(core, receivers, stop));
+            handles.push(spawn(format!("switchyard-worker-{i}"), body)?);
         }
         let life = Arc::new(Lifecycle {
             core: core.clone(),
@@ -291,7 +333,9 @@ impl Balancer {
             .service_index
             .get(&request.service)
             .ok_or_else(|| Error::UnknownService(request.service.clone()))?;
-        self.core.services[index].check(request)?;
+        let service = &self.core.services[index];
+        service.check(request)?;
+        service.budget.deposit();
         Ok(index)
     }
 
@@ -315,6 +359,78 @@ impl Balancer {
     /// A point-in-time view of every counter.
     pub fn metrics(&self) -> Snapshot {
         metrics::snapshot(&self.core)
+    }
+
+    /// The circuit of a provider: state, counts in the window, last failure, next probe.
+    pub fn circuit(&self, provider: &str) -> Result<CircuitInfo, Error> {
+        let (s, p) = self.find_provider(provider)?;
+        Ok(self.core.services[s].providers[p].breaker.info())
+    }
+
+    /// Opens a provider's circuit until [`Balancer::force_close`] or
+    /// [`Balancer::reset_circuit`]: no request goes to it meanwhile.
+    pub fn force_open(&self, provider: &str) -> Result<(), Error> {
+        self.operate(provider, |b| b.force_open())
+    }
+
+    /// Closes a provider's circuit now; it opens again by the usual rules.
+    pub fn force_close(&self, provider: &str) -> Result<(), Error> {
+        self.operate(provider, |b| b.force_close())
+    }
+
+    /// Closes a provider's circuit and forgets its counts.
+    pub fn reset_circuit(&self, provider: &str) -> Result<(), Error> {
+        self.operate(provider, |b| b.reset())
+    }
+
+    fn operate(
+        &self,
+        provider: &str,
+        act: impl FnOnce(&crate::breaker::Breaker) -> Option<crate::breaker::Transition>,
+    ) -> Result<(), Error> {
+        let (s, p) = self.find_provider(provider)?;
+        let service = &self.core.services[s];
+        service.notify(p, act(&service.providers[p].breaker));
+        Ok(())
+    }
+
+    fn find_provider(&self, name: &str) -> Result<(usize, usize), Error> {
+        self.core
+            .services
+            .iter()
+            .enumerate()
+            .find_map(|(s, svc)| {
+                svc.providers
+                    .iter()
+                    .position(|p| &*p.name == name)
+                    .map(|p| (s, p))
+            })
+            .ok_or_else(|| Error::InvalidArgument(format!("no provider is named `{name}`")))
+    }
+
+    /// Calls `listener` on every circuit state change, on the thread that caused it
+    /// (outside every lock; keep it short).
+    pub fn on_circuit_change<F>(&self, listener: F)
+    where
+        F: Fn(&CircuitEvent) + Send + Sync + 'static,
+    {
+        self.core.listeners.add(Arc::new(listener));
+    }
+
+    /// Answers a service's requests with `fallback` when every provider failed or none was
+    /// available; a request's own [`Request::fallback`] takes precedence. `None` removes it.
+    pub fn set_fallback<F>(&self, service: &str, fallback: Option<F>) -> Result<(), Error>
+    where
+        F: Fn(&Request, &Error) -> Option<Response> + Send + Sync + 'static,
+    {
+        let &index = self
+            .core
+            .service_index
+            .get(service)
+            .ok_or_else(|| Error::UnknownService(service.to_string()))?;
+        let fallback = fallback.map(|f| Fallback(Arc::new(f) as Arc<crate::request::FallbackFn>));
+        self.core.services[index].set_fallback(fallback);
+        Ok(())
     }
 
     /// The names of the configured services.

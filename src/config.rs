@@ -93,6 +93,13 @@ layered! {
         open_ms: u64 = 60_000,
         /// Probes in flight at once while half-open. Defaults to 3.
         half_open_max_calls: u32 = 3,
+        /// When above 0, the rate rules look at the last this many calls instead of
+        /// `window_ms` (a count-based window). Defaults to 0.
+        window_calls: u32 = 0,
+        /// Growth of the open time each time a half-open probe fails. Defaults to 1.0 (none).
+        open_backoff_multiplier: f64 = 1.0,
+        /// The longest open time, in ms. Defaults to 10 minutes.
+        max_open_ms: u64 = 600_000,
     }
 }
 
@@ -442,9 +449,7 @@ pub(crate) struct ResolvedService {
     pub fallback_strategy: StrategyKind,
     pub deadline: Duration,
     pub queue: QueueConfig,
-    #[allow(dead_code)] // read by failover
     pub retry: RetryConfig,
-    #[allow(dead_code)] // read by health checks
     pub health_check: HealthCheckConfig,
     pub providers: Vec<ResolvedProvider>,
 }
@@ -456,17 +461,14 @@ pub(crate) struct ResolvedProvider {
     pub base_url: String,
     pub tier: u8,
     pub weight: u32,
-    #[allow(dead_code)] // read by failover
     pub reliability: f64,
     #[allow(dead_code)] // read by metrics
     pub cost_per_request: f64,
-    #[allow(dead_code)] // read by health checks
     pub health_path: Option<String>,
     pub headers: Vec<(String, String)>,
     pub query: Vec<(String, String)>,
     pub endpoints: BTreeMap<String, Template>,
     pub pool: PoolConfig,
-    #[allow(dead_code)] // read by the breaker
     pub circuit_breaker: BreakerConfig,
 }
 
@@ -585,7 +587,23 @@ fn check_breaker(at: &str, b: &BreakerConfig) -> Result<(), Error> {
     )?;
     positive(at, "success_threshold", b.success_threshold.into())?;
     positive(at, "open_ms", b.open_ms)?;
-    positive(at, "half_open_max_calls", b.half_open_max_calls.into())
+    positive(at, "half_open_max_calls", b.half_open_max_calls.into())?;
+    if !(b.open_backoff_multiplier.is_finite() && b.open_backoff_multiplier >= 1.0) {
+        return Err(Error::config(
+            format!("{at}.open_backoff_multiplier"),
+            format!(
+                "{} is not a number of at least 1",
+                b.open_backoff_multiplier
+            ),
+        ));
+    }
+    if b.max_open_ms < b.open_ms {
+        return Err(Error::config(
+            format!("{at}.max_open_ms"),
+            format!("{} is less than open_ms ({})", b.max_open_ms, b.open_ms),
+        ));
+    }
+    Ok(())
 }
 
 fn resolve_provider(

@@ -3,6 +3,7 @@
 use std::time::{Duration, Instant};
 
 use crate::activity::ActiveGuard;
+use crate::breaker::Permit;
 use crate::error::AttemptError;
 use crate::request::Request;
 use crate::ticket::{Outcome, Phase, Sink};
@@ -15,15 +16,17 @@ pub(crate) struct Job {
     pub sink: Sink,
     /// Failed attempts so far, in order.
     pub failures: Vec<AttemptError>,
-    /// Providers already tried, by index in the service (the first 64).
-    pub tried: u64,
+    /// Providers tried in this round of attempts.
+    pub tried: IndexSet,
+    /// Rounds of attempts over every available provider so far (1 during the first).
+    pub round: u32,
     /// Whether a non-idempotent request's bytes may have reached a provider.
     pub maybe_sent: bool,
     /// Since when the job has been waiting for a worker or a slot.
     pub waiting_since: Option<Instant>,
     pub queue_wait: Duration,
-    /// A provider whose slot was taken for this job by whoever handed it over.
-    pub reserved: Option<usize>,
+    /// A slot taken for this job by whoever handed it over.
+    pub reserved: Option<Slot>,
     /// Whether the job holds a place in its service's waiting line.
     pub counted: bool,
     _active: ActiveGuard,
@@ -46,7 +49,8 @@ impl Job {
             deadline,
             sink,
             failures: Vec::new(),
-            tried: 0,
+            tried: IndexSet::default(),
+            round: 1,
             maybe_sent: false,
             waiting_since: None,
             queue_wait: Duration::ZERO,
@@ -58,16 +62,6 @@ impl Job {
 
     pub fn attempts(&self) -> u32 {
         self.failures.len() as u32
-    }
-
-    pub fn was_tried(&self, provider: usize) -> bool {
-        provider < 64 && self.tried & (1 << provider) != 0
-    }
-
-    pub fn mark_tried(&mut self, provider: usize) {
-        if provider < 64 {
-            self.tried |= 1 << provider;
-        }
     }
 
     pub fn start_waiting(&mut self, now: Instant) {
@@ -105,5 +99,65 @@ impl Job {
         let Job { sink, _active, .. } = self;
         drop(_active);
         sink.deliver(outcome)
+    }
+}
+
+/// A connection slot on a provider, with the breaker's leave to use it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slot {
+    pub index: usize,
+    pub permit: Permit,
+}
+
+/// A set of provider indices: a word inline, more only for services of over 64 providers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IndexSet {
+    low: u64,
+    high: Vec<u64>,
+}
+
+impl IndexSet {
+    pub fn insert(&mut self, i: usize) {
+        if i < 64 {
+            self.low |= 1 << i;
+        } else {
+            let word = i / 64 - 1;
+            if self.high.len() <= word {
+                self.high.resize(word + 1, 0);
+            }
+            self.high[word] |= 1 << (i % 64);
+        }
+    }
+
+    pub fn contains(&self, i: usize) -> bool {
+        if i < 64 {
+            self.low & (1 << i) != 0
+        } else {
+            self.high
+                .get(i / 64 - 1)
+                .is_some_and(|w| w & (1 << (i % 64)) != 0)
+        }
+    }
+
+    pub fn clear(&mut self) {
+        self.low = 0;
+        self.high.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::IndexSet;
+
+    #[test]
+    fn index_set_holds_large_indices() {
+        let mut s = IndexSet::default();
+        for i in [0, 63, 64, 700] {
+            s.insert(i);
+        }
+        assert!([0, 63, 64, 700].iter().all(|&i| s.contains(i)));
+        assert!(![1, 65, 699, 5000].iter().any(|&i| s.contains(i)));
+        s.clear();
+        assert!(!s.contains(700));
     }
 }

@@ -30,8 +30,12 @@
 
 mod activity;
 mod balancer;
+mod breaker;
+mod clock;
 pub mod config;
 mod error;
+mod failover;
+mod health;
 mod histogram;
 mod job;
 mod metrics;
@@ -42,14 +46,16 @@ mod response;
 mod service;
 mod template;
 mod ticket;
+mod timer;
 mod transport;
 mod worker;
 
 pub use balancer::Balancer;
+pub use breaker::{CircuitEvent, CircuitInfo, CircuitState};
 pub use config::Config;
 pub use error::{AttemptError, AttemptKind, ConfigError, Error, ErrorKind};
 pub use histogram::LatencySummary;
-pub use metrics::{CircuitSnapshot, ProviderSnapshot, ServiceSnapshot, Snapshot};
+pub use metrics::{CircuitSnapshot, HealthSnapshot, ProviderSnapshot, ServiceSnapshot, Snapshot};
 pub use request::{Method, Priority, Request};
 pub use response::Response;
 pub use ticket::Ticket;

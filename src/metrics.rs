@@ -138,6 +138,10 @@ pub struct ProviderSnapshot {
     pub latency_ms: LatencySummary,
     /// The circuit breaker.
     pub circuit: CircuitSnapshot,
+    /// Active health checks.
+    pub health: HealthSnapshot,
+    /// ms left of a `Retry-After` rest; 0 when not resting.
+    pub resting_ms: u64,
 }
 
 /// A circuit breaker's state.
@@ -145,6 +149,27 @@ pub struct ProviderSnapshot {
 pub struct CircuitSnapshot {
     /// `closed`, `open` or `half_open`.
     pub state: &'static str,
+    /// Whether an operator forced the state.
+    pub forced: bool,
+    /// While open: ms until probes are let through.
+    pub next_attempt_in_ms: Option<u64>,
+    /// Times the circuit opened.
+    pub opened: u64,
+    /// Times it went half-open.
+    pub half_opened: u64,
+    /// Times it closed again.
+    pub closed: u64,
+}
+
+/// Active health checks of a provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthSnapshot {
+    /// Marked down by its checks now.
+    pub down: bool,
+    /// Share of checks passed; `null` before the first check or without a health path.
+    pub uptime: Option<f64>,
+    /// Checks made.
+    pub checks: u64,
 }
 
 pub(crate) fn snapshot(core: &Core) -> Snapshot {
@@ -172,7 +197,17 @@ pub(crate) fn snapshot(core: &Core) -> Snapshot {
                         tier: p.tier,
                         weight: p.weight,
                         latency_ms: ps.latency.summary(),
-                        circuit: CircuitSnapshot { state: "closed" },
+                        circuit: circuit(p),
+                        health: HealthSnapshot {
+                            down: p.health.is_down(),
+                            uptime: p.health.uptime(),
+                            checks: p.health.checks(),
+                        },
+                        resting_ms: p
+                            .rest_until
+                            .get()
+                            .map(|until| until.saturating_sub(s.clock.now()).as_millis() as u64)
+                            .unwrap_or(0),
                     };
                     (p.name.to_string(), snap)
                 })
@@ -199,5 +234,21 @@ pub(crate) fn snapshot(core: &Core) -> Snapshot {
     Snapshot {
         uptime_secs: core.started.elapsed().as_secs_f64(),
         services,
+    }
+}
+
+fn circuit(p: &crate::provider::Provider) -> CircuitSnapshot {
+    let info = p.breaker.info();
+    CircuitSnapshot {
+        state: info.state.name(),
+        forced: info.forced,
+        next_attempt_in_ms: info.next_attempt.map(|at| {
+            at.duration_since(std::time::SystemTime::now())
+                .unwrap_or_default()
+                .as_millis() as u64
+        }),
+        opened: info.opened,
+        half_opened: info.half_opened,
+        closed: info.closed,
     }
 }

@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::breaker::Breaker;
+use crate::clock::{AtomicTime, SharedClock};
 use crate::config::{PoolConfig, ResolvedProvider};
+use crate::health::HealthState;
 use crate::metrics::ProviderStats;
 use crate::request::Request;
 use crate::template::{encode_component, Template};
@@ -18,7 +21,6 @@ pub(crate) struct Provider {
     pub name: Arc<str>,
     pub tier: u8,
     pub weight: u32,
-    #[allow(dead_code)] // read by failover
     pub reliability: f64,
     pub pool: PoolConfig,
     pub request_timeout: Duration,
@@ -31,10 +33,21 @@ pub(crate) struct Provider {
     pub agent: ureq::Agent,
     in_flight: AtomicUsize,
     pub stats: ProviderStats,
+    pub breaker: Breaker,
+    /// Set by a `Retry-After`: no attempts before then.
+    pub rest_until: AtomicTime,
+    pub health: HealthState,
+    /// `base_url` + `health_path` + the provider's query; `None` without a health path.
+    pub health_url: Option<String>,
+    pub health_agent: ureq::Agent,
 }
 
 impl Provider {
-    pub fn new(config: &ResolvedProvider) -> Provider {
+    pub fn new(
+        config: &ResolvedProvider,
+        health_timeout: Duration,
+        clock: SharedClock,
+    ) -> Provider {
         let mut query = String::new();
         for (k, v) in &config.query {
             if !query.is_empty() {
@@ -59,6 +72,14 @@ impl Provider {
         // Longest first, so a secret that contains another is redacted whole.
         secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
         secrets.dedup();
+        let health_url = config.health_path.as_ref().map(|path| {
+            let mut url = format!("{}{path}", config.base_url);
+            if !query.is_empty() {
+                url.push(if path.contains('?') { '&' } else { '?' });
+                url.push_str(&query);
+            }
+            url
+        });
         Provider {
             name: config.name.as_str().into(),
             tier: config.tier,
@@ -78,6 +99,11 @@ impl Provider {
             agent: transport::agent(&config.pool),
             in_flight: AtomicUsize::new(0),
             stats: ProviderStats::default(),
+            breaker: Breaker::new(config.circuit_breaker.clone(), clock),
+            rest_until: AtomicTime::default(),
+            health: HealthState::default(),
+            health_url,
+            health_agent: transport::health_agent(&config.pool, health_timeout),
         }
     }
 
@@ -147,6 +173,11 @@ impl Provider {
         self.in_flight.load(Ordering::Relaxed)
     }
 
+    /// Whether breaker and `Retry-After` let an attempt through now (a hint; no permit).
+    pub fn is_available(&self, now: Duration) -> bool {
+        self.rest_until.get().is_none_or(|until| now >= until) && self.breaker.is_available()
+    }
+
     /// Removes every configured header and query value from a message.
     pub fn redact(&self, message: &mut String) {
         for secret in &self.secrets {
@@ -170,7 +201,11 @@ mod tests {
             {extra}"#
         ))
         .unwrap();
-        Provider::new(&c.resolve().unwrap().services[0].providers[0])
+        Provider::new(
+            &c.resolve().unwrap().services[0].providers[0],
+            Duration::from_secs(1),
+            crate::clock::SystemClock::shared(),
+        )
     }
 
     #[test]

@@ -145,6 +145,15 @@ impl ServiceQueue {
         admitted
     }
 
+    /// Counts a job back into the line whatever the count: it was admitted before.
+    pub fn enter(&self, job: &mut Job) {
+        if !job.counted {
+            job.counted = true;
+            self.waiting.fetch_add(1, Ordering::AcqRel);
+            self.by_priority[job.request.priority.index()].fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
     /// Gives a place back.
     fn leave(&self, priority: Priority) {
         self.waiting.fetch_sub(1, Ordering::AcqRel);
@@ -180,12 +189,8 @@ impl ServiceQueue {
     /// the lock after the job is counted as parked, so a release that happens at the same
     /// moment either is seen by `retry` or sees the parked job (SeqCst on both sides).
     ///
-    /// Returns the job with the provider index `retry` acquired, or `None` when parked.
-    pub fn park(
-        &self,
-        mut job: Job,
-        retry: impl FnOnce(&Job) -> Option<usize>,
-    ) -> Option<(Job, usize)> {
+    /// Returns the job with what `retry` acquired, or `None` when parked.
+    pub fn park<T>(&self, mut job: Job, retry: impl FnOnce(&Job) -> Option<T>) -> Option<(Job, T)> {
         let mut parked = self.parked.lock();
         self.parked_count.fetch_add(1, Ordering::SeqCst);
         if let Some(slot) = retry(&job) {
@@ -193,18 +198,14 @@ impl ServiceQueue {
             self.uncount(&mut job);
             return Some((job, slot));
         }
-        if !job.counted {
-            job.counted = true;
-            self.waiting.fetch_add(1, Ordering::AcqRel);
-            self.by_priority[job.request.priority.index()].fetch_add(1, Ordering::AcqRel);
-        }
+        self.enter(&mut job);
         parked[job.request.priority.index()].push_back(job);
         None
     }
 
     /// After a provider released a slot: the first parked job, most urgent first, that
     /// `take` accepts (`take` acquires the slot for it). Jobs settled meanwhile are dropped.
-    pub fn unpark(&self, take: impl Fn(&Job) -> bool) -> Option<Job> {
+    pub fn unpark<T>(&self, take: impl Fn(&Job) -> Option<T>) -> Option<(Job, T)> {
         if self.parked_count.load(Ordering::SeqCst) == 0 {
             return None;
         }
@@ -213,14 +214,16 @@ impl ServiceQueue {
             let mut i = 0;
             while i < line.len() {
                 let settled = line[i].is_settled();
-                if settled || take(&line[i]) {
+                let taken = if settled { None } else { take(&line[i]) };
+                if settled || taken.is_some() {
                     let mut job = line.remove(i).unwrap_or_else(|| unreachable!());
                     self.parked_count.fetch_sub(1, Ordering::SeqCst);
                     self.uncount(&mut job);
-                    if settled {
-                        continue;
+                    if let Some(t) = taken {
+                        return Some((job, t));
                     }
-                    return Some(job);
+                    // A settled job's waiter already has its outcome; it just goes.
+                    continue;
                 }
                 i += 1;
             }

@@ -143,6 +143,7 @@ impl fmt::Display for Method {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Request {
+    pub(crate) fallback: Option<Fallback>,
     pub(crate) method: Method,
     pub(crate) service: String,
     pub(crate) endpoint: String,
@@ -159,6 +160,7 @@ impl Request {
     /// path starting with `/` that any provider of the service is sent.
     pub fn new(method: Method, service: impl Into<String>, endpoint: impl Into<String>) -> Self {
         Request {
+            fallback: None,
             method,
             service: service.into(),
             endpoint: endpoint.into(),
@@ -217,6 +219,17 @@ impl Request {
     /// implies: everything but `POST` and `PATCH` is idempotent.
     pub fn idempotent(mut self, idempotent: bool) -> Self {
         self.idempotent = Some(idempotent);
+        self
+    }
+
+    /// Answers with `fallback` when every provider failed or none was available
+    /// ([`Error::AllProvidersFailed`], [`Error::NoHealthyProvider`]); returning `None`
+    /// keeps the error. Takes precedence over a service's fallback.
+    pub fn fallback<F>(mut self, fallback: F) -> Self
+    where
+        F: Fn(&Request, &Error) -> Option<crate::Response> + Send + Sync + 'static,
+    {
+        self.fallback = Some(Fallback(std::sync::Arc::new(fallback)));
         self
     }
 
@@ -292,6 +305,18 @@ impl Request {
             }
         }
         Ok(())
+    }
+}
+
+/// A fallback function, shared cheaply between clones of a request.
+#[derive(Clone)]
+pub(crate) struct Fallback(pub std::sync::Arc<FallbackFn>);
+
+pub(crate) type FallbackFn = dyn Fn(&Request, &Error) -> Option<crate::Response> + Send + Sync;
+
+impl fmt::Debug for Fallback {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Fallback")
     }
 }
 

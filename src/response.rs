@@ -13,9 +13,37 @@ pub struct Response {
     pub(crate) attempts: u32,
     pub(crate) latency: Duration,
     pub(crate) queue_wait: Duration,
+    pub(crate) fallback: bool,
 }
 
 impl Response {
+    /// A response made by a fallback (see [`crate::Request::fallback`]); its provider
+    /// reads `fallback` and [`Response::is_fallback`] is true.
+    pub fn fallback(status: u16, body: impl Into<Vec<u8>>) -> Response {
+        Response {
+            status,
+            headers: Vec::new(),
+            body: body.into(),
+            provider: Arc::from("fallback"),
+            attempts: 0,
+            latency: Duration::ZERO,
+            queue_wait: Duration::ZERO,
+            fallback: true,
+        }
+    }
+
+    /// Adds a header to a response made by a fallback.
+    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Response {
+        self.headers
+            .push((name.into().to_ascii_lowercase(), value.into()));
+        self
+    }
+
+    /// Whether a fallback made this response because no provider could answer.
+    pub fn is_fallback(&self) -> bool {
+        self.fallback
+    }
+
     /// The HTTP status code.
     pub fn status(&self) -> u16 {
         self.status
@@ -36,7 +64,7 @@ impl Response {
         &self.provider
     }
 
-    /// How many attempts it took, this one included.
+    /// How many attempts it took, this one included (for a fallback: the attempts that failed).
     pub fn attempts(&self) -> u32 {
         self.attempts
     }

@@ -2,47 +2,69 @@
 //! connection slot on one of them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{ResolvedService, RetryConfig};
-use crate::job::Job;
+use crate::breaker::{Listeners, Transition};
+use crate::clock::SharedClock;
+use crate::config::{HealthCheckConfig, ResolvedService, RetryConfig};
+use crate::failover::{success_score, RetryBudget};
+use crate::job::{IndexSet, Job, Slot};
 use crate::metrics::ServiceStats;
 use crate::provider::Provider;
 use crate::queue::ServiceQueue;
-use crate::request::Request;
-use crate::Error;
+use crate::request::{Fallback, Request};
+use crate::ticket::Outcome;
+use crate::{Error, Response};
+
+use parking_lot::RwLock;
 
 pub(crate) struct Service {
     pub name: String,
     pub deadline: Duration,
     pub retry: RetryConfig,
+    pub health_check: HealthCheckConfig,
     pub providers: Vec<Provider>,
     pub queue: ServiceQueue,
     pub stats: ServiceStats,
-    /// Rotates the starting point of picks inside a tier.
+    pub budget: RetryBudget,
+    pub clock: SharedClock,
+    listeners: Arc<Listeners>,
+    fallback: RwLock<Option<Fallback>>,
+    /// Rotates the starting point of first picks inside a tier.
     turn: AtomicUsize,
 }
 
 /// What [`Service::acquire`] found.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Pick {
     /// A slot on this provider is now held for the job.
-    Slot(usize),
+    Slot(Slot),
     /// Providers are available but every slot is taken: park.
     Busy,
-    /// No provider is left to try.
+    /// No provider the job has not tried this round is available.
     Exhausted,
 }
 
 impl Service {
-    pub fn new(config: &ResolvedService) -> Service {
+    pub fn new(config: &ResolvedService, clock: SharedClock, listeners: Arc<Listeners>) -> Service {
+        let health_timeout = Duration::from_millis(config.health_check.timeout_ms);
         Service {
             name: config.name.clone(),
             deadline: config.deadline,
             retry: config.retry.clone(),
-            providers: config.providers.iter().map(Provider::new).collect(),
+            health_check: config.health_check.clone(),
+            providers: config
+                .providers
+                .iter()
+                .map(|p| Provider::new(p, health_timeout, clock.clone()))
+                .collect(),
             queue: ServiceQueue::new(config.queue.max_size),
             stats: ServiceStats::default(),
+            budget: RetryBudget::new(&config.retry, clock.clone()),
+            clock,
+            listeners,
+            fallback: RwLock::new(None),
             turn: AtomicUsize::new(0),
         }
     }
@@ -72,42 +94,154 @@ impl Service {
         )))
     }
 
-    /// Whether the job may try this provider now.
-    fn eligible(&self, job: &Job, index: usize) -> bool {
-        !job.was_tried(index) && self.providers[index].can_serve(&job.request)
+    pub fn set_fallback(&self, fallback: Option<Fallback>) {
+        *self.fallback.write() = fallback;
     }
 
-    /// Takes a slot for the job on the best available provider: the lowest tier that
-    /// has an eligible provider, and inside it the next provider in turn with a free slot.
-    pub fn acquire(&self, job: &Job) -> Pick {
-        let Some(tier) = (0..self.providers.len())
-            .filter(|&i| self.eligible(job, i))
-            .map(|i| self.providers[i].tier)
-            .min()
-        else {
-            return Pick::Exhausted;
+    /// What the request's or the service's fallback makes of a failure.
+    pub fn fallback(&self, request: &Request, error: Error, elapsed: Duration) -> Outcome {
+        if !matches!(
+            error,
+            Error::AllProvidersFailed { .. } | Error::NoHealthyProvider { .. }
+        ) {
+            return Err(error);
+        }
+        let service_fallback = self.fallback.read().clone();
+        let Some(fallback) = request.fallback.clone().or(service_fallback) else {
+            return Err(error);
         };
+        let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            (fallback.0)(request, &error)
+        }));
+        match made {
+            Ok(Some(response)) => Ok(Response {
+                fallback: true,
+                attempts: error.attempts().len() as u32,
+                latency: elapsed,
+                ..response
+            }),
+            _ => Err(error),
+        }
+    }
+
+    pub fn notify(&self, provider: usize, transition: Option<Transition>) {
+        if let Some(t) = transition {
+            self.listeners
+                .notify(&self.name, &self.providers[provider].name, t);
+        }
+    }
+
+    /// Whether the job may go to this provider now, health aside.
+    fn candidate(&self, job: &Job, i: usize, now: Duration, refused: &IndexSet) -> bool {
+        let p = &self.providers[i];
+        !job.tried.contains(i)
+            && !refused.contains(i)
+            && p.can_serve(&job.request)
+            && p.is_available(now)
+    }
+
+    /// Takes a slot and a breaker permit for the job: in the lowest tier that has a
+    /// candidate, the next in turn for a first attempt, the most reliable for a failover.
+    /// Providers marked down by health checks are passed over unless every candidate is
+    /// down (then they are all tried, rather than failing every request).
+    pub fn acquire(&self, job: &Job) -> Pick {
         let n = self.providers.len();
-        let start = self.turn.fetch_add(1, Ordering::Relaxed);
-        for k in 0..n {
-            let i = (start + k) % n;
-            let p = &self.providers[i];
-            if p.tier == tier && self.eligible(job, i) && p.try_acquire() {
-                return Pick::Slot(i);
+        let now = self.clock.now();
+        let mut refused = IndexSet::default();
+        // Each pass either returns or refuses at least one more provider.
+        for _ in 0..=n {
+            let any_up = (0..n).any(|i| {
+                self.candidate(job, i, now, &refused) && !self.providers[i].health.is_down()
+            });
+            let usable = |i: usize| {
+                self.candidate(job, i, now, &refused)
+                    && (!any_up || !self.providers[i].health.is_down())
+            };
+            let Some(tier) = (0..n)
+                .filter(|&i| usable(i))
+                .map(|i| self.providers[i].tier)
+                .min()
+            else {
+                return Pick::Exhausted;
+            };
+            let in_tier = |i: usize| self.providers[i].tier == tier && usable(i);
+            let order = if job.attempts() == 0 {
+                self.in_turn(in_tier)
+            } else {
+                self.by_reliability(in_tier)
+            };
+            let mut refused_now = false;
+            for i in order {
+                let p = &self.providers[i];
+                let (permit, transition) = p.breaker.try_acquire();
+                self.notify(i, transition);
+                let Some(permit) = permit else {
+                    refused.insert(i);
+                    refused_now = true;
+                    continue;
+                };
+                if p.try_acquire() {
+                    return Pick::Slot(Slot { index: i, permit });
+                }
+                p.breaker.cancel(permit);
+            }
+            if !refused_now {
+                return Pick::Busy;
             }
         }
-        Pick::Busy
+        Pick::Exhausted
     }
 
-    /// Takes a slot of `provider` for `job` if the job may use it.
-    pub fn acquire_on(&self, job: &Job, provider: usize) -> bool {
-        self.eligible(job, provider)
-            && self.is_preferred_tier(job, provider)
-            && self.providers[provider].try_acquire()
+    /// Indices passing `keep`, starting at the next turn.
+    fn in_turn(&self, keep: impl Fn(usize) -> bool) -> Vec<usize> {
+        let n = self.providers.len();
+        let start = self.turn.fetch_add(1, Ordering::Relaxed);
+        (0..n)
+            .map(|k| (start + k) % n)
+            .filter(|&i| keep(i))
+            .collect()
     }
 
-    fn is_preferred_tier(&self, job: &Job, provider: usize) -> bool {
+    /// Indices passing `keep`, most likely to succeed first.
+    fn by_reliability(&self, keep: impl Fn(usize) -> bool) -> Vec<usize> {
+        let mut scored: Vec<(f64, usize)> = (0..self.providers.len())
+            .filter(|&i| keep(i))
+            .map(|i| {
+                let p = &self.providers[i];
+                let (calls, failures) = p.breaker.window_totals();
+                (success_score(p.reliability, calls, failures), i)
+            })
+            .collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
+        scored.into_iter().map(|(_, i)| i).collect()
+    }
+
+    /// Takes a slot of `provider`, just released, for a parked job if it may use it.
+    pub fn acquire_on(&self, job: &Job, provider: usize) -> Option<Slot> {
+        let now = self.clock.now();
+        let none = IndexSet::default();
+        if !self.candidate(job, provider, now, &none) || !self.is_preferred_tier(job, provider, now)
+        {
+            return None;
+        }
+        let p = &self.providers[provider];
+        let (permit, transition) = p.breaker.try_acquire();
+        self.notify(provider, transition);
+        let permit = permit?;
+        if p.try_acquire() {
+            return Some(Slot {
+                index: provider,
+                permit,
+            });
+        }
+        p.breaker.cancel(permit);
+        None
+    }
+
+    fn is_preferred_tier(&self, job: &Job, provider: usize, now: Duration) -> bool {
         let tier = self.providers[provider].tier;
-        !(0..self.providers.len()).any(|i| self.providers[i].tier < tier && self.eligible(job, i))
+        let none = IndexSet::default();
+        !(0..self.providers.len())
+            .any(|i| self.providers[i].tier < tier && self.candidate(job, i, now, &none))
     }
 }

@@ -27,14 +27,39 @@ const DRAIN_LIMIT: u64 = 64 * 1024;
 
 /// Builds the agent of one provider.
 pub(crate) fn agent(pool: &PoolConfig) -> ureq::Agent {
+    build_agent(
+        pool.max_connections,
+        Duration::from_millis(pool.keep_alive_ms),
+        Duration::from_millis(pool.connect_timeout_ms),
+        Duration::from_millis(pool.request_timeout_ms),
+    )
+}
+
+/// Builds the agent of a provider's health checks: one connection of its own.
+pub(crate) fn health_agent(pool: &PoolConfig, timeout: Duration) -> ureq::Agent {
+    let connect = Duration::from_millis(pool.connect_timeout_ms).min(timeout);
+    build_agent(
+        1,
+        Duration::from_millis(pool.keep_alive_ms),
+        connect,
+        timeout,
+    )
+}
+
+fn build_agent(
+    connections: usize,
+    keep_alive: Duration,
+    connect: Duration,
+    attempt: Duration,
+) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
-        .max_idle_connections(pool.max_connections)
-        .max_idle_connections_per_host(pool.max_connections)
-        .max_idle_age(Duration::from_millis(pool.keep_alive_ms))
-        .timeout_connect(Some(Duration::from_millis(pool.connect_timeout_ms)))
-        .timeout_global(Some(Duration::from_millis(pool.request_timeout_ms)))
+        .max_idle_connections(connections)
+        .max_idle_connections_per_host(connections)
+        .max_idle_age(keep_alive)
+        .timeout_connect(Some(connect))
+        .timeout_global(Some(attempt))
         .build();
     ureq::Agent::with_parts(
         config,

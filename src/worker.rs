@@ -1,19 +1,21 @@
 //! Driving a job to its outcome, on a worker thread or on the calling thread.
 //!
-//! One loop serves both: take a connection slot (or park until one frees), send an
-//! attempt, give the slot back (handing it straight to a parked job if one waits), then
-//! either deliver the outcome or try the next provider.
+//! One loop serves both: take a connection slot and a breaker permit (or park until a slot
+//! frees), send an attempt, give the slot back (handing it straight to a parked job if one
+//! waits), record the outcome, then deliver it or go on: to another provider at once, or,
+//! once every available provider was tried, to a new round after a backoff.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{select, Receiver};
 
 use crate::balancer::Core;
 use crate::error::{AttemptKind, Error};
-use crate::job::Job;
+use crate::failover::backoff;
+use crate::job::{Job, Slot};
 use crate::queue::{Next, Receivers};
 use crate::response::Response;
 use crate::service::{Pick, Service};
@@ -24,10 +26,20 @@ use crate::transport::{self, Outgoing};
 pub(crate) struct Driven {
     /// The outcome, when the job's sink is the driving caller.
     pub outcome: Option<Outcome>,
-    /// Set when a caller's job had to park: its outcome arrives here.
+    /// Set when a caller's job had to park or back off: its outcome arrives here.
     pub parked: Option<Ticket>,
     /// A parked job this drive handed a slot to, to run next.
     pub next: Option<Job>,
+}
+
+impl Driven {
+    fn left(parked: Option<Ticket>, next: Option<Job>) -> Driven {
+        Driven {
+            outcome: None,
+            parked,
+            next,
+        }
+    }
 }
 
 /// A worker thread's life: take the most urgent job, drive it, repeat until stopped.
@@ -49,7 +61,7 @@ pub(crate) fn run(core: Arc<Core>, receivers: Receivers, stop: Receiver<()>) {
     }
 }
 
-/// Drives a job until it has an outcome or parks.
+/// Drives a job until it has an outcome, parks or backs off.
 pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
     let service = &core.services[job.service];
     let mut handed: Option<Job> = None;
@@ -65,32 +77,25 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         }
         if job.is_settled() {
             // A waiter gave up on it; its outcome is already delivered.
-            if let Some(index) = job.reserved.take() {
-                handed = pass_on(core, service, index, handed);
+            if let Some(slot) = job.reserved.take() {
+                service.providers[slot.index].breaker.cancel(slot.permit);
+                handed = pass_on(core, service, slot.index, handed);
             }
             service.queue.uncount(&mut job);
             service
                 .stats
                 .record_outcome(false, job.submitted.elapsed(), job.queue_wait);
-            return Driven {
-                outcome: None,
-                parked: None,
-                next: handed,
-            };
+            return Driven::left(None, handed);
         }
 
-        let index = match job.reserved.take() {
-            Some(index) => index,
+        let slot = match job.reserved.take() {
+            Some(slot) => slot,
             None => match service.acquire(&job) {
-                Pick::Slot(index) => index,
-                Pick::Exhausted => {
-                    let outcome = Err(exhausted(service, &mut job));
-                    return end(core, job, outcome, handed);
-                }
+                Pick::Slot(slot) => slot,
                 Pick::Busy => match park(core, service, job) {
-                    Parked::Slot(j, index) => {
+                    Parked::Slot(j, slot) => {
                         job = j;
-                        index
+                        slot
                     }
                     Parked::Left(driven) => {
                         return Driven {
@@ -99,22 +104,41 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                         }
                     }
                 },
+                Pick::Exhausted => match next_round(service, &mut job, now) {
+                    Some(delay) => match back_off(core, job, delay) {
+                        Some(j) => {
+                            job = j;
+                            continue;
+                        }
+                        None => return Driven::left(None, handed),
+                    },
+                    None => {
+                        let outcome = Err(exhausted(service, &mut job));
+                        return end(core, job, outcome, handed);
+                    }
+                },
             },
         };
+        let provider = &service.providers[slot.index];
         service.queue.uncount(&mut job);
         job.stop_waiting(now);
 
+        if job.attempts() > 0 && !service.budget.try_withdraw() {
+            // Retrying now would add load to a failing provider set; stop here.
+            provider.breaker.cancel(slot.permit);
+            handed = pass_on(core, service, slot.index, handed);
+            let outcome = Err(exhausted(service, &mut job));
+            return end(core, job, outcome, handed);
+        }
         if !job.begin_attempt() {
-            job.reserved = Some(index);
+            job.reserved = Some(slot);
             continue;
         }
-        let provider = &service.providers[index];
         if job.attempts() > 0 {
             service.stats.record_failover();
         }
         let url = provider.url(&job.request);
         let sent = Instant::now();
-        let timeout = provider.request_timeout.min(job.deadline - now);
         let result = transport::send(
             &provider.agent,
             provider.request_timeout,
@@ -125,15 +149,20 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 headers: &provider.headers,
                 extra_headers: &job.request.headers,
                 body: job.request.body.as_deref(),
-                timeout,
+                timeout: provider.request_timeout.min(job.deadline - now),
                 max_response_bytes: provider.pool.max_response_bytes,
             },
         );
-        handed = pass_on(core, service, index, handed);
+        let elapsed = sent.elapsed();
+        handed = pass_on(core, service, slot.index, handed);
+        let transition = provider
+            .breaker
+            .record(slot.permit, result.is_err(), elapsed);
+        service.notify(slot.index, transition);
 
         match result {
             Ok(answer) => {
-                provider.stats.record_success(sent.elapsed());
+                provider.stats.record_success(elapsed);
                 let response = Response {
                     status: answer.status,
                     headers: answer.headers,
@@ -142,20 +171,21 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                     attempts: job.attempts() + 1,
                     latency: job.submitted.elapsed(),
                     queue_wait: job.queue_wait,
+                    fallback: false,
                 };
                 return end(core, job, Ok(response), handed);
             }
             Err(mut failure) => {
-                provider
-                    .stats
-                    .record_failure(failure.error.kind, failure.error.elapsed);
+                provider.stats.record_failure(failure.error.kind, elapsed);
+                if let Some(rest) = failure.retry_after {
+                    provider.rest_until.set(service.clock.now() + rest);
+                }
                 provider.redact(&mut failure.error.message);
                 job.failures.push(failure.error);
-                job.mark_tried(index);
+                job.tried.insert(slot.index);
                 job.maybe_sent |= failure.maybe_sent;
                 job.end_attempt();
-                let may_resend = job.request.is_idempotent() || !job.maybe_sent;
-                if job.attempts() >= service.retry.max_attempts || !may_resend {
+                if job.attempts() >= service.retry.max_attempts || !may_resend(&job) {
                     let outcome = Err(exhausted(service, &mut job));
                     return end(core, job, outcome, handed);
                 }
@@ -164,10 +194,53 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
     }
 }
 
+/// A request whose bytes may have reached a provider is sent again only if idempotent.
+fn may_resend(job: &Job) -> bool {
+    job.request.is_idempotent() || !job.maybe_sent
+}
+
+/// Every provider not yet tried this round is unavailable. If attempts and time remain
+/// and some provider is available again, starts a new round after a backoff.
+fn next_round(service: &Service, job: &mut Job, now: Instant) -> Option<Duration> {
+    if job.attempts() == 0 || job.attempts() >= service.retry.max_attempts || !may_resend(job) {
+        return None;
+    }
+    let clock_now = service.clock.now();
+    let any = service
+        .providers
+        .iter()
+        .any(|p| p.can_serve(&job.request) && p.is_available(clock_now));
+    if !any {
+        return None;
+    }
+    let delay = backoff(&service.retry, job.round, rand::random::<f64>());
+    if now + delay >= job.deadline {
+        return None;
+    }
+    job.round += 1;
+    job.tried.clear();
+    Some(delay)
+}
+
+/// Waits out a backoff: on the caller's own thread, or for a worker's job in the timer,
+/// so the worker serves others meanwhile. Returns the job when it is to go on now.
+fn back_off(core: &Core, mut job: Job, delay: Duration) -> Option<Job> {
+    if matches!(job.sink, Sink::Caller) {
+        select! {
+            recv(core.stop_signal) -> _ => {}
+            default(delay) => {}
+        }
+        return Some(job);
+    }
+    job.start_waiting(Instant::now());
+    core.timer.schedule(job, Instant::now() + delay);
+    None
+}
+
 /// What [`park`] did with a job.
 enum Parked {
     /// A slot turned up at the last moment: go on driving.
-    Slot(Job, usize),
+    Slot(Job, Slot),
     /// The job left this driver (parked, refused, or handed to a worker).
     Left(Driven),
 }
@@ -190,29 +263,24 @@ fn park(core: &Core, service: &Service, mut job: Job) -> Parked {
         parked = Some(ticket);
     }
     job.start_waiting(Instant::now());
-    match service.queue.park(job, |j| match service.acquire(j) {
-        Pick::Slot(index) => Some(index),
+    let found = service.queue.park(job, |j| match service.acquire(j) {
+        Pick::Slot(slot) => Some(slot),
         Pick::Busy | Pick::Exhausted => None,
-    }) {
-        Some((job, index)) => {
-            if let Some(ticket) = parked {
-                // The caller waits on the ticket; a worker finishes the job.
-                let mut job = job;
-                job.reserved = Some(index);
-                core.channels.send_ready(job);
-                return Parked::Left(Driven {
-                    outcome: None,
-                    parked: Some(ticket),
-                    next: None,
-                });
-            }
-            Parked::Slot(job, index)
+    });
+    match found {
+        Some((mut job, slot)) if parked.is_some() => {
+            // The caller now waits on its ticket; a worker finishes the job.
+            job.reserved = Some(slot);
+            core.channels.send_ready(job);
+            Parked::Left(Driven::left(parked, None))
         }
-        None => Parked::Left(Driven {
-            outcome: None,
-            parked,
-            next: None,
-        }),
+        Some((job, slot)) => Parked::Slot(job, slot),
+        None => {
+            if core.stopping.load(Ordering::SeqCst) {
+                core.drain();
+            }
+            Parked::Left(Driven::left(parked, None))
+        }
     }
 }
 
@@ -220,10 +288,10 @@ fn park(core: &Core, service: &Service, mut job: Job) -> Parked {
 /// is returned to run next; one already handed over goes to a worker instead.
 fn pass_on(core: &Core, service: &Service, index: usize, handed: Option<Job>) -> Option<Job> {
     service.providers[index].release();
-    let Some(mut job) = service.queue.unpark(|j| service.acquire_on(j, index)) else {
+    let Some((mut job, slot)) = service.queue.unpark(|j| service.acquire_on(j, index)) else {
         return handed;
     };
-    job.reserved = Some(index);
+    job.reserved = Some(slot);
     match handed {
         None => Some(job),
         Some(first) => {
@@ -248,10 +316,14 @@ fn exhausted(service: &Service, job: &mut Job) -> Error {
     Error::AllProvidersFailed { attempts }
 }
 
-/// Delivers the outcome.
+/// Delivers the outcome, or what a fallback makes of a failure.
 fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driven {
     let service = &core.services[job.service];
     service.queue.uncount(&mut job);
+    let outcome = match outcome {
+        Err(e) => service.fallback(&job.request, e, job.submitted.elapsed()),
+        ok => ok,
+    };
     service
         .stats
         .record_outcome(outcome.is_ok(), job.submitted.elapsed(), job.queue_wait);

@@ -80,6 +80,9 @@ struct State {
     seen: Mutex<Vec<Seen>>,
     keep_log: AtomicBool,
     stopped: AtomicBool,
+    /// Status answered on `/health`, whatever the fault.
+    health_status: Mutex<u16>,
+    health_checks: AtomicUsize,
 }
 
 /// A running test server; stops when dropped.
@@ -95,6 +98,7 @@ impl TestServer {
         let state = Arc::new(State::default());
         *state.fault.lock().unwrap() = Some(Fault::None);
         *state.body.lock().unwrap() = b"{\"ok\":true}".to_vec();
+        *state.health_status.lock().unwrap() = 200;
         state.keep_log.store(true, Ordering::Relaxed);
         let st = state.clone();
         thread::Builder::new()
@@ -138,6 +142,15 @@ impl TestServer {
 
     pub fn set_body(&self, body: impl Into<Vec<u8>>) {
         *self.state.body.lock().unwrap() = body.into();
+    }
+
+    /// What `/health` answers (200 unless set); health checks are not counted as requests.
+    pub fn set_health(&self, status: u16) {
+        *self.state.health_status.lock().unwrap() = status;
+    }
+
+    pub fn health_checks(&self) -> usize {
+        self.state.health_checks.load(Ordering::Acquire)
     }
 
     /// Stops recording each request (for long runs); counters go on.
@@ -221,6 +234,14 @@ fn serve(stream: TcpStream, id: usize, st: &State) {
         };
         if st.stopped.load(Ordering::Acquire) {
             return;
+        }
+        if seen.path() == "/health" {
+            st.health_checks.fetch_add(1, Ordering::AcqRel);
+            let status = *st.health_status.lock().unwrap();
+            if !write_response(&mut writer, status, &[], b"health") {
+                return;
+            }
+            continue;
         }
         st.requests.fetch_add(1, Ordering::AcqRel);
         let now = st.in_flight.fetch_add(1, Ordering::AcqRel) + 1;

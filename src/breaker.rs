@@ -1,0 +1,675 @@
+//! A provider's circuit breaker: closed, open, half-open, on an injected clock.
+//!
+//! Closed, it opens when `failure_threshold` attempts fail in a row, or when inside the
+//! rolling window (time-based, or the last `window_calls` calls) at least `minimum_calls`
+//! ended and the share of failures, or of slow calls, reaches its threshold. Open, it
+//! refuses every attempt for the open time; then half-open, it lets `half_open_max_calls`
+//! probes through at a time: `success_threshold` successes close it, one failure opens it
+//! again for a longer time (`open_backoff_multiplier`, capped by `max_open_ms`).
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::{Duration, SystemTime};
+
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+use serde::Serialize;
+
+use crate::clock::SharedClock;
+use crate::config::BreakerConfig;
+
+/// The three states of a circuit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CircuitState {
+    /// Traffic flows; failures are counted.
+    Closed,
+    /// Traffic is refused without touching the network.
+    Open,
+    /// A few probes test whether the provider recovered.
+    HalfOpen,
+}
+
+impl CircuitState {
+    /// `closed`, `open` or `half_open`.
+    pub fn name(self) -> &'static str {
+        match self {
+            CircuitState::Closed => "closed",
+            CircuitState::Open => "open",
+            CircuitState::HalfOpen => "half_open",
+        }
+    }
+
+    fn from_u8(v: u8) -> CircuitState {
+        match v {
+            0 => CircuitState::Closed,
+            1 => CircuitState::Open,
+            _ => CircuitState::HalfOpen,
+        }
+    }
+}
+
+/// A circuit changed state; delivered to listeners added with
+/// [`crate::Balancer::on_circuit_change`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CircuitEvent {
+    /// The provider's service.
+    pub service: String,
+    /// The provider.
+    pub provider: String,
+    /// The state it left.
+    pub from: CircuitState,
+    /// The state it entered.
+    pub to: CircuitState,
+    /// When.
+    pub at: SystemTime,
+}
+
+pub(crate) type Listener = Arc<dyn Fn(&CircuitEvent) + Send + Sync>;
+
+/// The balancer's circuit listeners, called outside every breaker lock.
+#[derive(Default)]
+pub(crate) struct Listeners(RwLock<Vec<Listener>>);
+
+impl Listeners {
+    pub fn add(&self, listener: Listener) {
+        self.0.write().push(listener);
+    }
+
+    pub fn notify(&self, service: &str, provider: &str, t: Transition) {
+        let listeners = self.0.read();
+        if listeners.is_empty() {
+            return;
+        }
+        let event = CircuitEvent {
+            service: service.to_string(),
+            provider: provider.to_string(),
+            from: t.from,
+            to: t.to,
+            at: SystemTime::now(),
+        };
+        for listener in listeners.iter() {
+            // A panicking listener must not take the request down with it.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(&event)));
+        }
+    }
+}
+
+/// A change of state, for listeners and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Transition {
+    pub from: CircuitState,
+    pub to: CircuitState,
+}
+
+/// Leave to send one attempt; give it back through [`Breaker::record`] or [`Breaker::cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Permit {
+    probe: bool,
+}
+
+/// A point-in-time view of one circuit.
+#[derive(Debug, Clone, Serialize)]
+pub struct CircuitInfo {
+    /// The state now.
+    pub state: CircuitState,
+    /// Failures inside the current window.
+    pub failures: u64,
+    /// Successes inside the current window.
+    pub successes: u64,
+    /// Slow calls inside the current window.
+    pub slow_calls: u64,
+    /// Failures in a row, up to now.
+    pub consecutive_failures: u32,
+    /// Successes so far in half-open.
+    pub half_open_successes: u32,
+    /// When the last failure was recorded, in ms since the Unix epoch.
+    #[serde(serialize_with = "ser_time")]
+    pub last_failure: Option<SystemTime>,
+    /// While open: when probes will be let through, in ms since the Unix epoch.
+    #[serde(serialize_with = "ser_time")]
+    pub next_attempt: Option<SystemTime>,
+    /// Whether an operator forced the state.
+    pub forced: bool,
+    /// Times the circuit opened.
+    pub opened: u64,
+    /// Times it went half-open.
+    pub half_opened: u64,
+    /// Times it closed again.
+    pub closed: u64,
+}
+
+fn ser_time<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t.and_then(|t| t.duration_since(SystemTime::UNIX_EPOCH).ok()) {
+        Some(d) => s.serialize_u64(d.as_millis() as u64),
+        None => s.serialize_none(),
+    }
+}
+
+pub(crate) struct Breaker {
+    config: BreakerConfig,
+    clock: SharedClock,
+    /// The state, readable without the lock: the closed fast path takes no lock.
+    state: AtomicU8,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    state: CircuitState,
+    consecutive_failures: u32,
+    window: Window,
+    open_until: Duration,
+    /// Re-openings from half-open since the circuit last closed.
+    reopenings: u32,
+    forced: bool,
+    probes_in_flight: u32,
+    half_open_successes: u32,
+    last_failure: Option<Duration>,
+    transitions: [u64; 3],
+}
+
+impl Breaker {
+    pub fn new(config: BreakerConfig, clock: SharedClock) -> Breaker {
+        let window = Window::new(&config);
+        Breaker {
+            config,
+            clock,
+            state: AtomicU8::new(CircuitState::Closed as u8),
+            inner: Mutex::new(Inner {
+                state: CircuitState::Closed,
+                consecutive_failures: 0,
+                window,
+                open_until: Duration::ZERO,
+                reopenings: 0,
+                forced: false,
+                probes_in_flight: 0,
+                half_open_successes: 0,
+                last_failure: None,
+                transitions: [0; 3],
+            }),
+        }
+    }
+
+    pub fn state(&self) -> CircuitState {
+        CircuitState::from_u8(self.state.load(Ordering::Acquire))
+    }
+
+    /// Whether an attempt would be let through now (a hint for picking; no permit taken).
+    pub fn is_available(&self) -> bool {
+        match self.state() {
+            CircuitState::Closed => true,
+            CircuitState::Open => {
+                let inner = self.inner.lock();
+                !inner.forced && self.clock.now() >= inner.open_until
+            }
+            CircuitState::HalfOpen => {
+                self.inner.lock().probes_in_flight < self.config.half_open_max_calls
+            }
+        }
+    }
+
+    /// Leave for one attempt, or `None` while open or when half-open probes are all out.
+    pub fn try_acquire(&self) -> (Option<Permit>, Option<Transition>) {
+        if self.state() == CircuitState::Closed {
+            return (Some(Permit { probe: false }), None);
+        }
+        let mut inner = self.inner.lock();
+        let mut transition = None;
+        if inner.state == CircuitState::Open {
+            if inner.forced || self.clock.now() < inner.open_until {
+                return (None, None);
+            }
+            transition = self.enter(&mut inner, CircuitState::HalfOpen);
+        }
+        match inner.state {
+            CircuitState::Closed => (Some(Permit { probe: false }), transition),
+            CircuitState::HalfOpen if inner.probes_in_flight < self.config.half_open_max_calls => {
+                inner.probes_in_flight += 1;
+                (Some(Permit { probe: true }), transition)
+            }
+            _ => (None, transition),
+        }
+    }
+
+    /// Gives back a permit whose attempt was never sent.
+    pub fn cancel(&self, permit: Permit) {
+        if permit.probe {
+            let mut inner = self.inner.lock();
+            inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+        }
+    }
+
+    /// Records how a permitted attempt ended.
+    pub fn record(&self, permit: Permit, failed: bool, elapsed: Duration) -> Option<Transition> {
+        let now = self.clock.now();
+        let slow = self.config.slow_call_ms > 0
+            && elapsed >= Duration::from_millis(self.config.slow_call_ms);
+        let mut inner = self.inner.lock();
+        if permit.probe {
+            inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+        }
+        if failed {
+            inner.last_failure = Some(now);
+        }
+        match inner.state {
+            CircuitState::Closed => {
+                inner.window.record(now, failed, slow);
+                if failed {
+                    inner.consecutive_failures += 1;
+                } else {
+                    inner.consecutive_failures = 0;
+                }
+                if self.should_open(&mut inner, now) {
+                    inner.open_until = now + self.open_time(0);
+                    return self.enter(&mut inner, CircuitState::Open);
+                }
+                None
+            }
+            CircuitState::HalfOpen if permit.probe => {
+                if failed {
+                    inner.reopenings += 1;
+                    inner.open_until = now + self.open_time(inner.reopenings);
+                    self.enter(&mut inner, CircuitState::Open)
+                } else {
+                    inner.half_open_successes += 1;
+                    if inner.half_open_successes >= self.config.success_threshold {
+                        inner.reopenings = 0;
+                        self.enter(&mut inner, CircuitState::Closed)
+                    } else {
+                        None
+                    }
+                }
+            }
+            // Attempts let through before the circuit opened, ending late: nothing to decide.
+            _ => None,
+        }
+    }
+
+    fn should_open(&self, inner: &mut Inner, now: Duration) -> bool {
+        if inner.forced {
+            return false;
+        }
+        if inner.consecutive_failures >= self.config.failure_threshold {
+            return true;
+        }
+        let (calls, failures, slow) = inner.window.totals(now);
+        if calls < u64::from(self.config.minimum_calls) {
+            return false;
+        }
+        let rate = |n: u64| n as f64 / calls as f64;
+        rate(failures) >= self.config.failure_rate_threshold
+            || (self.config.slow_call_ms > 0 && rate(slow) >= self.config.slow_call_rate_threshold)
+    }
+
+    fn open_time(&self, reopenings: u32) -> Duration {
+        let base = self.config.open_ms as f64;
+        let grown = base
+            * self
+                .config
+                .open_backoff_multiplier
+                .powi(reopenings.min(64) as i32);
+        let capped = grown.min(self.config.max_open_ms.max(self.config.open_ms) as f64);
+        Duration::from_millis(capped as u64)
+    }
+
+    /// Moves to `to`, resetting what the new state starts from.
+    fn enter(&self, inner: &mut Inner, to: CircuitState) -> Option<Transition> {
+        let from = inner.state;
+        if from == to {
+            return None;
+        }
+        inner.state = to;
+        inner.transitions[to as usize] += 1;
+        match to {
+            CircuitState::Closed => {
+                inner.consecutive_failures = 0;
+                inner.window.clear();
+            }
+            CircuitState::HalfOpen => {
+                inner.half_open_successes = 0;
+                inner.probes_in_flight = 0;
+            }
+            CircuitState::Open => {}
+        }
+        self.state.store(to as u8, Ordering::Release);
+        Some(Transition { from, to })
+    }
+
+    /// Opens the circuit until [`Breaker::force_close`] or [`Breaker::reset`].
+    pub fn force_open(&self) -> Option<Transition> {
+        let mut inner = self.inner.lock();
+        inner.forced = true;
+        self.enter(&mut inner, CircuitState::Open)
+    }
+
+    /// Closes the circuit now; it opens again by the usual rules.
+    pub fn force_close(&self) -> Option<Transition> {
+        let mut inner = self.inner.lock();
+        inner.forced = false;
+        inner.reopenings = 0;
+        self.enter(&mut inner, CircuitState::Closed)
+    }
+
+    /// Closes the circuit and forgets every count.
+    pub fn reset(&self) -> Option<Transition> {
+        let mut inner = self.inner.lock();
+        inner.forced = false;
+        inner.reopenings = 0;
+        inner.last_failure = None;
+        let t = self.enter(&mut inner, CircuitState::Closed);
+        inner.consecutive_failures = 0;
+        inner.window.clear();
+        t
+    }
+
+    /// Calls and failures inside the window, for failover ordering.
+    pub fn window_totals(&self) -> (u64, u64) {
+        let now = self.clock.now();
+        let (calls, failures, _) = self.inner.lock().window.totals(now);
+        (calls, failures)
+    }
+
+    pub fn info(&self) -> CircuitInfo {
+        let now = self.clock.now();
+        let inner = self.inner.lock();
+        let (calls, failures, slow) = inner.window.totals(now);
+        CircuitInfo {
+            state: inner.state,
+            failures,
+            successes: calls - failures,
+            slow_calls: slow,
+            consecutive_failures: inner.consecutive_failures,
+            half_open_successes: inner.half_open_successes,
+            last_failure: inner.last_failure.map(|t| self.clock.to_system(t)),
+            next_attempt: (inner.state == CircuitState::Open && !inner.forced)
+                .then(|| self.clock.to_system(inner.open_until)),
+            forced: inner.forced,
+            opened: inner.transitions[CircuitState::Open as usize],
+            half_opened: inner.transitions[CircuitState::HalfOpen as usize],
+            closed: inner.transitions[CircuitState::Closed as usize],
+        }
+    }
+}
+
+/// The rolling window of the rate rules: time buckets, or the last N calls.
+enum Window {
+    Time {
+        bucket: Duration,
+        buckets: Vec<Bucket>,
+    },
+    Count {
+        ring: Vec<u8>,
+        next: usize,
+        filled: usize,
+    },
+}
+
+#[derive(Clone, Copy, Default)]
+struct Bucket {
+    epoch: u64,
+    calls: u64,
+    failures: u64,
+    slow: u64,
+}
+
+const TIME_BUCKETS: usize = 10;
+const FAILED: u8 = 1;
+const SLOW: u8 = 2;
+
+impl Window {
+    fn new(config: &BreakerConfig) -> Window {
+        if config.window_calls > 0 {
+            Window::Count {
+                ring: vec![0; config.window_calls as usize],
+                next: 0,
+                filled: 0,
+            }
+        } else {
+            Window::Time {
+                bucket: Duration::from_millis(config.window_ms).div_f64(TIME_BUCKETS as f64),
+                buckets: vec![Bucket::default(); TIME_BUCKETS],
+            }
+        }
+    }
+
+    fn record(&mut self, now: Duration, failed: bool, slow: bool) {
+        match self {
+            Window::Time { bucket, buckets } => {
+                let epoch = (now.as_nanos() / bucket.as_nanos().max(1)) as u64 + 1;
+                let b = &mut buckets[epoch as usize % TIME_BUCKETS];
+                if b.epoch != epoch {
+                    *b = Bucket {
+                        epoch,
+                        ..Bucket::default()
+                    };
+                }
+                b.calls += 1;
+                b.failures += u64::from(failed);
+                b.slow += u64::from(slow);
+            }
+            Window::Count { ring, next, filled } => {
+                ring[*next] = if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
+                *next = (*next + 1) % ring.len();
+                *filled = (*filled + 1).min(ring.len());
+            }
+        }
+    }
+
+    /// Calls, failures and slow calls inside the window.
+    fn totals(&self, now: Duration) -> (u64, u64, u64) {
+        match self {
+            Window::Time { bucket, buckets } => {
+                let epoch = (now.as_nanos() / bucket.as_nanos().max(1)) as u64 + 1;
+                let oldest = epoch.saturating_sub(TIME_BUCKETS as u64 - 1);
+                buckets
+                    .iter()
+                    .filter(|b| b.epoch >= oldest && b.epoch <= epoch)
+                    .fold((0, 0, 0), |(c, f, s), b| {
+                        (c + b.calls, f + b.failures, s + b.slow)
+                    })
+            }
+            Window::Count { ring, filled, .. } => {
+                let live = &ring[..*filled];
+                let count = |flag: u8| live.iter().filter(|v| **v & flag != 0).count() as u64;
+                (*filled as u64, count(FAILED), count(SLOW))
+            }
+        }
+    }
+
+    fn clear(&mut self) {
+        match self {
+            Window::Time { buckets, .. } => buckets.fill(Bucket::default()),
+            Window::Count { ring, next, filled } => {
+                ring.fill(0);
+                *next = 0;
+                *filled = 0;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+
+    fn breaker(edit: impl FnOnce(&mut BreakerConfig)) -> (Breaker, Arc<ManualClock>) {
+        let clock = ManualClock::shared();
+        let mut config = BreakerConfig::default();
+        edit(&mut config);
+        (Breaker::new(config, clock.clone()), clock)
+    }
+
+    fn call(b: &Breaker, failed: bool) -> Option<Transition> {
+        let (permit, _) = b.try_acquire();
+        b.record(permit.expect("permitted"), failed, Duration::from_millis(1))
+    }
+
+    #[test]
+    fn opens_after_exactly_failure_threshold_in_a_row() {
+        let (b, _) = breaker(|_| {});
+        for _ in 0..4 {
+            assert_eq!(call(&b, true), None);
+        }
+        assert_eq!(
+            call(&b, true),
+            Some(Transition {
+                from: CircuitState::Closed,
+                to: CircuitState::Open
+            })
+        );
+        assert_eq!(b.try_acquire().0, None);
+        assert!(!b.is_available());
+    }
+
+    #[test]
+    fn a_success_resets_the_run() {
+        let (b, _) = breaker(|c| c.failure_rate_threshold = 0.9);
+        for i in 0..50 {
+            call(&b, i % 5 != 4);
+        }
+        assert_eq!(
+            b.state(),
+            CircuitState::Closed,
+            "never 5 in a row, 80% < 90%"
+        );
+        // With the default rate threshold the same pattern opens once minimum_calls ended.
+        let (b, _) = breaker(|_| {});
+        let mut calls = 0;
+        while b.state() == CircuitState::Closed && calls < 50 {
+            call(&b, calls % 5 != 4);
+            calls += 1;
+        }
+        assert_eq!(calls, 20);
+    }
+
+    #[test]
+    fn half_open_after_open_ms_then_closes_on_successes() {
+        let (b, clock) = breaker(|c| c.failure_threshold = 2);
+        call(&b, true);
+        call(&b, true);
+        clock.advance(Duration::from_millis(59_999));
+        assert_eq!(b.try_acquire().0, None);
+        clock.advance(Duration::from_millis(1));
+        assert!(b.is_available());
+        let (p1, t) = b.try_acquire();
+        assert_eq!(t.map(|t| t.to), Some(CircuitState::HalfOpen));
+        let (p2, _) = b.try_acquire();
+        let (p3, _) = b.try_acquire();
+        // Only three probes at a time.
+        assert_eq!(b.try_acquire().0, None);
+        assert_eq!(b.record(p1.unwrap(), false, Duration::ZERO), None);
+        assert_eq!(b.record(p2.unwrap(), false, Duration::ZERO), None);
+        let t = b.record(p3.unwrap(), false, Duration::ZERO);
+        assert_eq!(t.map(|t| t.to), Some(CircuitState::Closed));
+        assert_eq!(b.info().closed, 1);
+    }
+
+    #[test]
+    fn a_half_open_failure_reopens_for_longer_capped() {
+        let (b, clock) = breaker(|c| {
+            c.failure_threshold = 1;
+            c.open_ms = 1_000;
+            c.open_backoff_multiplier = 2.0;
+            c.max_open_ms = 3_000;
+        });
+        call(&b, true);
+        let mut open_for = 1_000;
+        for next in [2_000, 3_000, 3_000] {
+            clock.advance(Duration::from_millis(open_for - 1));
+            assert_eq!(
+                b.try_acquire().0,
+                None,
+                "still open 1 ms before {open_for} ms"
+            );
+            clock.advance(Duration::from_millis(1));
+            let (p, _) = b.try_acquire();
+            let t = b.record(p.expect("a probe"), true, Duration::ZERO);
+            assert_eq!(t.map(|t| t.to), Some(CircuitState::Open));
+            open_for = next;
+        }
+    }
+
+    #[test]
+    fn rate_rule_needs_minimum_calls_and_forgets_old_buckets() {
+        let (b, clock) = breaker(|c| {
+            c.failure_threshold = 1000;
+            c.minimum_calls = 10;
+            c.window_ms = 10_000;
+        });
+        for _ in 0..9 {
+            call(&b, true);
+        }
+        assert_eq!(
+            b.state(),
+            CircuitState::Closed,
+            "9 calls are below minimum_calls"
+        );
+        // The window rolls past those failures.
+        clock.advance(Duration::from_millis(10_000));
+        for _ in 0..6 {
+            call(&b, false);
+        }
+        for _ in 0..4 {
+            call(&b, true);
+        }
+        assert_eq!(b.state(), CircuitState::Closed, "4 of 10 is below 0.5");
+        call(&b, true);
+        call(&b, true);
+        assert_eq!(b.state(), CircuitState::Open, "6 of 12 reaches 0.5");
+    }
+
+    #[test]
+    fn count_window_and_slow_calls() {
+        let (b, _) = breaker(|c| {
+            c.window_calls = 10;
+            c.minimum_calls = 10;
+            c.slow_call_ms = 100;
+            c.slow_call_rate_threshold = 0.5;
+        });
+        for i in 0..9 {
+            let (p, _) = b.try_acquire();
+            let elapsed = Duration::from_millis(if i % 2 == 0 { 150 } else { 10 });
+            b.record(p.unwrap(), false, elapsed);
+        }
+        assert_eq!(b.state(), CircuitState::Closed);
+        let (p, _) = b.try_acquire();
+        let t = b.record(p.unwrap(), false, Duration::from_millis(100));
+        assert_eq!(t.map(|t| t.to), Some(CircuitState::Open), "6 slow of 10");
+    }
+
+    #[test]
+    fn a_steady_one_percent_error_rate_never_opens() {
+        let (b, clock) = breaker(|_| {});
+        for i in 0..10_000 {
+            clock.advance(Duration::from_millis(3));
+            call(&b, i % 100 == 7);
+        }
+        assert_eq!(b.info().opened, 0);
+    }
+
+    #[test]
+    fn operators_force_and_reset() {
+        let (b, clock) = breaker(|_| {});
+        assert_eq!(b.force_open().map(|t| t.to), Some(CircuitState::Open));
+        clock.advance(Duration::from_secs(3600));
+        assert_eq!(b.try_acquire().0, None, "forced open stays open");
+        assert!(b.info().forced && b.info().next_attempt.is_none());
+        assert_eq!(b.force_close().map(|t| t.to), Some(CircuitState::Closed));
+        for _ in 0..5 {
+            call(&b, true);
+        }
+        assert_eq!(
+            b.state(),
+            CircuitState::Open,
+            "closed by force, opens by the rules"
+        );
+        b.reset();
+        let info = b.info();
+        assert_eq!(
+            (info.state, info.failures, info.consecutive_failures),
+            (CircuitState::Closed, 0, 0)
+        );
+        assert!(info.last_failure.is_none());
+    }
+}
