@@ -14,7 +14,7 @@ use parking_lot::Mutex;
 use crate::activity::Activity;
 use crate::breaker::{CircuitEvent, CircuitInfo, Listeners};
 use crate::clock::SystemClock;
-use crate::config::Config;
+use crate::config::{Config, StrategyKind};
 use crate::health;
 use crate::job::Job;
 use crate::metrics::{self, Snapshot};
@@ -150,7 +150,15 @@ impl Balancer {
         let services: Vec<Service> = resolved
             .services
             .iter()
-            .map(|s| Service::new(s, clock.clone(), listeners.clone()))
+            .enumerate()
+            .map(|(i, s)| {
+                // Each service its own stream, all reproducible from the one seed.
+                let seed = match resolved.random_seed {
+                    0 => 0,
+                    seed => seed.wrapping_add(i as u64),
+                };
+                Service::new(s, seed, clock.clone(), listeners.clone())
+            })
             .collect();
         let slots: usize = services
             .iter()
@@ -423,14 +431,28 @@ impl Balancer {
     where
         F: Fn(&Request, &Error) -> Option<Response> + Send + Sync + 'static,
     {
-        let &index = self
-            .core
-            .service_index
-            .get(service)
-            .ok_or_else(|| Error::UnknownService(service.to_string()))?;
         let fallback = fallback.map(|f| Fallback(Arc::new(f) as Arc<crate::request::FallbackFn>));
-        self.core.services[index].set_fallback(fallback);
+        self.service(service)?.set_fallback(fallback);
         Ok(())
+    }
+
+    /// Switches a service's load-balancing strategy; takes effect with the next request.
+    pub fn set_strategy(&self, service: &str, strategy: StrategyKind) -> Result<(), Error> {
+        self.service(service)?.picker.set_kind(strategy);
+        Ok(())
+    }
+
+    /// The strategy a service uses now.
+    pub fn strategy(&self, service: &str) -> Result<StrategyKind, Error> {
+        Ok(self.service(service)?.picker.kind())
+    }
+
+    fn service(&self, name: &str) -> Result<&Service, Error> {
+        self.core
+            .service_index
+            .get(name)
+            .map(|&i| &self.core.services[i])
+            .ok_or_else(|| Error::UnknownService(name.to_string()))
     }
 
     /// The names of the configured services.

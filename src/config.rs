@@ -435,7 +435,6 @@ impl Config {
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
     pub workers: usize,
-    #[allow(dead_code)] // read by the strategies
     pub random_seed: u64,
     pub services: Vec<ResolvedService>,
 }
@@ -443,9 +442,7 @@ pub(crate) struct Resolved {
 #[derive(Debug, Clone)]
 pub(crate) struct ResolvedService {
     pub name: String,
-    #[allow(dead_code)] // read by the strategies
     pub strategy: StrategyKind,
-    #[allow(dead_code)] // read by the strategies
     pub fallback_strategy: StrategyKind,
     pub deadline: Duration,
     pub queue: QueueConfig,
@@ -462,7 +459,6 @@ pub(crate) struct ResolvedProvider {
     pub tier: u8,
     pub weight: u32,
     pub reliability: f64,
-    #[allow(dead_code)] // read by metrics
     pub cost_per_request: f64,
     pub health_path: Option<String>,
     pub headers: Vec<(String, String)>,

@@ -44,6 +44,7 @@ mod queue;
 mod request;
 mod response;
 mod service;
+mod strategy;
 mod template;
 mod ticket;
 mod timer;
@@ -52,7 +53,7 @@ mod worker;
 
 pub use balancer::Balancer;
 pub use breaker::{CircuitEvent, CircuitInfo, CircuitState};
-pub use config::Config;
+pub use config::{Config, StrategyKind};
 pub use error::{AttemptError, AttemptKind, ConfigError, Error, ErrorKind};
 pub use histogram::LatencySummary;
 pub use metrics::{CircuitSnapshot, HealthSnapshot, ProviderSnapshot, ServiceSnapshot, Snapshot};

@@ -11,6 +11,7 @@ use crate::config::{PoolConfig, ResolvedProvider};
 use crate::health::HealthState;
 use crate::metrics::ProviderStats;
 use crate::request::Request;
+use crate::strategy::LatencyEwma;
 use crate::template::{encode_component, Template};
 use crate::transport;
 
@@ -22,6 +23,7 @@ pub(crate) struct Provider {
     pub tier: u8,
     pub weight: u32,
     pub reliability: f64,
+    pub cost_per_request: f64,
     pub pool: PoolConfig,
     pub request_timeout: Duration,
     pub headers: Vec<(String, String)>,
@@ -40,6 +42,8 @@ pub(crate) struct Provider {
     /// `base_url` + `health_path` + the provider's query; `None` without a health path.
     pub health_url: Option<String>,
     pub health_agent: ureq::Agent,
+    /// Recent latency of successful attempts, for the strategies.
+    pub latency: LatencyEwma,
 }
 
 impl Provider {
@@ -85,6 +89,7 @@ impl Provider {
             tier: config.tier,
             weight: config.weight,
             reliability: config.reliability,
+            cost_per_request: config.cost_per_request,
             request_timeout: Duration::from_millis(config.pool.request_timeout_ms),
             pool: config.pool.clone(),
             headers: config.headers.clone(),
@@ -104,6 +109,7 @@ impl Provider {
             health: HealthState::default(),
             health_url,
             health_agent: transport::health_agent(&config.pool, health_timeout),
+            latency: LatencyEwma::default(),
         }
     }
 

@@ -1,7 +1,6 @@
 //! A logical API at run time: its providers, its waiting line, and how a job gets a
 //! connection slot on one of them.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +13,7 @@ use crate::metrics::ServiceStats;
 use crate::provider::Provider;
 use crate::queue::ServiceQueue;
 use crate::request::{Fallback, Request};
+use crate::strategy::Picker;
 use crate::ticket::Outcome;
 use crate::{Error, Response};
 
@@ -31,8 +31,7 @@ pub(crate) struct Service {
     pub clock: SharedClock,
     listeners: Arc<Listeners>,
     fallback: RwLock<Option<Fallback>>,
-    /// Rotates the starting point of first picks inside a tier.
-    turn: AtomicUsize,
+    pub picker: Picker,
 }
 
 /// What [`Service::acquire`] found.
@@ -47,7 +46,12 @@ pub(crate) enum Pick {
 }
 
 impl Service {
-    pub fn new(config: &ResolvedService, clock: SharedClock, listeners: Arc<Listeners>) -> Service {
+    pub fn new(
+        config: &ResolvedService,
+        seed: u64,
+        clock: SharedClock,
+        listeners: Arc<Listeners>,
+    ) -> Service {
         let health_timeout = Duration::from_millis(config.health_check.timeout_ms);
         Service {
             name: config.name.clone(),
@@ -65,7 +69,12 @@ impl Service {
             clock,
             listeners,
             fallback: RwLock::new(None),
-            turn: AtomicUsize::new(0),
+            picker: Picker::new(
+                config.strategy,
+                config.fallback_strategy,
+                config.providers.len(),
+                seed,
+            ),
         }
     }
 
@@ -140,15 +149,17 @@ impl Service {
             && p.is_available(now)
     }
 
-    /// Takes a slot and a breaker permit for the job: in the lowest tier that has a
-    /// candidate, the next in turn for a first attempt, the most reliable for a failover.
-    /// Providers marked down by health checks are passed over unless every candidate is
-    /// down (then they are all tried, rather than failing every request).
+    /// Takes a slot and a breaker permit for the job, in the lowest tier that has a
+    /// candidate: the strategy's pick for a first attempt, the most reliable provider for
+    /// a failover, the next one when that one is busy. Providers marked down by health
+    /// checks are passed over unless every candidate is down (then all are tried, rather
+    /// than failing every request).
     pub fn acquire(&self, job: &Job) -> Pick {
         let n = self.providers.len();
         let now = self.clock.now();
         let mut refused = IndexSet::default();
-        // Each pass either returns or refuses at least one more provider.
+        let mut busy = IndexSet::default();
+        // Each round refuses or finds busy one more provider, or returns.
         for _ in 0..=n {
             let any_up = (0..n).any(|i| {
                 self.candidate(job, i, now, &refused) && !self.providers[i].health.is_down()
@@ -164,56 +175,42 @@ impl Service {
             else {
                 return Pick::Exhausted;
             };
-            let in_tier = |i: usize| self.providers[i].tier == tier && usable(i);
-            let order = if job.attempts() == 0 {
-                self.in_turn(in_tier)
+            let free = |i: usize| self.providers[i].tier == tier && usable(i) && !busy.contains(i);
+            let choice = if job.attempts() == 0 {
+                self.picker.pick(&self.providers, &free)
             } else {
-                self.by_reliability(in_tier)
+                self.most_reliable(&free)
             };
-            let mut refused_now = false;
-            for i in order {
-                let p = &self.providers[i];
-                let (permit, transition) = p.breaker.try_acquire();
-                self.notify(i, transition);
-                let Some(permit) = permit else {
-                    refused.insert(i);
-                    refused_now = true;
-                    continue;
-                };
-                if p.try_acquire() {
-                    return Pick::Slot(Slot { index: i, permit });
-                }
-                p.breaker.cancel(permit);
-            }
-            if !refused_now {
+            let Some(i) = choice else {
                 return Pick::Busy;
+            };
+            let p = &self.providers[i];
+            let (permit, transition) = p.breaker.try_acquire();
+            self.notify(i, transition);
+            let Some(permit) = permit else {
+                refused.insert(i);
+                continue;
+            };
+            if p.try_acquire() {
+                return Pick::Slot(Slot { index: i, permit });
             }
+            p.breaker.cancel(permit);
+            busy.insert(i);
         }
-        Pick::Exhausted
+        Pick::Busy
     }
 
-    /// Indices passing `keep`, starting at the next turn.
-    fn in_turn(&self, keep: impl Fn(usize) -> bool) -> Vec<usize> {
-        let n = self.providers.len();
-        let start = self.turn.fetch_add(1, Ordering::Relaxed);
-        (0..n)
-            .map(|k| (start + k) % n)
-            .filter(|&i| keep(i))
-            .collect()
-    }
-
-    /// Indices passing `keep`, most likely to succeed first.
-    fn by_reliability(&self, keep: impl Fn(usize) -> bool) -> Vec<usize> {
-        let mut scored: Vec<(f64, usize)> = (0..self.providers.len())
+    /// The candidate most likely to succeed: live success rate blended with `reliability`.
+    fn most_reliable(&self, keep: &dyn Fn(usize) -> bool) -> Option<usize> {
+        (0..self.providers.len())
             .filter(|&i| keep(i))
             .map(|i| {
                 let p = &self.providers[i];
                 let (calls, failures) = p.breaker.window_totals();
                 (success_score(p.reliability, calls, failures), i)
             })
-            .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0));
-        scored.into_iter().map(|(_, i)| i).collect()
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, i)| i)
     }
 
     /// Takes a slot of `provider`, just released, for a parked job if it may use it.

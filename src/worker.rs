@@ -163,6 +163,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         match result {
             Ok(answer) => {
                 provider.stats.record_success(elapsed);
+                provider.latency.record(elapsed, service.clock.now());
                 let response = Response {
                     status: answer.status,
                     headers: answer.headers,

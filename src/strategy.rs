@@ -1,0 +1,447 @@
+//! Load-balancing strategies: which provider of a tier a request's first attempt goes to.
+//!
+//! A strategy sees the providers that are eligible right now (they serve the endpoint,
+//! their circuit lets traffic through, they are not resting) and picks one. Every
+//! strategy of a service is built up front and the one in use is an atomic, so
+//! [`crate::Balancer::set_strategy`] switches at run time without a lock on the hot path.
+
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::config::StrategyKind;
+use crate::provider::Provider;
+
+/// How fast latency averages forget: a sample's weight halves in about 0.7 tau.
+const TAU: Duration = Duration::from_secs(1);
+
+/// Below this many candidates least-connections scans them all; above, two random choices.
+const SCAN_LIMIT: usize = 16;
+
+const KINDS: [StrategyKind; 5] = [
+    StrategyKind::RoundRobin,
+    StrategyKind::LeastConnections,
+    StrategyKind::WeightedResponse,
+    StrategyKind::HealthBased,
+    StrategyKind::PeakEwma,
+];
+
+fn kind_index(kind: StrategyKind) -> u8 {
+    KINDS.iter().position(|k| *k == kind).unwrap_or(0) as u8
+}
+
+/// A provider's recent latency: a time-decayed EWMA and Finagle's peak EWMA, in ms.
+#[derive(Debug, Default)]
+pub(crate) struct LatencyEwma(Mutex<EwmaState>);
+
+#[derive(Debug, Default, Clone, Copy)]
+struct EwmaState {
+    ewma: f64,
+    peak: f64,
+    at: Duration,
+    samples: u64,
+}
+
+impl LatencyEwma {
+    /// Records a successful attempt's latency at clock time `now`.
+    pub fn record(&self, latency: Duration, now: Duration) {
+        let ms = latency.as_secs_f64() * 1000.0;
+        let mut s = self.0.lock();
+        if s.samples == 0 {
+            *s = EwmaState {
+                ewma: ms,
+                peak: ms,
+                at: now,
+                samples: 1,
+            };
+            return;
+        }
+        let dt = now.saturating_sub(s.at).as_secs_f64();
+        let keep = (-dt / TAU.as_secs_f64()).exp();
+        s.ewma = s.ewma * keep + ms * (1.0 - keep);
+        // The peak jumps up at once and decays like the plain average.
+        s.peak = if ms > s.peak {
+            ms
+        } else {
+            s.peak * keep + ms * (1.0 - keep)
+        };
+        s.at = now;
+        s.samples += 1;
+    }
+
+    /// (ewma ms, peak ewma ms, samples).
+    pub fn read(&self) -> (f64, f64, u64) {
+        let s = *self.0.lock();
+        (s.ewma, s.peak, s.samples)
+    }
+}
+
+/// Random numbers: from the OS, or from a seed for reproducible picks.
+enum Randomness {
+    Os,
+    Seeded(Mutex<SmallRng>),
+}
+
+impl Randomness {
+    fn unit(&self) -> f64 {
+        match self {
+            Randomness::Os => rand::rng().random::<f64>(),
+            Randomness::Seeded(rng) => rng.lock().random::<f64>(),
+        }
+    }
+
+    fn below(&self, n: usize) -> usize {
+        ((self.unit() * n as f64) as usize).min(n.saturating_sub(1))
+    }
+}
+
+/// A service's strategies and which one is in use.
+pub(crate) struct Picker {
+    kind: AtomicU8,
+    fallback: AtomicU8,
+    /// Smooth weighted round robin's current weights, per provider.
+    current: Mutex<Vec<i64>>,
+    rand: Randomness,
+}
+
+impl Picker {
+    pub fn new(kind: StrategyKind, fallback: StrategyKind, providers: usize, seed: u64) -> Picker {
+        Picker {
+            kind: AtomicU8::new(kind_index(kind)),
+            fallback: AtomicU8::new(kind_index(fallback)),
+            current: Mutex::new(vec![0; providers]),
+            rand: match seed {
+                0 => Randomness::Os,
+                seed => Randomness::Seeded(Mutex::new(SmallRng::seed_from_u64(seed))),
+            },
+        }
+    }
+
+    pub fn kind(&self) -> StrategyKind {
+        KINDS[self.kind.load(Ordering::Relaxed) as usize]
+    }
+
+    pub fn set_kind(&self, kind: StrategyKind) {
+        self.kind.store(kind_index(kind), Ordering::Relaxed);
+    }
+
+    /// Picks among the providers for which `ok` holds; `None` when there are none.
+    pub fn pick(&self, providers: &[Provider], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let mut kind = self.kind();
+        let needs_latency = matches!(
+            kind,
+            StrategyKind::WeightedResponse | StrategyKind::HealthBased | StrategyKind::PeakEwma
+        );
+        if needs_latency
+            && (0..providers.len()).any(|i| ok(i) && providers[i].latency.read().2 == 0)
+        {
+            // Someone has no latency yet: the main strategy cannot rank it fairly.
+            kind = KINDS[self.fallback.load(Ordering::Relaxed) as usize];
+        }
+        match kind {
+            StrategyKind::RoundRobin => self.round_robin(providers, ok),
+            StrategyKind::LeastConnections => self.least_connections(providers, ok),
+            StrategyKind::WeightedResponse => self.weighted_response(providers, ok),
+            StrategyKind::HealthBased => self.health_based(providers, ok),
+            StrategyKind::PeakEwma => self.peak_ewma(providers, ok),
+        }
+    }
+
+    /// nginx's smooth weighted round robin: even spreading, exact shares.
+    fn round_robin(&self, providers: &[Provider], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let mut current = self.current.lock();
+        let mut total = 0i64;
+        let mut best: Option<usize> = None;
+        for i in (0..providers.len()).filter(|&i| ok(i)) {
+            let w = i64::from(providers[i].weight);
+            current[i] += w;
+            total += w;
+            if best.is_none_or(|b| current[i] > current[b]) {
+                best = Some(i);
+            }
+        }
+        let best = best?;
+        current[best] -= total;
+        Some(best)
+    }
+
+    fn least_connections(
+        &self,
+        providers: &[Provider],
+        ok: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let load = |i: usize| providers[i].in_flight();
+        let count = (0..providers.len()).filter(|&i| ok(i)).count();
+        if count > SCAN_LIMIT {
+            let (a, b) = self.two_choices(providers.len(), count, ok)?;
+            return Some(if load(b) < load(a) { b } else { a });
+        }
+        // Fewest in flight; ties broken at random (reservoir sampling over the ties).
+        let mut best: Option<usize> = None;
+        let mut ties = 0;
+        for i in (0..providers.len()).filter(|&i| ok(i)) {
+            match best.map(|b| load(i).cmp(&load(b))) {
+                None | Some(std::cmp::Ordering::Less) => {
+                    best = Some(i);
+                    ties = 1;
+                }
+                Some(std::cmp::Ordering::Equal) => {
+                    ties += 1;
+                    if self.rand.below(ties) == 0 {
+                        best = Some(i);
+                    }
+                }
+                Some(std::cmp::Ordering::Greater) => {}
+            }
+        }
+        best
+    }
+
+    /// Weighted random, weight = configured weight / recent latency.
+    fn weighted_response(
+        &self,
+        providers: &[Provider],
+        ok: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let weight = |i: usize| {
+            let (ewma, _, _) = providers[i].latency.read();
+            f64::from(providers[i].weight) / ewma.max(0.01)
+        };
+        self.weighted_random(
+            (0..providers.len())
+                .filter(|&i| ok(i))
+                .map(|i| (i, weight(i))),
+        )
+    }
+
+    /// Score = 0.4 uptime + 0.3 speed + 0.2 (1 - error rate) + 0.1 cost efficiency, each
+    /// 0..1 relative to the candidates; weighted random among the better half.
+    fn health_based(&self, providers: &[Provider], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let candidates: Vec<usize> = (0..providers.len()).filter(|&i| ok(i)).collect();
+        let latency = |i: usize| providers[i].latency.read().0.max(0.01);
+        let cost = |i: usize| providers[i].cost_per_request;
+        let fastest = candidates
+            .iter()
+            .map(|&i| latency(i))
+            .fold(f64::INFINITY, f64::min);
+        let cheapest = candidates
+            .iter()
+            .map(|&i| cost(i))
+            .fold(f64::INFINITY, f64::min);
+        let mut scored: Vec<(usize, f64)> = candidates
+            .iter()
+            .map(|&i| {
+                let p = &providers[i];
+                let uptime = p.health.uptime().unwrap_or(1.0);
+                let speed = fastest / latency(i);
+                let (calls, failures) = p.breaker.window_totals();
+                let error_rate = if calls == 0 {
+                    0.0
+                } else {
+                    failures as f64 / calls as f64
+                };
+                let efficiency = if cost(i) <= 0.0 {
+                    1.0
+                } else {
+                    cheapest.max(0.0) / cost(i)
+                };
+                (
+                    i,
+                    0.4 * uptime + 0.3 * speed + 0.2 * (1.0 - error_rate) + 0.1 * efficiency,
+                )
+            })
+            .collect();
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        scored.truncate(scored.len().div_ceil(2));
+        self.weighted_random(scored.into_iter())
+    }
+
+    /// Finagle's and linkerd's choice: of two random candidates, the lower
+    /// peak-EWMA latency x (in flight + 1).
+    fn peak_ewma(&self, providers: &[Provider], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+        let count = (0..providers.len()).filter(|&i| ok(i)).count();
+        let (a, b) = self.two_choices(providers.len(), count, ok)?;
+        let cost = |i: usize| providers[i].latency.read().1 * (providers[i].in_flight() + 1) as f64;
+        Some(if cost(b) < cost(a) { b } else { a })
+    }
+
+    /// Two distinct random candidates (the same one twice when there is only one).
+    fn two_choices(
+        &self,
+        n: usize,
+        count: usize,
+        ok: &dyn Fn(usize) -> bool,
+    ) -> Option<(usize, usize)> {
+        if count == 0 {
+            return None;
+        }
+        let nth = |k: usize| (0..n).filter(|&i| ok(i)).nth(k);
+        let a = self.rand.below(count);
+        if count == 1 {
+            let only = nth(0)?;
+            return Some((only, only));
+        }
+        let mut b = self.rand.below(count - 1);
+        if b >= a {
+            b += 1;
+        }
+        Some((nth(a)?, nth(b)?))
+    }
+
+    fn weighted_random(&self, items: impl Iterator<Item = (usize, f64)> + Clone) -> Option<usize> {
+        let total: f64 = items.clone().map(|(_, w)| w.max(0.0)).sum();
+        let mut last = None;
+        if total > 0.0 {
+            let mut r = self.rand.unit() * total;
+            for (i, w) in items {
+                last = Some(i);
+                r -= w.max(0.0);
+                if r < 0.0 {
+                    return Some(i);
+                }
+            }
+            return last;
+        }
+        items.map(|(i, _)| i).next()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+    use crate::Config;
+
+    fn providers(weights: &[u32]) -> Vec<Provider> {
+        let mut text = String::new();
+        for (i, w) in weights.iter().enumerate() {
+            text.push_str(&format!(
+                "[[services.s.providers]]\nname = \"p{i}\"\nbase_url = \"http://127.0.0.1:{}\"\nweight = {w}\n",
+                1000 + i
+            ));
+        }
+        let resolved = Config::from_toml_str(&text).unwrap().resolve().unwrap();
+        resolved.services[0]
+            .providers
+            .iter()
+            .map(|p| Provider::new(p, Duration::from_secs(1), SystemClock::shared()))
+            .collect()
+    }
+
+    fn shares(picker: &Picker, ps: &[Provider], n: usize) -> Vec<usize> {
+        let mut counts = vec![0; ps.len()];
+        for _ in 0..n {
+            counts[picker.pick(ps, &|_| true).unwrap()] += 1;
+        }
+        counts
+    }
+
+    #[test]
+    fn smooth_round_robin_is_exact_and_interleaved() {
+        let ps = providers(&[5, 1, 1]);
+        let picker = Picker::new(StrategyKind::RoundRobin, StrategyKind::RoundRobin, 3, 1);
+        let order: Vec<usize> = (0..7)
+            .map(|_| picker.pick(&ps, &|_| true).unwrap())
+            .collect();
+        // nginx's example: a a b a c a a for weights 5, 1, 1.
+        assert_eq!(order, [0, 0, 1, 0, 2, 0, 0]);
+        assert_eq!(shares(&picker, &ps, 7000), [5000, 1000, 1000]);
+        assert_eq!(picker.pick(&ps, &|i| i == 2), Some(2));
+        assert_eq!(picker.pick(&ps, &|_| false), None);
+    }
+
+    #[test]
+    fn least_connections_prefers_the_idle_and_breaks_ties_at_random() {
+        let ps = providers(&[1, 1, 1]);
+        let picker = Picker::new(
+            StrategyKind::LeastConnections,
+            StrategyKind::RoundRobin,
+            3,
+            7,
+        );
+        assert!(ps[0].try_acquire() && ps[1].try_acquire());
+        assert_eq!(picker.pick(&ps, &|_| true), Some(2));
+        ps[0].release();
+        let counts = shares(&picker, &ps, 1000);
+        assert_eq!(counts[1], 0);
+        assert!(counts[0] > 400 && counts[2] > 400, "{counts:?}");
+    }
+
+    #[test]
+    fn latency_strategies_fall_back_until_every_candidate_has_data() {
+        let ps = providers(&[1, 1]);
+        let picker = Picker::new(StrategyKind::PeakEwma, StrategyKind::RoundRobin, 2, 3);
+        ps[0]
+            .latency
+            .record(Duration::from_millis(1), Duration::ZERO);
+        assert_eq!(
+            shares(&picker, &ps, 10),
+            [5, 5],
+            "round robin while p1 has no samples"
+        );
+        ps[1]
+            .latency
+            .record(Duration::from_millis(50), Duration::ZERO);
+        let counts = shares(&picker, &ps, 100);
+        assert_eq!(
+            counts,
+            [100, 0],
+            "two choices always see both and pick the faster"
+        );
+    }
+
+    #[test]
+    fn weighted_response_follows_inverse_latency() {
+        let ps = providers(&[1, 1]);
+        ps[0]
+            .latency
+            .record(Duration::from_millis(10), Duration::ZERO);
+        ps[1]
+            .latency
+            .record(Duration::from_millis(40), Duration::ZERO);
+        let picker = Picker::new(
+            StrategyKind::WeightedResponse,
+            StrategyKind::RoundRobin,
+            2,
+            11,
+        );
+        let counts = shares(&picker, &ps, 10_000);
+        let share = counts[0] as f64 / 10_000.0;
+        assert!((share - 0.8).abs() < 0.02, "{share}");
+    }
+
+    #[test]
+    fn ewma_forgets_within_seconds_and_peak_jumps() {
+        let e = LatencyEwma::default();
+        e.record(Duration::from_millis(10), Duration::ZERO);
+        e.record(Duration::from_millis(50), Duration::from_millis(10));
+        let (ewma, peak, n) = e.read();
+        assert!(ewma > 10.0 && ewma < 11.0, "{ewma}");
+        assert_eq!((peak, n), (50.0, 2));
+        e.record(Duration::from_millis(50), Duration::from_secs(3));
+        assert!(
+            e.read().0 > 47.0,
+            "three seconds later the average is the new latency"
+        );
+    }
+
+    #[test]
+    fn seeded_picks_repeat() {
+        let ps = providers(&[1, 1, 1, 1]);
+        for i in 0..4 {
+            ps[i]
+                .latency
+                .record(Duration::from_millis(5), Duration::ZERO);
+        }
+        let run = || {
+            let picker = Picker::new(StrategyKind::HealthBased, StrategyKind::RoundRobin, 4, 42);
+            (0..50)
+                .map(|_| picker.pick(&ps, &|_| true).unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+    }
+}
