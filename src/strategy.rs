@@ -431,10 +431,8 @@ mod tests {
     #[test]
     fn seeded_picks_repeat() {
         let ps = providers(&[1, 1, 1, 1]);
-        for i in 0..4 {
-            ps[i]
-                .latency
-                .record(Duration::from_millis(5), Duration::ZERO);
+        for p in &ps {
+            p.latency.record(Duration::from_millis(5), Duration::ZERO);
         }
         let run = || {
             let picker = Picker::new(StrategyKind::HealthBased, StrategyKind::RoundRobin, 4, 42);
