@@ -24,6 +24,7 @@ use crate::request::Request;
 use crate::service::Service;
 use crate::ticket::{Outcome, Sink, Ticket};
 use crate::timer::{self, Timer};
+use crate::window::Recent;
 use crate::worker;
 use crate::{Error, Response};
 
@@ -79,9 +80,15 @@ impl Core {
             service.providers[slot.index].release();
         }
         service.queue.uncount(&mut job);
+        let now = service.clock.now();
+        let (latency, wait, priority) = (
+            job.submitted.elapsed(),
+            job.queue_wait,
+            job.request.priority,
+        );
         service
             .stats
-            .record_outcome(false, job.submitted.elapsed(), job.queue_wait);
+            .record_outcome(false, latency, wait, priority, now);
         job.finish(Err(Error::ShuttingDown));
     }
 }
@@ -453,6 +460,23 @@ impl Balancer {
             .get(name)
             .map(|&i| &self.core.services[i])
             .ok_or_else(|| Error::UnknownService(name.to_string()))
+    }
+
+    /// A provider's attempts among its last 1,000 that ended within `span`: count,
+    /// success rate, mean latency.
+    pub fn recent_provider(&self, provider: &str, span: Duration) -> Result<Recent, Error> {
+        let (s, p) = self.find_provider(provider)?;
+        let service = &self.core.services[s];
+        Ok(service.providers[p]
+            .stats
+            .recent
+            .recent(service.clock.now(), span))
+    }
+
+    /// A service's requests among its last 1,000 that ended within `span`.
+    pub fn recent_service(&self, service: &str, span: Duration) -> Result<Recent, Error> {
+        let service = self.service(service)?;
+        Ok(service.stats.recent.recent(service.clock.now(), span))
     }
 
     /// The names of the configured services.

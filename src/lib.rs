@@ -49,6 +49,7 @@ mod template;
 mod ticket;
 mod timer;
 mod transport;
+mod window;
 mod worker;
 
 pub use balancer::Balancer;
@@ -60,6 +61,7 @@ pub use metrics::{CircuitSnapshot, HealthSnapshot, ProviderSnapshot, ServiceSnap
 pub use request::{Method, Priority, Request};
 pub use response::Response;
 pub use ticket::Ticket;
+pub use window::{Recent, Throughput};
 
 /// The crate's version, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -1,4 +1,5 @@
-//! Counters recorded on the hot path (atomics, no locks) and the [`Snapshot`] built from them.
+//! Counters recorded on the hot path and the [`Snapshot`] built from them. Totals and
+//! histograms are atomics; the recent windows take one short lock per call.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,6 +10,10 @@ use serde::Serialize;
 use crate::balancer::Core;
 use crate::error::AttemptKind;
 use crate::histogram::{Histogram, LatencySummary};
+use crate::request::Priority;
+use crate::window::{RecentWindow, Throughput};
+
+use parking_lot::Mutex;
 
 const KINDS: [AttemptKind; 6] = [
     AttemptKind::Connect,
@@ -27,21 +32,26 @@ pub(crate) struct ProviderStats {
     failures: AtomicU64,
     failures_by_kind: [AtomicU64; 6],
     latency: Histogram,
+    pub recent: RecentWindow,
 }
 
 impl ProviderStats {
-    pub fn record_success(&self, elapsed: Duration) {
+    /// An attempt that got an answer, ending at clock time `now`.
+    pub fn record_success(&self, elapsed: Duration, now: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.successes.fetch_add(1, Ordering::Relaxed);
         self.latency.record(elapsed);
+        self.recent.record(now, elapsed, true);
     }
 
-    pub fn record_failure(&self, kind: AttemptKind, elapsed: Duration) {
+    /// A failed attempt, ending at clock time `now`.
+    pub fn record_failure(&self, kind: AttemptKind, elapsed: Duration, now: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.failures.fetch_add(1, Ordering::Relaxed);
         let i = KINDS.iter().position(|k| *k == kind).unwrap_or(0);
         self.failures_by_kind[i].fetch_add(1, Ordering::Relaxed);
         self.latency.record(elapsed);
+        self.recent.record(now, elapsed, false);
     }
 }
 
@@ -55,6 +65,10 @@ pub(crate) struct ServiceStats {
     failovers: AtomicU64,
     latency: Histogram,
     queue_wait: Histogram,
+    queue_wait_by_priority: [Histogram; 4],
+    /// Failovers by (from, to) provider index; written only when a request fails over.
+    routes: Mutex<BTreeMap<(usize, usize), u64>>,
+    pub recent: RecentWindow,
 }
 
 impl ServiceStats {
@@ -66,11 +80,21 @@ impl ServiceStats {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
-    pub fn record_failover(&self) {
+    /// An attempt sent to provider `to` after one to `from` failed.
+    pub fn record_failover(&self, from: usize, to: usize) {
         self.failovers.fetch_add(1, Ordering::Relaxed);
+        *self.routes.lock().entry((from, to)).or_default() += 1;
     }
 
-    pub fn record_outcome(&self, ok: bool, latency: Duration, queue_wait: Duration) {
+    /// A caller's request ended at clock time `now`.
+    pub fn record_outcome(
+        &self,
+        ok: bool,
+        latency: Duration,
+        queue_wait: Duration,
+        priority: Priority,
+        now: Duration,
+    ) {
         if ok {
             self.successes.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -78,6 +102,8 @@ impl ServiceStats {
         }
         self.latency.record(latency);
         self.queue_wait.record(queue_wait);
+        self.queue_wait_by_priority[priority.index()].record(queue_wait);
+        self.recent.record(now, latency, ok);
     }
 }
 
@@ -107,10 +133,22 @@ pub struct ServiceSnapshot {
     pub queue_depth_by_priority: BTreeMap<&'static str, usize>,
     /// Attempts that went to another provider after a failure.
     pub failovers: u64,
+    /// The same by route: `"from->to"` -> count.
+    pub failovers_by_route: BTreeMap<String, u64>,
+    /// Attempts beyond each request's first (failovers and same-provider retries).
+    pub retries: u64,
+    /// `cost_per_request` x attempts, summed over the providers.
+    pub cost_total: f64,
+    /// The strategy in use.
+    pub strategy: &'static str,
+    /// Callers' requests ended per second.
+    pub throughput: Throughput,
     /// Whole-request latency (queue wait, attempts, backoff), in ms.
     pub latency_ms: LatencySummary,
     /// Time spent waiting for a worker or a slot, in ms.
     pub queue_wait_ms: LatencySummary,
+    /// The same per priority.
+    pub queue_wait_ms_by_priority: BTreeMap<&'static str, LatencySummary>,
     /// Per provider, by name.
     pub providers: BTreeMap<String, ProviderSnapshot>,
 }
@@ -136,6 +174,12 @@ pub struct ProviderSnapshot {
     pub weight: u32,
     /// Attempt latency, in ms.
     pub latency_ms: LatencySummary,
+    /// Attempts ended per second.
+    pub throughput: Throughput,
+    /// Mean share of the connection slots in use over the last 10 s.
+    pub utilisation: f64,
+    /// `cost_per_request` x attempts.
+    pub cost_total: f64,
     /// The circuit breaker.
     pub circuit: CircuitSnapshot,
     /// Active health checks.
@@ -183,6 +227,7 @@ pub(crate) fn snapshot(core: &Core) -> Snapshot {
                 .iter()
                 .map(|p| {
                     let ps = &p.stats;
+                    let now = s.clock.now();
                     let snap = ProviderSnapshot {
                         requests: ps.requests.load(Ordering::Relaxed),
                         successes: ps.successes.load(Ordering::Relaxed),
@@ -197,6 +242,9 @@ pub(crate) fn snapshot(core: &Core) -> Snapshot {
                         tier: p.tier,
                         weight: p.weight,
                         latency_ms: ps.latency.summary(),
+                        throughput: ps.recent.throughput(now),
+                        utilisation: ps.recent.utilisation(now, p.pool.max_connections),
+                        cost_total: p.cost_per_request * ps.requests.load(Ordering::Relaxed) as f64,
                         circuit: circuit(p),
                         health: HealthSnapshot {
                             down: p.health.is_down(),
@@ -213,6 +261,24 @@ pub(crate) fn snapshot(core: &Core) -> Snapshot {
                 })
                 .collect();
             let depth = s.queue.depth_by_priority();
+            let now = s.clock.now();
+            let routes = st
+                .routes
+                .lock()
+                .iter()
+                .map(|(&(from, to), &n)| {
+                    (
+                        format!("{}->{}", s.providers[from].name, s.providers[to].name),
+                        n,
+                    )
+                })
+                .collect();
+            let attempts: u64 = s
+                .providers
+                .iter()
+                .map(|p| p.stats.requests.load(Ordering::Relaxed))
+                .sum();
+            let first_attempts = st.requests.load(Ordering::Relaxed);
             let snap = ServiceSnapshot {
                 requests: st.requests.load(Ordering::Relaxed),
                 successes: st.successes.load(Ordering::Relaxed),
@@ -224,8 +290,21 @@ pub(crate) fn snapshot(core: &Core) -> Snapshot {
                     .map(|p| (p.name(), depth[p.index()]))
                     .collect(),
                 failovers: st.failovers.load(Ordering::Relaxed),
+                failovers_by_route: routes,
+                retries: attempts.saturating_sub(first_attempts.min(attempts)),
+                cost_total: s
+                    .providers
+                    .iter()
+                    .map(|p| p.cost_per_request * p.stats.requests.load(Ordering::Relaxed) as f64)
+                    .sum(),
+                strategy: s.picker.kind().name(),
+                throughput: st.recent.throughput(now),
                 latency_ms: st.latency.summary(),
                 queue_wait_ms: st.queue_wait.summary(),
+                queue_wait_ms_by_priority: crate::Priority::ALL
+                    .iter()
+                    .map(|p| (p.name(), st.queue_wait_by_priority[p.index()].summary()))
+                    .collect(),
                 providers,
             };
             (s.name.clone(), snap)

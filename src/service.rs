@@ -177,7 +177,7 @@ impl Service {
             };
             let free = |i: usize| self.providers[i].tier == tier && usable(i) && !busy.contains(i);
             let choice = if job.attempts() == 0 {
-                self.picker.pick(&self.providers, &free)
+                self.picker.pick(&self.providers, &free, now)
             } else {
                 self.most_reliable(&free)
             };

@@ -18,6 +18,19 @@ use crate::provider::Provider;
 /// How fast latency averages forget: a sample's weight halves in about 0.7 tau.
 const TAU: Duration = Duration::from_secs(1);
 
+/// Latency samples a provider needs before latency strategies rank it.
+const MIN_SAMPLES: u64 = 5;
+
+/// Share of health-based picks made uniformly among all candidates, so providers outside
+/// the better half keep being measured and come back when they recover.
+const EXPLORE: f64 = 0.05;
+
+/// Health scores this close to the best count as equally good.
+const SCORE_TOLERANCE: f64 = 0.02;
+
+/// Latency differences well under this are noise to the health score's speed term.
+const SPEED_FLOOR_MS: f64 = 1.0;
+
 /// Below this many candidates least-connections scans them all; above, two random choices.
 const SCAN_LIMIT: usize = 16;
 
@@ -60,7 +73,12 @@ impl LatencyEwma {
             return;
         }
         let dt = now.saturating_sub(s.at).as_secs_f64();
-        let keep = (-dt / TAU.as_secs_f64()).exp();
+        s.samples += 1;
+        // At first a plain mean, so one slow first call (a new connection) is not
+        // remembered for a whole tau; then time-weighted.
+        let keep = (-dt / TAU.as_secs_f64())
+            .exp()
+            .min(1.0 - 1.0 / s.samples as f64);
         s.ewma = s.ewma * keep + ms * (1.0 - keep);
         // The peak jumps up at once and decays like the plain average.
         s.peak = if ms > s.peak {
@@ -69,13 +87,20 @@ impl LatencyEwma {
             s.peak * keep + ms * (1.0 - keep)
         };
         s.at = now;
-        s.samples += 1;
     }
 
     /// (ewma ms, peak ewma ms, samples).
     pub fn read(&self) -> (f64, f64, u64) {
         let s = *self.0.lock();
         (s.ewma, s.peak, s.samples)
+    }
+
+    /// The peak EWMA as Finagle reads it: decayed by the time since the last sample, so
+    /// a provider that stopped getting traffic because it was slow is probed again.
+    pub fn decayed_peak(&self, now: Duration) -> f64 {
+        let s = *self.0.lock();
+        let dt = now.saturating_sub(s.at).as_secs_f64();
+        s.peak * (-dt / TAU.as_secs_f64()).exp()
     }
 }
 
@@ -129,16 +154,22 @@ impl Picker {
     }
 
     /// Picks among the providers for which `ok` holds; `None` when there are none.
-    pub fn pick(&self, providers: &[Provider], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+    /// `now` is clock time, for latency estimates that decay while a provider is idle.
+    pub fn pick(
+        &self,
+        providers: &[Provider],
+        ok: &dyn Fn(usize) -> bool,
+        now: Duration,
+    ) -> Option<usize> {
         let mut kind = self.kind();
         let needs_latency = matches!(
             kind,
             StrategyKind::WeightedResponse | StrategyKind::HealthBased | StrategyKind::PeakEwma
         );
         if needs_latency
-            && (0..providers.len()).any(|i| ok(i) && providers[i].latency.read().2 == 0)
+            && (0..providers.len()).any(|i| ok(i) && providers[i].latency.read().2 < MIN_SAMPLES)
         {
-            // Someone has no latency yet: the main strategy cannot rank it fairly.
+            // Someone has too few samples yet: the main strategy cannot rank it fairly.
             kind = KINDS[self.fallback.load(Ordering::Relaxed) as usize];
         }
         match kind {
@@ -146,7 +177,7 @@ impl Picker {
             StrategyKind::LeastConnections => self.least_connections(providers, ok),
             StrategyKind::WeightedResponse => self.weighted_response(providers, ok),
             StrategyKind::HealthBased => self.health_based(providers, ok),
-            StrategyKind::PeakEwma => self.peak_ewma(providers, ok),
+            StrategyKind::PeakEwma => self.peak_ewma(providers, ok, now),
         }
     }
 
@@ -218,10 +249,17 @@ impl Picker {
     }
 
     /// Score = 0.4 uptime + 0.3 speed + 0.2 (1 - error rate) + 0.1 cost efficiency, each
-    /// 0..1 relative to the candidates; weighted random among the better half.
+    /// 0..1 relative to the candidates; weighted random among the better half, and a
+    /// small uniform share ([`EXPLORE`]) so that every provider stays measured.
     fn health_based(&self, providers: &[Provider], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
         let candidates: Vec<usize> = (0..providers.len()).filter(|&i| ok(i)).collect();
-        let latency = |i: usize| providers[i].latency.read().0.max(0.01);
+        if candidates.is_empty() {
+            return None;
+        }
+        if candidates.len() > 1 && self.rand.unit() < EXPLORE {
+            return Some(candidates[self.rand.below(candidates.len())]);
+        }
+        let latency = |i: usize| providers[i].latency.read().0 + SPEED_FLOOR_MS;
         let cost = |i: usize| providers[i].cost_per_request;
         let fastest = candidates
             .iter()
@@ -255,16 +293,27 @@ impl Picker {
             })
             .collect();
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-        scored.truncate(scored.len().div_ceil(2));
+        // The better half, and whoever scores as well as it within noise: a sharp cut
+        // would starve a provider for being a hair slower.
+        let half = scored[scored.len().div_ceil(2) - 1].1;
+        let threshold = half.min(scored[0].1 - SCORE_TOLERANCE);
+        scored.retain(|(_, score)| *score >= threshold);
         self.weighted_random(scored.into_iter())
     }
 
     /// Finagle's and linkerd's choice: of two random candidates, the lower
     /// peak-EWMA latency x (in flight + 1).
-    fn peak_ewma(&self, providers: &[Provider], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn peak_ewma(
+        &self,
+        providers: &[Provider],
+        ok: &dyn Fn(usize) -> bool,
+        now: Duration,
+    ) -> Option<usize> {
         let count = (0..providers.len()).filter(|&i| ok(i)).count();
         let (a, b) = self.two_choices(providers.len(), count, ok)?;
-        let cost = |i: usize| providers[i].latency.read().1 * (providers[i].in_flight() + 1) as f64;
+        let cost = |i: usize| {
+            providers[i].latency.decayed_peak(now) * (providers[i].in_flight() + 1) as f64
+        };
         Some(if cost(b) < cost(a) { b } else { a })
     }
 
@@ -331,10 +380,17 @@ mod tests {
             .collect()
     }
 
+    /// Gives a provider enough latency samples to be ranked.
+    fn warm(p: &Provider, ms: u64) {
+        for _ in 0..MIN_SAMPLES {
+            p.latency.record(Duration::from_millis(ms), Duration::ZERO);
+        }
+    }
+
     fn shares(picker: &Picker, ps: &[Provider], n: usize) -> Vec<usize> {
         let mut counts = vec![0; ps.len()];
         for _ in 0..n {
-            counts[picker.pick(ps, &|_| true).unwrap()] += 1;
+            counts[picker.pick(ps, &|_| true, Duration::ZERO).unwrap()] += 1;
         }
         counts
     }
@@ -344,13 +400,13 @@ mod tests {
         let ps = providers(&[5, 1, 1]);
         let picker = Picker::new(StrategyKind::RoundRobin, StrategyKind::RoundRobin, 3, 1);
         let order: Vec<usize> = (0..7)
-            .map(|_| picker.pick(&ps, &|_| true).unwrap())
+            .map(|_| picker.pick(&ps, &|_| true, Duration::ZERO).unwrap())
             .collect();
         // nginx's example: a a b a c a a for weights 5, 1, 1.
         assert_eq!(order, [0, 0, 1, 0, 2, 0, 0]);
         assert_eq!(shares(&picker, &ps, 7000), [5000, 1000, 1000]);
-        assert_eq!(picker.pick(&ps, &|i| i == 2), Some(2));
-        assert_eq!(picker.pick(&ps, &|_| false), None);
+        assert_eq!(picker.pick(&ps, &|i| i == 2, Duration::ZERO), Some(2));
+        assert_eq!(picker.pick(&ps, &|_| false, Duration::ZERO), None);
     }
 
     #[test]
@@ -363,7 +419,7 @@ mod tests {
             7,
         );
         assert!(ps[0].try_acquire() && ps[1].try_acquire());
-        assert_eq!(picker.pick(&ps, &|_| true), Some(2));
+        assert_eq!(picker.pick(&ps, &|_| true, Duration::ZERO), Some(2));
         ps[0].release();
         let counts = shares(&picker, &ps, 1000);
         assert_eq!(counts[1], 0);
@@ -374,17 +430,13 @@ mod tests {
     fn latency_strategies_fall_back_until_every_candidate_has_data() {
         let ps = providers(&[1, 1]);
         let picker = Picker::new(StrategyKind::PeakEwma, StrategyKind::RoundRobin, 2, 3);
-        ps[0]
-            .latency
-            .record(Duration::from_millis(1), Duration::ZERO);
+        warm(&ps[0], 1);
         assert_eq!(
             shares(&picker, &ps, 10),
             [5, 5],
             "round robin while p1 has no samples"
         );
-        ps[1]
-            .latency
-            .record(Duration::from_millis(50), Duration::ZERO);
+        warm(&ps[1], 50);
         let counts = shares(&picker, &ps, 100);
         assert_eq!(
             counts,
@@ -396,12 +448,8 @@ mod tests {
     #[test]
     fn weighted_response_follows_inverse_latency() {
         let ps = providers(&[1, 1]);
-        ps[0]
-            .latency
-            .record(Duration::from_millis(10), Duration::ZERO);
-        ps[1]
-            .latency
-            .record(Duration::from_millis(40), Duration::ZERO);
+        warm(&ps[0], 10);
+        warm(&ps[1], 40);
         let picker = Picker::new(
             StrategyKind::WeightedResponse,
             StrategyKind::RoundRobin,
@@ -419,8 +467,18 @@ mod tests {
         e.record(Duration::from_millis(10), Duration::ZERO);
         e.record(Duration::from_millis(50), Duration::from_millis(10));
         let (ewma, peak, n) = e.read();
-        assert!(ewma > 10.0 && ewma < 11.0, "{ewma}");
-        assert_eq!((peak, n), (50.0, 2));
+        assert_eq!((ewma, peak, n), (30.0, 50.0, 2), "a plain mean at first");
+        for i in 0..100 {
+            e.record(Duration::from_millis(10), Duration::from_millis(20 + i));
+        }
+        let settled = e.read().0;
+        assert!(settled > 10.0 && settled < 11.0, "{settled}");
+        e.record(Duration::from_millis(50), Duration::from_millis(121));
+        let after = e.read().0;
+        assert!(
+            after > 10.5 && after < 11.0,
+            "the 103rd sample weighs 1/103: {after}"
+        );
         e.record(Duration::from_millis(50), Duration::from_secs(3));
         assert!(
             e.read().0 > 47.0,
@@ -429,15 +487,36 @@ mod tests {
     }
 
     #[test]
+    fn every_strategy_answers_none_without_candidates() {
+        let ps = providers(&[1, 1]);
+        for p in &ps {
+            warm(p, 5);
+        }
+        for kind in KINDS {
+            let picker = Picker::new(kind, StrategyKind::RoundRobin, 2, 5);
+            assert_eq!(
+                picker.pick(&ps, &|_| false, Duration::ZERO),
+                None,
+                "{kind:?}"
+            );
+            assert_eq!(
+                picker.pick(&ps, &|i| i == 1, Duration::ZERO),
+                Some(1),
+                "{kind:?}"
+            );
+        }
+    }
+
+    #[test]
     fn seeded_picks_repeat() {
         let ps = providers(&[1, 1, 1, 1]);
         for p in &ps {
-            p.latency.record(Duration::from_millis(5), Duration::ZERO);
+            warm(p, 5);
         }
         let run = || {
             let picker = Picker::new(StrategyKind::HealthBased, StrategyKind::RoundRobin, 4, 42);
             (0..50)
-                .map(|_| picker.pick(&ps, &|_| true).unwrap())
+                .map(|_| picker.pick(&ps, &|_| true, Duration::ZERO).unwrap())
                 .collect::<Vec<_>>()
         };
         assert_eq!(run(), run());

@@ -82,9 +82,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 handed = pass_on(core, service, slot.index, handed);
             }
             service.queue.uncount(&mut job);
-            service
-                .stats
-                .record_outcome(false, job.submitted.elapsed(), job.queue_wait);
+            record_outcome(service, &job, false);
             return Driven::left(None, handed);
         }
 
@@ -134,8 +132,14 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             job.reserved = Some(slot);
             continue;
         }
-        if job.attempts() > 0 {
-            service.stats.record_failover();
+        if let Some(last) = job.failures.last() {
+            if let Some(from) = service
+                .providers
+                .iter()
+                .position(|p| *p.name == *last.provider)
+            {
+                service.stats.record_failover(from, slot.index);
+            }
         }
         let url = provider.url(&job.request);
         let sent = Instant::now();
@@ -162,8 +166,9 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
 
         match result {
             Ok(answer) => {
-                provider.stats.record_success(elapsed);
-                provider.latency.record(elapsed, service.clock.now());
+                let clock_now = service.clock.now();
+                provider.stats.record_success(elapsed, clock_now);
+                provider.latency.record(elapsed, clock_now);
                 let response = Response {
                     status: answer.status,
                     headers: answer.headers,
@@ -177,7 +182,9 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 return end(core, job, Ok(response), handed);
             }
             Err(mut failure) => {
-                provider.stats.record_failure(failure.error.kind, elapsed);
+                provider
+                    .stats
+                    .record_failure(failure.error.kind, elapsed, service.clock.now());
                 if let Some(rest) = failure.retry_after {
                     provider.rest_until.set(service.clock.now() + rest);
                 }
@@ -325,12 +332,22 @@ fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driv
         Err(e) => service.fallback(&job.request, e, job.submitted.elapsed()),
         ok => ok,
     };
-    service
-        .stats
-        .record_outcome(outcome.is_ok(), job.submitted.elapsed(), job.queue_wait);
+    record_outcome(service, &job, outcome.is_ok());
     Driven {
         outcome: job.finish(outcome),
         parked: None,
         next: handed,
     }
+}
+
+fn record_outcome(service: &Service, job: &Job, ok: bool) {
+    let now = service.clock.now();
+    let (latency, wait, priority) = (
+        job.submitted.elapsed(),
+        job.queue_wait,
+        job.request.priority,
+    );
+    service
+        .stats
+        .record_outcome(ok, latency, wait, priority, now);
 }
