@@ -22,7 +22,7 @@ use crate::queue::{Channels, Next};
 use crate::request::Fallback;
 use crate::request::Request;
 use crate::service::Service;
-use crate::ticket::{Outcome, Sink, Ticket};
+use crate::ticket::{CallbackCell, JobPhase, Outcome, Sink, Ticket};
 use crate::timer::{self, Timer};
 use crate::window::Recent;
 use crate::worker;
@@ -293,9 +293,18 @@ impl Balancer {
         F: FnOnce(Result<Response, Error>) + Send + 'static,
     {
         let service = self.admit(&request)?;
-        let phase = Arc::new(crate::ticket::JobPhase::default());
-        let sink = Sink::Callback(phase, Box::new(callback));
-        self.enqueue_sink(service, request, sink).map(|_| ())
+        let phase = Arc::new(JobPhase::default());
+        let cell: CallbackCell = Arc::new(parking_lot::Mutex::new(Some(Box::new(callback))));
+        let started = Instant::now();
+        let deadline = started
+            + request
+                .timeout
+                .unwrap_or(self.core.services[service].deadline);
+        let sink = Sink::Callback(phase.clone(), cell.clone());
+        self.enqueue_sink(service, request, sink)?;
+        // No waiter watches the deadline of a callback request: the timer does.
+        self.core.timer.expire(phase, cell, started, deadline);
+        Ok(())
     }
 
     fn enqueue(&self, service: usize, request: Request) -> Result<Ticket, Error> {

@@ -50,6 +50,17 @@ impl JobPhase {
 /// A completion callback, called once on a worker thread.
 pub(crate) type Callback = Box<dyn FnOnce(Outcome) + Send + 'static>;
 
+/// A callback shared by the job and the timer that fires it at the deadline if the job
+/// is still waiting then; whoever settles the job's phase takes it.
+pub(crate) type CallbackCell = Arc<parking_lot::Mutex<Option<Callback>>>;
+
+/// Calls a callback; a panicking one must not take a worker thread down with it.
+pub(crate) fn call_back(cell: &CallbackCell, outcome: Outcome) {
+    if let Some(callback) = cell.lock().take() {
+        let _ = catch_unwind(AssertUnwindSafe(|| callback(outcome)));
+    }
+}
+
 /// Where a job's outcome goes.
 pub(crate) enum Sink {
     /// The thread driving the job is the caller: the outcome is returned to it.
@@ -57,7 +68,7 @@ pub(crate) enum Sink {
     /// A [`Ticket`] holds the receiving end.
     Channel(Arc<JobPhase>, Sender<Outcome>),
     /// A callback owns the outcome.
-    Callback(Arc<JobPhase>, Callback),
+    Callback(Arc<JobPhase>, CallbackCell),
 }
 
 impl Sink {
@@ -78,10 +89,9 @@ impl Sink {
                 }
                 None
             }
-            Sink::Callback(phase, callback) => {
+            Sink::Callback(phase, cell) => {
                 if phase.settle() {
-                    // A panicking callback must not take a worker thread down with it.
-                    let _ = catch_unwind(AssertUnwindSafe(|| callback(outcome)));
+                    call_back(&cell, outcome);
                 }
                 None
             }

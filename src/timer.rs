@@ -1,4 +1,5 @@
-//! Jobs waiting out a backoff, held by one thread so no worker sleeps.
+//! One thread for everything that happens at a set time: jobs waiting out a backoff (so no
+//! worker sleeps), and the deadlines of callback requests (which have no waiter to notice).
 
 use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
@@ -9,10 +10,23 @@ use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::balancer::Core;
 use crate::job::Job;
+use crate::ticket::{call_back, CallbackCell, JobPhase, Phase};
+use crate::Error;
 
 pub(crate) struct Delayed {
     due: Instant,
-    job: Job,
+    what: Due,
+}
+
+enum Due {
+    /// Back to the queue.
+    Requeue(Job),
+    /// Time out a callback request still waiting for a worker or a slot.
+    Expire {
+        phase: Arc<JobPhase>,
+        callback: CallbackCell,
+        started: Instant,
+    },
 }
 
 impl PartialEq for Delayed {
@@ -49,10 +63,30 @@ impl Timer {
 
     /// Hands the job back to the queue at `due`.
     pub fn schedule(&self, job: Job, due: Instant) {
-        if let Err(e) = self.tx.send(Delayed { due, job }) {
+        let what = Due::Requeue(job);
+        if let Err(e) = self.tx.send(Delayed { due, what }) {
             // The timer thread is gone: the balancer has stopped.
-            drop(e.into_inner().job.finish(Err(crate::Error::ShuttingDown)));
+            if let Due::Requeue(job) = e.into_inner().what {
+                job.finish(Err(crate::Error::ShuttingDown));
+            }
         }
+    }
+
+    /// Times out a callback request at `due` unless it has started or ended by then.
+    pub fn expire(
+        &self,
+        phase: Arc<JobPhase>,
+        callback: CallbackCell,
+        started: Instant,
+        due: Instant,
+    ) {
+        let what = Due::Expire {
+            phase,
+            callback,
+            started,
+        };
+        // Without the thread the balancer has stopped, and shutdown ends the job itself.
+        let _ = self.tx.send(Delayed { due, what });
     }
 }
 
@@ -80,11 +114,30 @@ pub(crate) fn run(core: Arc<Core>, rx: Receiver<Delayed>, stop: Receiver<()>) {
         let now = Instant::now();
         while heap.peek().is_some_and(|d| d.due <= now) {
             if let Some(d) = heap.pop() {
-                core.requeue(d.job);
+                fire(&core, d.what);
             }
         }
     }
     for d in heap.into_iter().chain(rx.try_iter()) {
-        core.end_stopped(d.job);
+        if let Due::Requeue(job) = d.what {
+            core.end_stopped(job);
+        }
+    }
+}
+
+fn fire(core: &Core, what: Due) {
+    match what {
+        Due::Requeue(job) => core.requeue(job),
+        Due::Expire {
+            phase,
+            callback,
+            started,
+        } => {
+            if phase.shift(Phase::Waiting, Phase::Settled) {
+                let elapsed = started.elapsed();
+                let attempts = Vec::new();
+                call_back(&callback, Err(Error::Timeout { elapsed, attempts }));
+            }
+        }
     }
 }

@@ -130,6 +130,39 @@ fn timeout_while_queued() {
 }
 
 #[test]
+fn a_callback_request_times_out_while_queued() {
+    let server = TestServer::start();
+    server.close_gate();
+    let lb = balancer(
+        "[defaults]\nworkers = 1\n[defaults.pool]\nmax_connections = 1",
+        &server,
+    );
+    let blocker = lb.submit(Request::get("s", "/x")).unwrap();
+    assert!(server.wait_for_requests(1, Duration::from_secs(5)));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let started = Instant::now();
+    lb.submit_with(
+        Request::get("s", "/x").timeout(Duration::from_millis(150)),
+        move |outcome| {
+            tx.send((outcome, started.elapsed())).unwrap();
+        },
+    )
+    .unwrap();
+    let (outcome, after) = rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
+    assert!(
+        after >= Duration::from_millis(150) && after < Duration::from_secs(2),
+        "{after:?}"
+    );
+    server.open_gate();
+    assert_eq!(blocker.wait().unwrap().status(), 200);
+    // The timed-out job is dropped by the worker, never sent, never called back twice.
+    lb.shutdown(Duration::from_secs(2));
+    assert!(rx.try_recv().is_err());
+    assert_eq!(server.requests(), 1);
+}
+
+#[test]
 fn timeout_while_in_flight() {
     let server = TestServer::start();
     server.set_fault(Fault::Hang);
