@@ -380,6 +380,12 @@ impl Balancer {
         self.core.activity.count()
     }
 
+    /// Every counter in the Prometheus text format 0.0.4, with `service` and `provider`
+    /// labels. Configured secrets never appear in it.
+    pub fn prometheus(&self) -> String {
+        crate::prometheus::render(&self.core)
+    }
+
     /// A point-in-time view of every counter.
     pub fn metrics(&self) -> Snapshot {
         metrics::snapshot(&self.core)

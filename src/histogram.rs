@@ -64,6 +64,17 @@ fn value_at(index: usize) -> u64 {
     (1u64 << exp) + sub * width + width / 2
 }
 
+/// The smallest value above every value of a bucket, in microseconds.
+fn upper_bound(index: usize) -> u64 {
+    if index < LINEAR as usize {
+        return index as u64 + 1;
+    }
+    let i = index - LINEAR as usize;
+    let exp = LINEAR.trailing_zeros() + (i / SUB as usize) as u32;
+    let sub = (i % SUB as usize) as u64;
+    (1u64 << exp) + (sub + 1) * (1u64 << (exp - SUB_BITS))
+}
+
 /// A summary, in milliseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct LatencySummary {
@@ -93,6 +104,30 @@ impl Histogram {
 
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
+    }
+
+    /// The sum of every value recorded, in microseconds.
+    pub fn sum_us(&self) -> u64 {
+        self.sum.load(Ordering::Relaxed)
+    }
+
+    /// For each bound (microseconds, ascending), how many values were at most that bound,
+    /// counting a bucket only when all of it is (so within a bucket's width, low).
+    pub fn cumulative(&self, bounds_us: &[u64]) -> Vec<u64> {
+        let mut out = vec![0; bounds_us.len()];
+        for (i, b) in self.buckets.iter().enumerate() {
+            let n = b.load(Ordering::Relaxed);
+            if n == 0 {
+                continue;
+            }
+            let top = upper_bound(i) - 1;
+            for (slot, bound) in out.iter_mut().zip(bounds_us) {
+                if top <= *bound {
+                    *slot += n;
+                }
+            }
+        }
+        out
     }
 
     /// The value at quantile `q` (0..=1) in microseconds; 0 when empty.
@@ -175,6 +210,16 @@ mod tests {
         for (got, want) in [(s.p50, 500.0), (s.p90, 900.0), (s.p99, 990.0)] {
             assert!((got - want).abs() / want < 1.0 / 32.0, "{got} vs {want}");
         }
+    }
+
+    #[test]
+    fn cumulative_counts_at_bounds() {
+        let h = Histogram::default();
+        for us in [10, 63, 64, 1_000, 5_000, 1_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        assert_eq!(h.cumulative(&[63, 1_000, 10_000, u64::MAX]), [2, 3, 5, 6]);
+        assert_eq!(h.sum_us(), 10 + 63 + 64 + 1_000 + 5_000 + 1_000_000);
     }
 
     #[test]

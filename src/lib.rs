@@ -35,10 +35,13 @@ mod clock;
 pub mod config;
 mod error;
 mod failover;
+#[allow(unsafe_code)]
+pub mod ffi;
 mod health;
 mod histogram;
 mod job;
 mod metrics;
+mod prometheus;
 mod provider;
 mod queue;
 mod request;

@@ -44,6 +44,25 @@ impl ProviderStats {
         self.recent.record(now, elapsed, true);
     }
 
+    pub fn attempts(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    pub fn successes(&self) -> u64 {
+        self.successes.load(Ordering::Relaxed)
+    }
+
+    pub fn failures_by_kind(&self) -> impl Iterator<Item = (AttemptKind, u64)> + '_ {
+        KINDS
+            .iter()
+            .zip(&self.failures_by_kind)
+            .map(|(k, n)| (*k, n.load(Ordering::Relaxed)))
+    }
+
+    pub fn latency(&self) -> &Histogram {
+        &self.latency
+    }
+
     /// A failed attempt, ending at clock time `now`.
     pub fn record_failure(&self, kind: AttemptKind, elapsed: Duration, now: Duration) {
         self.requests.fetch_add(1, Ordering::Relaxed);
@@ -78,6 +97,27 @@ impl ServiceStats {
 
     pub fn record_rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn successes(&self) -> u64 {
+        self.successes.load(Ordering::Relaxed)
+    }
+
+    pub fn failures(&self) -> u64 {
+        self.failures.load(Ordering::Relaxed)
+    }
+
+    pub fn rejected(&self) -> u64 {
+        self.rejected.load(Ordering::Relaxed)
+    }
+
+    pub fn latency(&self) -> &Histogram {
+        &self.latency
+    }
+
+    /// Failovers by (from, to) provider index.
+    pub fn routes(&self) -> Vec<((usize, usize), u64)> {
+        self.routes.lock().iter().map(|(k, v)| (*k, *v)).collect()
     }
 
     /// An attempt sent to provider `to` after one to `from` failed.

@@ -1,0 +1,240 @@
+// switchyard for C++17: a header-only RAII wrapper over include/switchyard.h.
+//
+// Handles live in std::unique_ptr with the matching _free as deleter; failures throw
+// switchyard::Error, which carries the sy_status code and, for AllProvidersFailed, the
+// attempts as JSON. A Balancer may be shared by many threads; Request and Response are
+// values owned by one thread at a time.
+#ifndef SWITCHYARD_HPP
+#define SWITCHYARD_HPP
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "switchyard.h"
+
+namespace switchyard {
+
+// A failed call: what() is the message, code() the SY_ERR_* kind.
+class Error : public std::runtime_error {
+public:
+    Error(sy_status code, std::string message, std::string attempts_json = "[]")
+        : std::runtime_error(std::move(message)), code_(code), attempts_json_(std::move(attempts_json)) {}
+
+    sy_status code() const noexcept { return code_; }
+    // Each failed attempt: provider, kind, status, elapsed_ms, message.
+    const std::string &attempts_json() const noexcept { return attempts_json_; }
+
+private:
+    sy_status code_;
+    std::string attempts_json_;
+};
+
+namespace detail {
+struct FreeBalancer { void operator()(sy_balancer *p) const noexcept { sy_balancer_free(p); } };
+struct FreeRequest { void operator()(sy_request *p) const noexcept { sy_request_free(p); } };
+struct FreeResponse { void operator()(sy_response *p) const noexcept { sy_response_free(p); } };
+struct FreeError { void operator()(sy_error *p) const noexcept { sy_error_free(p); } };
+struct FreeString { void operator()(char *p) const noexcept { sy_string_free(p); } };
+
+inline Error to_error(sy_status code, sy_error *raw) {
+    std::unique_ptr<sy_error, FreeError> e(raw);
+    return Error(code, sy_error_message(e.get()), sy_error_attempts_json(e.get()));
+}
+
+// Takes ownership of `raw`. Evaluate the C call before passing its error here: argument
+// order is unspecified, and `raw` must be read after the call wrote it.
+inline void check(sy_status code, sy_error *raw = nullptr) {
+    if (code != SY_OK) throw to_error(code, raw);
+}
+
+inline std::string take(char *raw) {
+    std::unique_ptr<char, FreeString> s(raw);
+    return s ? std::string(s.get()) : std::string();
+}
+}  // namespace detail
+
+enum class Priority : sy_priority {
+    Critical = SY_PRIORITY_CRITICAL,
+    High = SY_PRIORITY_HIGH,
+    Normal = SY_PRIORITY_NORMAL,
+    Low = SY_PRIORITY_LOW,
+};
+
+// A provider's answer. Views it returns live as long as the Response.
+class Response {
+public:
+    explicit Response(sy_response *raw) : p_(raw) {}
+
+    std::uint16_t status() const noexcept { return sy_response_status(p_.get()); }
+    std::string_view body() const noexcept {
+        std::size_t len = 0;
+        const std::uint8_t *data = sy_response_body(p_.get(), &len);
+        return {reinterpret_cast<const char *>(data), len};
+    }
+    std::string_view provider() const noexcept { return sy_response_provider(p_.get()); }
+    std::uint32_t attempts() const noexcept { return sy_response_attempts(p_.get()); }
+    std::chrono::microseconds latency() const noexcept {
+        return std::chrono::microseconds(sy_response_latency_us(p_.get()));
+    }
+    std::optional<std::string_view> header(const std::string &name) const noexcept {
+        const char *v = sy_response_header(p_.get(), name.c_str());
+        if (v == nullptr) return std::nullopt;
+        return std::string_view(v);
+    }
+    std::vector<std::pair<std::string_view, std::string_view>> headers() const {
+        std::vector<std::pair<std::string_view, std::string_view>> out;
+        for (std::size_t i = 0, n = sy_response_header_count(p_.get()); i < n; i++) {
+            out.emplace_back(sy_response_header_name(p_.get(), i), sy_response_header_value(p_.get(), i));
+        }
+        return out;
+    }
+
+private:
+    std::unique_ptr<sy_response, detail::FreeResponse> p_;
+};
+
+// A request to a service's endpoint, built with chained calls.
+class Request {
+public:
+    Request(const std::string &service, const std::string &endpoint)
+        : p_(sy_request_new(service.c_str(), endpoint.c_str())) {
+        if (!p_) throw Error(SY_ERR_INVALID_ARGUMENT, "service and endpoint must be non-empty UTF-8");
+    }
+
+    // Each setter works on a named request (returns Request&) and on a temporary
+    // (returns Request&&), so `auto r = Request("s", "e").param("a", "b");` moves.
+    Request &method(const std::string &m) & { detail::check(sy_request_set_method(p_.get(), m.c_str())); return *this; }
+    Request &param(const std::string &name, const std::string &value) & {
+        detail::check(sy_request_add_param(p_.get(), name.c_str(), value.c_str()));
+        return *this;
+    }
+    Request &header(const std::string &name, const std::string &value) & {
+        detail::check(sy_request_add_header(p_.get(), name.c_str(), value.c_str()));
+        return *this;
+    }
+    Request &body(std::string_view bytes) & {
+        detail::check(sy_request_set_body(p_.get(), reinterpret_cast<const std::uint8_t *>(bytes.data()), bytes.size()));
+        return *this;
+    }
+    Request &priority(Priority p) & {
+        detail::check(sy_request_set_priority(p_.get(), static_cast<sy_priority>(p)));
+        return *this;
+    }
+    Request &timeout(std::chrono::milliseconds t) & {
+        detail::check(sy_request_set_timeout_ms(p_.get(), static_cast<std::uint64_t>(t.count())));
+        return *this;
+    }
+    Request &idempotent(bool yes) & { detail::check(sy_request_set_idempotent(p_.get(), yes)); return *this; }
+
+    Request &&method(const std::string &m) && { return std::move(method(m)); }
+    Request &&param(const std::string &n, const std::string &v) && { return std::move(param(n, v)); }
+    Request &&header(const std::string &n, const std::string &v) && { return std::move(header(n, v)); }
+    Request &&body(std::string_view bytes) && { return std::move(body(bytes)); }
+    Request &&priority(Priority p) && { return std::move(priority(p)); }
+    Request &&timeout(std::chrono::milliseconds t) && { return std::move(timeout(t)); }
+    Request &&idempotent(bool yes) && { return std::move(idempotent(yes)); }
+
+    const sy_request *get() const noexcept { return p_.get(); }
+
+private:
+    std::unique_ptr<sy_request, detail::FreeRequest> p_;
+};
+
+// The balancer. Thread-safe; movable, not copyable.
+class Balancer {
+public:
+    static Balancer from_file(const std::string &path) {
+        sy_balancer *raw = nullptr;
+        sy_error *e = nullptr;
+        const sy_status code = sy_balancer_from_file(path.c_str(), &raw, &e);
+        detail::check(code, e);
+        return Balancer(raw);
+    }
+
+    // `format` is "toml", "json" or empty to detect it.
+    static Balancer from_string(const std::string &text, const std::string &format = "") {
+        sy_balancer *raw = nullptr;
+        sy_error *e = nullptr;
+        const sy_status code = sy_balancer_from_str(text.c_str(), format.empty() ? nullptr : format.c_str(), &raw, &e);
+        detail::check(code, e);
+        return Balancer(raw);
+    }
+
+    Response call(const Request &req) const {
+        sy_response *raw = nullptr;
+        sy_error *e = nullptr;
+        const sy_status code = sy_call(p_.get(), req.get(), &raw, &e);
+        detail::check(code, e);
+        return Response(raw);
+    }
+
+    // Queues the request; `done` runs exactly once on a worker thread, with a Response or
+    // an Error. It must not throw.
+    void submit(const Request &req, std::function<void(std::optional<Response>, std::optional<Error>)> done) const {
+        auto *boxed = new std::function<void(std::optional<Response>, std::optional<Error>)>(std::move(done));
+        sy_error *e = nullptr;
+        sy_status code = sy_submit(p_.get(), req.get(), &Balancer::trampoline, boxed, &e);
+        if (code != SY_OK) {
+            delete boxed;
+            throw detail::to_error(code, e);
+        }
+    }
+
+    std::string metrics_json() const {
+        char *out = nullptr;
+        detail::check(sy_metrics_json(p_.get(), &out));
+        return detail::take(out);
+    }
+    std::string prometheus() const {
+        char *out = nullptr;
+        detail::check(sy_prometheus(p_.get(), &out));
+        return detail::take(out);
+    }
+    std::string circuit_json(const std::string &provider) const {
+        char *out = nullptr;
+        detail::check(sy_circuit_json(p_.get(), provider.c_str(), &out));
+        return detail::take(out);
+    }
+    void force_open(const std::string &provider) const {
+        sy_error *e = nullptr;
+        const sy_status code = sy_force_open(p_.get(), provider.c_str(), &e);
+        detail::check(code, e);
+    }
+    void force_close(const std::string &provider) const {
+        sy_error *e = nullptr;
+        const sy_status code = sy_force_close(p_.get(), provider.c_str(), &e);
+        detail::check(code, e);
+    }
+    void shutdown(std::chrono::milliseconds grace) const {
+        detail::check(sy_balancer_shutdown(p_.get(), static_cast<std::uint64_t>(grace.count())));
+    }
+
+private:
+    explicit Balancer(sy_balancer *raw) : p_(raw) {}
+
+    static void trampoline(void *user_data, sy_response *response, sy_error *error) {
+        std::unique_ptr<std::function<void(std::optional<Response>, std::optional<Error>)>> done(
+            static_cast<std::function<void(std::optional<Response>, std::optional<Error>)> *>(user_data));
+        if (response != nullptr) {
+            (*done)(Response(response), std::nullopt);
+        } else {
+            (*done)(std::nullopt, detail::to_error(sy_error_code(error), error));
+        }
+    }
+
+    std::unique_ptr<sy_balancer, detail::FreeBalancer> p_;
+};
+
+inline std::string_view version() noexcept { return sy_version(); }
+
+}  // namespace switchyard
+
+#endif  // SWITCHYARD_HPP

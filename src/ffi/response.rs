@@ -1,0 +1,155 @@
+//! `sy_response`: a provider's answer.
+
+use std::ffi::{c_char, CString};
+
+use super::{c_string, guarded, str_arg};
+use crate::Response;
+
+/// An answer: status, headers, body, the provider that gave it. Owned by the caller;
+/// free with `sy_response_free`. Read-only, so it may be read from several threads at
+/// once. Strings and the body pointer it returns live until `sy_response_free`.
+pub struct sy_response {
+    inner: Response,
+    provider: CString,
+    /// Names (lowercase) and values, NUL-terminated, in the order received.
+    headers: Vec<(CString, CString)>,
+}
+
+impl sy_response {
+    pub(crate) fn boxed(inner: Response) -> *mut sy_response {
+        let provider = c_string(inner.provider().to_string());
+        let headers = inner
+            .headers()
+            .iter()
+            .map(|(n, v)| (c_string(n.clone()), c_string(v.clone())))
+            .collect();
+        Box::into_raw(Box::new(sy_response {
+            inner,
+            provider,
+            headers,
+        }))
+    }
+}
+
+/// Reads through a response pointer inside the panic boundary; `fallback` for NULL.
+fn with<T: Copy>(
+    response: *const sy_response,
+    fallback: T,
+    f: impl FnOnce(&sy_response) -> T,
+) -> T {
+    guarded(fallback, || {
+        // SAFETY: NULL or a live sy_response, per the header.
+        match unsafe { response.as_ref() } {
+            Some(r) => f(r),
+            None => fallback,
+        }
+    })
+}
+
+/// The HTTP status code; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn sy_response_status(response: *const sy_response) -> u16 {
+    with(response, 0, |r| r.inner.status())
+}
+
+/// The body and, through `len_out` (may be NULL), its length. The pointer is valid until
+/// `sy_response_free`; it is not NUL-terminated. NULL (and length 0) for NULL.
+#[no_mangle]
+pub extern "C" fn sy_response_body(response: *const sy_response, len_out: *mut usize) -> *const u8 {
+    let (ptr, len) = with(response, (std::ptr::null(), 0), |r| {
+        (r.inner.body().as_ptr(), r.inner.body().len())
+    });
+    if !len_out.is_null() {
+        // SAFETY: non-NULL and, per the header, writable storage for one size_t.
+        unsafe { *len_out = len };
+    }
+    ptr
+}
+
+/// The first header of that name (case-insensitive), or NULL when absent (or for NULL
+/// arguments). Valid until `sy_response_free`.
+#[no_mangle]
+pub extern "C" fn sy_response_header(
+    response: *const sy_response,
+    name: *const c_char,
+) -> *const c_char {
+    with(response, std::ptr::null(), |r| {
+        // SAFETY: NULL or a NUL-terminated string, per the header.
+        let Ok(name) = (unsafe { str_arg(name, "name") }) else {
+            return std::ptr::null();
+        };
+        r.headers
+            .iter()
+            .find(|(n, _)| n.to_bytes().eq_ignore_ascii_case(name.as_bytes()))
+            .map_or(std::ptr::null(), |(_, v)| v.as_ptr())
+    })
+}
+
+/// How many headers the response has; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn sy_response_header_count(response: *const sy_response) -> usize {
+    with(response, 0, |r| r.headers.len())
+}
+
+/// The name (lowercase) of header `index`, or NULL when out of range. Valid until
+/// `sy_response_free`.
+#[no_mangle]
+pub extern "C" fn sy_response_header_name(
+    response: *const sy_response,
+    index: usize,
+) -> *const c_char {
+    with(response, std::ptr::null(), |r| {
+        r.headers
+            .get(index)
+            .map_or(std::ptr::null(), |(n, _)| n.as_ptr())
+    })
+}
+
+/// The value of header `index`, or NULL when out of range. Valid until `sy_response_free`.
+#[no_mangle]
+pub extern "C" fn sy_response_header_value(
+    response: *const sy_response,
+    index: usize,
+) -> *const c_char {
+    with(response, std::ptr::null(), |r| {
+        r.headers
+            .get(index)
+            .map_or(std::ptr::null(), |(_, v)| v.as_ptr())
+    })
+}
+
+/// The name of the provider that answered ("fallback" for a fallback's answer).
+/// Valid until `sy_response_free`; "" for NULL.
+#[no_mangle]
+pub extern "C" fn sy_response_provider(response: *const sy_response) -> *const c_char {
+    with(response, c"".as_ptr(), |r| r.provider.as_ptr())
+}
+
+/// How many attempts it took, this one included; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn sy_response_attempts(response: *const sy_response) -> u32 {
+    with(response, 0, |r| r.inner.attempts())
+}
+
+/// From submission to answer, in microseconds; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn sy_response_latency_us(response: *const sy_response) -> u64 {
+    with(response, 0, |r| r.inner.latency().as_micros() as u64)
+}
+
+/// Time spent waiting for a worker or a connection slot, in microseconds; 0 for NULL.
+#[no_mangle]
+pub extern "C" fn sy_response_queue_wait_us(response: *const sy_response) -> u64 {
+    with(response, 0, |r| r.inner.queue_wait().as_micros() as u64)
+}
+
+/// Frees a response. Calling with NULL is fine. Must not be called twice with the same value.
+#[no_mangle]
+pub extern "C" fn sy_response_free(response: *mut sy_response) {
+    guarded((), || {
+        if !response.is_null() {
+            // SAFETY: a pointer from sy_response::boxed, freed once, per the header.
+            drop(unsafe { Box::from_raw(response) });
+        }
+    })
+}

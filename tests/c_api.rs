@@ -1,0 +1,237 @@
+//! The C ABI and the C++ wrapper, compiled with the system compiler (warnings as errors)
+//! and run against local servers, under valgrind where it is installed.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use support::{provider, Fault, TestServer};
+
+/// Where cargo put the library: the test binary is in `<target>/<profile>/deps/`.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = lib_dir().join("c-tests").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Compiles `sources` into `out`; panics with the compiler's output on failure.
+fn compile(compiler: &str, std: &str, sources: &[PathBuf], out: &Path, static_link: bool) {
+    let lib = lib_dir();
+    let mut cmd = Command::new(compiler);
+    cmd.arg(format!("-std={std}"))
+        .args([
+            "-Wall",
+            "-Wextra",
+            "-Wpedantic",
+            "-Werror",
+            "-g",
+            "-pthread",
+        ])
+        .arg(format!("-I{}", root().join("include").display()))
+        .arg(format!("-I{}", root().join("bindings/cpp").display()))
+        .args(sources)
+        .arg("-o")
+        .arg(out);
+    if static_link {
+        cmd.arg(lib.join("libswitchyard.a")).args(["-ldl", "-lm"]);
+    } else {
+        cmd.arg(format!("-L{}", lib.display()))
+            .arg("-lswitchyard")
+            .arg(format!("-Wl,-rpath,{}", lib.display()));
+    }
+    let output = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+    assert!(
+        output.status.success(),
+        "{compiler} failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+struct Scenario {
+    _servers: Vec<TestServer>,
+    config: PathBuf,
+}
+
+/// The shared scenario: service `s` with a failing tier-1 provider, `dead`, `slow`.
+fn scenario(dir: &Path) -> Scenario {
+    let servers: Vec<TestServer> = (0..5).map(|_| TestServer::start()).collect();
+    servers[1].set_fault(Fault::Status(503));
+    servers[3].set_fault(Fault::Status(503));
+    servers[4].set_fault(Fault::Hang);
+    let endpoints = "endpoints = { quote = \"/quote\" }";
+    let config = format!(
+        "[defaults.retry]\nbase_delay_ms = 20\nmax_backoff_ms = 50\n{}{}{}{}{}",
+        provider(
+            "s",
+            "good1",
+            &servers[0].url(),
+            &format!("tier = 1\n{endpoints}")
+        ),
+        provider(
+            "s",
+            "bad",
+            &servers[1].url(),
+            &format!("tier = 1\n{endpoints}")
+        ),
+        provider(
+            "s",
+            "good2",
+            &servers[2].url(),
+            &format!("tier = 2\n{endpoints}")
+        ),
+        provider("dead", "gone", &servers[3].url(), endpoints),
+        provider("slow", "hang", &servers[4].url(), endpoints),
+    );
+    let path = dir.join("switchyard.toml");
+    std::fs::write(&path, config).unwrap();
+    Scenario {
+        _servers: servers,
+        config: path,
+    }
+}
+
+fn run(exe: &Path, args: &[&Path], valgrind: bool) -> String {
+    let mut cmd = if valgrind {
+        let mut c = Command::new("valgrind");
+        c.args([
+            "--error-exitcode=99",
+            "--leak-check=full",
+            "--errors-for-leak-kinds=definite,indirect",
+            "--show-leak-kinds=definite,indirect",
+            "-q",
+        ])
+        .arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    let output = cmd.args(args).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{} exited with {:?}\nstdout:\n{stdout}\nstderr:\n{}",
+        exe.display(),
+        output.status.code(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+fn have_valgrind() -> bool {
+    let found = Command::new("valgrind").arg("--version").output().is_ok();
+    // CI installs it; there it must not be skipped.
+    assert!(
+        found || std::env::var("CI").is_err(),
+        "valgrind is missing on CI"
+    );
+    found
+}
+
+#[test]
+fn the_header_is_self_contained_c_and_cpp() {
+    let dir = scratch("header");
+    let c = dir.join("include_only.c");
+    std::fs::write(
+        &c,
+        "#include \"switchyard.h\"\nint main(void) { return sy_version()[0] == 0; }\n",
+    )
+    .unwrap();
+    compile("cc", "c99", &[c], &dir.join("include_only"), false);
+    run(&dir.join("include_only"), &[], false);
+}
+
+#[test]
+fn the_c_example_runs_against_the_shared_and_the_static_library() {
+    let dir = scratch("example");
+    let s = scenario(&dir);
+    let source = root().join("examples/c/demo.c");
+    for (name, static_link) in [("demo_shared", false), ("demo_static", true)] {
+        let exe = dir.join(name);
+        compile(
+            "cc",
+            "c11",
+            std::slice::from_ref(&source),
+            &exe,
+            static_link,
+        );
+        let out = run(
+            &exe,
+            &[
+                &s.config,
+                Path::new("s"),
+                Path::new("quote"),
+                Path::new("10"),
+            ],
+            false,
+        );
+        assert!(out.contains("10 of 10 calls answered"), "{out}");
+        assert!(out.contains("\"services\""), "{out}");
+    }
+}
+
+#[test]
+fn the_c_api_test_passes_including_under_valgrind() {
+    let dir = scratch("api");
+    let s = scenario(&dir);
+    let exe = dir.join("api_test");
+    compile(
+        "cc",
+        "c11",
+        &[root().join("tests/c/api_test.c")],
+        &exe,
+        false,
+    );
+    let out = run(&exe, &[&s.config], false);
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+    if have_valgrind() {
+        let out = run(&exe, &[&s.config], true);
+        assert!(out.contains(" passed, 0 failed"), "{out}");
+        let demo = dir.join("demo");
+        compile(
+            "cc",
+            "c11",
+            &[root().join("examples/c/demo.c")],
+            &demo,
+            false,
+        );
+        run(
+            &demo,
+            &[
+                &s.config,
+                Path::new("s"),
+                Path::new("quote"),
+                Path::new("5"),
+            ],
+            true,
+        );
+    }
+}
+
+#[test]
+fn the_cpp_example_runs() {
+    let dir = scratch("cpp");
+    let s = scenario(&dir);
+    let exe = dir.join("demo_cpp");
+    compile(
+        "c++",
+        "c++17",
+        &[root().join("examples/cpp/demo.cpp")],
+        &exe,
+        false,
+    );
+    let out = run(&exe, &[&s.config], false);
+    assert!(out.contains("all providers failed: 3 attempts"), "{out}");
+    assert!(out.contains("answered 10 of 10"), "{out}");
+}
