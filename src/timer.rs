@@ -20,7 +20,7 @@ pub(crate) struct Delayed {
 
 enum Due {
     /// Back to the queue.
-    Requeue(Job),
+    Requeue(Box<Job>),
     /// Time out a callback request still waiting for a worker or a slot.
     Expire {
         phase: Arc<JobPhase>,
@@ -63,7 +63,7 @@ impl Timer {
 
     /// Hands the job back to the queue at `due`.
     pub fn schedule(&self, job: Job, due: Instant) {
-        let what = Due::Requeue(job);
+        let what = Due::Requeue(Box::new(job));
         if let Err(e) = self.tx.send(Delayed { due, what }) {
             // The timer thread is gone: the balancer has stopped.
             if let Due::Requeue(job) = e.into_inner().what {
@@ -120,14 +120,14 @@ pub(crate) fn run(core: Arc<Core>, rx: Receiver<Delayed>, stop: Receiver<()>) {
     }
     for d in heap.into_iter().chain(rx.try_iter()) {
         if let Due::Requeue(job) = d.what {
-            core.end_stopped(job);
+            core.end_stopped(*job);
         }
     }
 }
 
 fn fire(core: &Core, what: Due) {
     match what {
-        Due::Requeue(job) => core.requeue(job),
+        Due::Requeue(job) => core.requeue(*job),
         Due::Expire {
             phase,
             callback,
