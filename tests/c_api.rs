@@ -235,3 +235,33 @@ fn the_cpp_example_runs() {
     assert!(out.contains("all providers failed: 3 attempts"), "{out}");
     assert!(out.contains("answered 10 of 10"), "{out}");
 }
+
+/// The scenario the C, C++ and Python tests run, from Rust: the same outcomes and kinds.
+#[test]
+fn the_same_scenario_from_rust() {
+    use switchyard::{Balancer, Error, ErrorKind, Request};
+    let dir = scratch("rust");
+    let s = scenario(&dir);
+    let lb = Balancer::from_file(&s.config).unwrap();
+    for _ in 0..20 {
+        let r = lb.call(Request::get("s", "quote")).unwrap();
+        assert_eq!(r.status(), 200);
+        assert_ne!(r.provider(), "bad");
+    }
+    let kind = |r: Result<switchyard::Response, Error>| r.unwrap_err().kind();
+    assert_eq!(
+        kind(lb.call(Request::get("bonds", "quote"))),
+        ErrorKind::UnknownService
+    );
+    assert_eq!(
+        kind(lb.call(Request::get("s", "dividends"))),
+        ErrorKind::UnknownEndpoint
+    );
+    let dead = lb.call(Request::get("dead", "quote")).unwrap_err();
+    assert_eq!(dead.kind(), ErrorKind::AllProvidersFailed);
+    assert_eq!(dead.attempts().len(), 3);
+    assert_eq!(dead.attempts()[0].status, Some(503));
+    let slow = Request::get("slow", "quote").timeout(std::time::Duration::from_millis(300));
+    assert_eq!(kind(lb.call(slow)), ErrorKind::Timeout);
+    assert_eq!(ErrorKind::AllProvidersFailed.code(), 8);
+}

@@ -1,0 +1,577 @@
+"""switchyard for Python: a client-side load balancer over several HTTP API providers.
+
+Pure ctypes over the switchyard shared library; standard library only.
+
+    import switchyard
+    with switchyard.Balancer.from_file("switchyard.toml") as lb:
+        r = lb.get("stocks", "quote", params={"symbol": "AAPL"})
+        print(r.status, r.provider, r.json())
+
+The library is found from ``SWITCHYARD_LIB``, then beside this package, then in the
+source tree's ``target/release`` and ``target/debug``.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import json as _json
+import math
+import os
+import sys
+import threading
+from collections.abc import Mapping
+from concurrent.futures import Future
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+
+__all__ = [
+    "Balancer",
+    "Response",
+    "Error",
+    "InvalidArgument",
+    "ConfigError",
+    "UnknownService",
+    "UnknownEndpoint",
+    "QueueFull",
+    "Timeout",
+    "NoHealthyProvider",
+    "AllProvidersFailed",
+    "ShuttingDown",
+    "ResponseTooLarge",
+    "InternalError",
+    "version",
+]
+
+
+# ---------------------------------------------------------------------------------------
+# Exceptions: one per error kind, with the C API's status numbers (SY_ERR_*).
+
+
+class Error(Exception):
+    """Every switchyard failure. ``code`` is the C API's ``sy_status``."""
+
+    code = 0
+
+    def __init__(self, message: str, attempts: Optional[List[Dict[str, Any]]] = None):
+        super().__init__(message)
+        self.message = message
+        #: The failed attempts: dicts with provider, kind, status, elapsed_ms, message.
+        self.attempts: List[Dict[str, Any]] = attempts or []
+
+
+class InvalidArgument(Error, ValueError):
+    """A missing, malformed or out-of-range argument (SY_ERR_INVALID_ARGUMENT)."""
+
+    code = 1
+
+
+class ConfigError(Error):
+    """The configuration was refused; the message names the key path (SY_ERR_CONFIG)."""
+
+    code = 2
+
+
+class UnknownService(Error):
+    """The request named a service the configuration lacks (SY_ERR_UNKNOWN_SERVICE)."""
+
+    code = 3
+
+
+class UnknownEndpoint(Error):
+    """No provider of the service serves the endpoint (SY_ERR_UNKNOWN_ENDPOINT)."""
+
+    code = 4
+
+
+class QueueFull(Error):
+    """The service already had queue.max_size requests waiting (SY_ERR_QUEUE_FULL)."""
+
+    code = 5
+
+
+class Timeout(Error, TimeoutError):
+    """The request's deadline passed, queued or in flight (SY_ERR_TIMEOUT)."""
+
+    code = 6
+
+
+class NoHealthyProvider(Error):
+    """Nothing could be tried; no network was touched (SY_ERR_NO_HEALTHY_PROVIDER)."""
+
+    code = 7
+
+
+class AllProvidersFailed(Error):
+    """Every allowed attempt failed; ``attempts`` lists them (SY_ERR_ALL_PROVIDERS_FAILED)."""
+
+    code = 8
+
+
+class ShuttingDown(Error):
+    """The balancer is shut down or closing (SY_ERR_SHUTTING_DOWN)."""
+
+    code = 9
+
+
+class ResponseTooLarge(Error):
+    """Every attempt's answer was over max_response_bytes (SY_ERR_RESPONSE_TOO_LARGE)."""
+
+    code = 10
+
+
+class InternalError(Error):
+    """A bug inside switchyard, caught at the boundary (SY_ERR_INTERNAL)."""
+
+    code = 11
+
+
+_BY_CODE = {cls.code: cls for cls in Error.__subclasses__()}
+_PRIORITIES = {"critical": 0, "high": 1, "normal": 2, "low": 3}
+
+
+# ---------------------------------------------------------------------------------------
+# Finding and describing the native library.
+
+
+def _library_name() -> str:
+    if sys.platform == "darwin":
+        return "libswitchyard.dylib"
+    if sys.platform == "win32":
+        return "switchyard.dll"
+    return "libswitchyard.so"
+
+
+def _candidates() -> List[str]:
+    name = _library_name()
+    here = os.path.dirname(os.path.abspath(__file__))
+    root = os.path.abspath(os.path.join(here, "..", "..", ".."))
+    paths = []
+    env = os.environ.get("SWITCHYARD_LIB")
+    if env:
+        paths.append(env)
+    paths.append(os.path.join(here, name))
+    for base in (root, os.getcwd()):
+        for profile in ("release", "debug"):
+            paths.append(os.path.join(base, "target", profile, name))
+    return paths
+
+
+def _load() -> ctypes.CDLL:
+    tried = []
+    for path in _candidates():
+        if path in tried:
+            continue
+        tried.append(path)
+        if os.path.isfile(path):
+            return ctypes.CDLL(path)
+    raise ImportError(
+        "switchyard: the native library was not found; build it with `cargo build --release` "
+        "or set SWITCHYARD_LIB. Tried: " + ", ".join(tried)
+    )
+
+
+_lib = _load()
+
+_p = ctypes.c_void_p
+_s = ctypes.c_char_p
+_u32 = ctypes.c_uint32
+_u64 = ctypes.c_uint64
+_size = ctypes.c_size_t
+_CALLBACK = ctypes.CFUNCTYPE(None, _p, _p, _p)
+
+
+def _sig(name: str, restype, *argtypes) -> None:
+    fn = getattr(_lib, name)
+    fn.restype = restype
+    fn.argtypes = list(argtypes)
+
+
+_sig("sy_version", _s)
+_sig("sy_error_code", _u32, _p)
+_sig("sy_error_message", _s, _p)
+_sig("sy_error_attempts_json", _s, _p)
+_sig("sy_error_free", None, _p)
+_sig("sy_string_free", None, _p)
+_sig("sy_balancer_from_file", _u32, _s, ctypes.POINTER(_p), ctypes.POINTER(_p))
+_sig("sy_balancer_from_str", _u32, _s, _s, ctypes.POINTER(_p), ctypes.POINTER(_p))
+_sig("sy_balancer_shutdown", _u32, _p, _u64)
+_sig("sy_balancer_free", None, _p)
+_sig("sy_call", _u32, _p, _p, ctypes.POINTER(_p), ctypes.POINTER(_p))
+_sig("sy_submit", _u32, _p, _p, _CALLBACK, _p, ctypes.POINTER(_p))
+_sig("sy_metrics_json", _u32, _p, ctypes.POINTER(_p))
+_sig("sy_prometheus", _u32, _p, ctypes.POINTER(_p))
+_sig("sy_circuit_json", _u32, _p, _s, ctypes.POINTER(_p))
+_sig("sy_force_open", _u32, _p, _s, ctypes.POINTER(_p))
+_sig("sy_force_close", _u32, _p, _s, ctypes.POINTER(_p))
+_sig("sy_reset_circuit", _u32, _p, _s, ctypes.POINTER(_p))
+_sig("sy_set_strategy", _u32, _p, _s, _s, ctypes.POINTER(_p))
+_sig("sy_request_new", _p, _s, _s)
+_sig("sy_request_set_method", _u32, _p, _s)
+_sig("sy_request_add_param", _u32, _p, _s, _s)
+_sig("sy_request_add_header", _u32, _p, _s, _s)
+_sig("sy_request_set_body", _u32, _p, ctypes.c_char_p, _size)
+_sig("sy_request_set_priority", _u32, _p, _u32)
+_sig("sy_request_set_timeout_ms", _u32, _p, _u64)
+_sig("sy_request_set_idempotent", _u32, _p, ctypes.c_bool)
+_sig("sy_request_free", None, _p)
+_sig("sy_response_status", ctypes.c_uint16, _p)
+_sig("sy_response_body", ctypes.POINTER(ctypes.c_ubyte), _p, ctypes.POINTER(_size))
+_sig("sy_response_header_count", _size, _p)
+_sig("sy_response_header_name", _s, _p, _size)
+_sig("sy_response_header_value", _s, _p, _size)
+_sig("sy_response_provider", _s, _p)
+_sig("sy_response_attempts", _u32, _p)
+_sig("sy_response_latency_us", _u64, _p)
+_sig("sy_response_free", None, _p)
+
+
+def version() -> str:
+    """The native library's version."""
+    return _lib.sy_version().decode()
+
+
+def _error_from(code: int, raw: Optional[int]) -> Error:
+    """Builds the exception for a status and frees the native error."""
+    message, attempts = f"switchyard error {code}", []
+    if raw:
+        try:
+            message = _lib.sy_error_message(raw).decode("utf-8", "replace")
+            attempts = _json.loads(_lib.sy_error_attempts_json(raw).decode("utf-8", "replace"))
+        finally:
+            _lib.sy_error_free(raw)
+    return _BY_CODE.get(code, InternalError)(message, attempts)
+
+
+def _check(code: int, raw_error: Optional[int] = None, what: str = "") -> None:
+    if code != 0:
+        if raw_error is None:
+            raise _BY_CODE.get(code, InternalError)(what or f"switchyard error {code}")
+        raise _error_from(code, raw_error)
+
+
+def _take_string(raw: ctypes.c_void_p) -> str:
+    try:
+        return ctypes.string_at(raw).decode("utf-8")
+    finally:
+        _lib.sy_string_free(raw)
+
+
+def _text(value: Any, name: str) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if not isinstance(value, str):
+        value = str(value)
+    if "\0" in value:
+        raise InvalidArgument(f"`{name}` contains a NUL character")
+    return value.encode("utf-8")
+
+
+# ---------------------------------------------------------------------------------------
+# Responses.
+
+
+class Headers(Mapping):
+    """A read-only, case-insensitive mapping of header names to values; repeated headers
+    are joined with ", "."""
+
+    def __init__(self, pairs: List[tuple]):
+        self._items: Dict[str, tuple] = {}
+        for name, value in pairs:
+            key = name.lower()
+            if key in self._items:
+                self._items[key] = (self._items[key][0], self._items[key][1] + ", " + value)
+            else:
+                self._items[key] = (name, value)
+
+    def __getitem__(self, name: str) -> str:
+        return self._items[name.lower()][1]
+
+    def __iter__(self) -> Iterator[str]:
+        return (original for original, _ in self._items.values())
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._items
+
+    def __repr__(self) -> str:
+        return f"Headers({dict(self.items())!r})"
+
+
+class Response:
+    """A provider's answer. Everything is copied out of the native response."""
+
+    def __init__(self, raw: int):
+        length = _size(0)
+        data = _lib.sy_response_body(raw, ctypes.byref(length))
+        #: The body.
+        self.body: bytes = ctypes.string_at(data, length.value) if length.value else b""
+        #: The HTTP status code.
+        self.status: int = _lib.sy_response_status(raw)
+        #: The name of the provider that answered ("fallback" for a fallback's answer).
+        self.provider: str = _lib.sy_response_provider(raw).decode()
+        #: Attempts it took, this one included.
+        self.attempts: int = _lib.sy_response_attempts(raw)
+        #: Seconds from submission to answer.
+        self.latency: float = _lib.sy_response_latency_us(raw) / 1e6
+        count = _lib.sy_response_header_count(raw)
+        pairs = [
+            (
+                _lib.sy_response_header_name(raw, i).decode("latin-1"),
+                _lib.sy_response_header_value(raw, i).decode("utf-8", "replace"),
+            )
+            for i in range(count)
+        ]
+        #: Case-insensitive headers.
+        self.headers: Headers = Headers(pairs)
+
+    @property
+    def text(self) -> str:
+        """The body decoded as UTF-8 (invalid bytes replaced)."""
+        return self.body.decode("utf-8", "replace")
+
+    def json(self) -> Any:
+        """The body parsed as JSON."""
+        return _json.loads(self.body)
+
+    def __repr__(self) -> str:
+        return f"<Response {self.status} from {self.provider} ({len(self.body)} bytes)>"
+
+
+# ---------------------------------------------------------------------------------------
+# The balancer.
+
+
+class Balancer:
+    """A load balancer over the configured services and providers.
+
+    ``Balancer(config_dict)`` takes the configuration as a dict (the TOML/JSON schema);
+    see also :meth:`from_file` and :meth:`from_string`. Thread-safe: calls release the
+    GIL while they wait, so many threads may use one balancer at once. Close it with
+    :meth:`close` or a ``with`` block; any call after that raises :class:`ShuttingDown`.
+    """
+
+    def __init__(self, config: Optional[Dict[str, Any]] = None, *, _handle: Optional[int] = None):
+        self._lock = threading.Lock()
+        self._handle: Optional[int] = None
+        self._pending: Dict[int, Any] = {}
+        if _handle is not None:
+            self._handle = _handle
+            return
+        if not isinstance(config, dict):
+            raise InvalidArgument("`config` must be a dict (or use from_file / from_string)")
+        self._handle = Balancer._create(_json.dumps(config), "json")
+
+    @staticmethod
+    def _create(text: str, fmt: Optional[str]) -> int:
+        out, err = _p(), _p()
+        code = _lib.sy_balancer_from_str(_text(text, "text"), fmt.encode() if fmt else None, ctypes.byref(out), ctypes.byref(err))
+        _check(code, err.value)
+        return out.value
+
+    @classmethod
+    def from_file(cls, path: Union[str, os.PathLike]) -> "Balancer":
+        """Reads a configuration file: JSON when its name ends in .json, TOML otherwise."""
+        out, err = _p(), _p()
+        code = _lib.sy_balancer_from_file(_text(os.fspath(path), "path"), ctypes.byref(out), ctypes.byref(err))
+        _check(code, err.value)
+        return cls(_handle=out.value)
+
+    @classmethod
+    def from_string(cls, text: str, format: Optional[str] = "toml") -> "Balancer":
+        """Reads configuration text; ``format`` is "toml", "json" or None to detect it."""
+        return cls(_handle=cls._create(text, format))
+
+    def _live(self) -> int:
+        handle = self._handle
+        if handle is None:
+            raise ShuttingDown("the balancer is closed")
+        return handle
+
+    def _build(
+        self,
+        service: str,
+        endpoint: str,
+        params: Optional[Dict[str, Any]],
+        method: str,
+        headers: Optional[Dict[str, Any]],
+        body: Union[bytes, str, None],
+        priority: Union[str, int],
+        timeout: Optional[float],
+        idempotent: Optional[bool],
+    ) -> int:
+        req = _lib.sy_request_new(_text(service, "service"), _text(endpoint, "endpoint"))
+        if not req:
+            raise InvalidArgument("`service` and `endpoint` must be non-empty text")
+        try:
+            _check(_lib.sy_request_set_method(req, _text(method, "method")), what=f"`method` {method!r} is not an HTTP method")
+            for name, value in (params or {}).items():
+                _check(_lib.sy_request_add_param(req, _text(name, "param"), _text(value, "param")))
+            for name, value in (headers or {}).items():
+                _check(
+                    _lib.sy_request_add_header(req, _text(name, "header"), _text(value, "header")),
+                    what=f"header {name!r} is not a valid header",
+                )
+            if body is not None:
+                data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+                _check(_lib.sy_request_set_body(req, data, len(data)))
+            if isinstance(priority, str):
+                level = _PRIORITIES.get(priority.lower())
+                if level is None:
+                    raise InvalidArgument(f"`priority` {priority!r} is not one of critical, high, normal, low")
+            else:
+                level = priority
+            _check(_lib.sy_request_set_priority(req, level), what=f"`priority` {priority!r} is out of range")
+            if timeout is not None:
+                if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
+                    raise InvalidArgument(f"`timeout` {timeout!r} is not a positive number of seconds")
+                _check(_lib.sy_request_set_timeout_ms(req, max(1, math.ceil(timeout * 1000))), what=f"`timeout` {timeout!r} is out of range")
+            if idempotent is not None:
+                _check(_lib.sy_request_set_idempotent(req, bool(idempotent)))
+            return req
+        except BaseException:
+            _lib.sy_request_free(req)
+            raise
+
+    def request(
+        self,
+        service: str,
+        endpoint: str,
+        params: Optional[Dict[str, Any]] = None,
+        method: str = "GET",
+        headers: Optional[Dict[str, Any]] = None,
+        body: Union[bytes, str, None] = None,
+        priority: Union[str, int] = "normal",
+        timeout: Optional[float] = None,
+        idempotent: Optional[bool] = None,
+    ) -> Response:
+        """Sends a request and blocks until its answer (the GIL is released meanwhile).
+
+        ``endpoint`` is an endpoint name or a raw path starting with "/". ``timeout`` is
+        the whole request's deadline in seconds. Raises a subclass of :class:`Error`.
+        """
+        handle = self._live()
+        req = self._build(service, endpoint, params, method, headers, body, priority, timeout, idempotent)
+        out, err = _p(), _p()
+        try:
+            code = _lib.sy_call(handle, req, ctypes.byref(out), ctypes.byref(err))
+        finally:
+            _lib.sy_request_free(req)
+        _check(code, err.value)
+        try:
+            return Response(out.value)
+        finally:
+            _lib.sy_response_free(out.value)
+
+    def get(self, service: str, endpoint: str, params: Optional[Dict[str, Any]] = None, **kwargs: Any) -> Response:
+        """:meth:`request` with method "GET"."""
+        return self.request(service, endpoint, params, method="GET", **kwargs)
+
+    def submit(self, service: str, endpoint: str, params: Optional[Dict[str, Any]] = None, **kwargs: Any) -> "Future[Response]":
+        """Queues a request and returns at once with a Future of its :class:`Response`
+        (or its exception). Takes the same arguments as :meth:`request`."""
+        handle = self._live()
+        method = kwargs.pop("method", "GET")
+        req = self._build(
+            service, endpoint, params, method, kwargs.pop("headers", None), kwargs.pop("body", None),
+            kwargs.pop("priority", "normal"), kwargs.pop("timeout", None), kwargs.pop("idempotent", None),
+        )
+        if kwargs:
+            _lib.sy_request_free(req)
+            raise InvalidArgument(f"unknown arguments: {', '.join(kwargs)}")
+        future: Future = Future()
+        key = id(future)
+
+        def done(_user: int, response: int, error: int) -> None:
+            try:
+                if response:
+                    try:
+                        future.set_result(Response(response))
+                    finally:
+                        _lib.sy_response_free(response)
+                else:
+                    future.set_exception(_error_from(_lib.sy_error_code(error), error))
+            finally:
+                with self._lock:
+                    self._pending.pop(key, None)
+
+        callback = _CALLBACK(done)
+        with self._lock:
+            # The native side calls back later, from a worker thread: keep it alive.
+            self._pending[key] = callback
+        err = _p()
+        try:
+            code = _lib.sy_submit(handle, req, callback, None, ctypes.byref(err))
+        finally:
+            _lib.sy_request_free(req)
+        if code != 0:
+            with self._lock:
+                self._pending.pop(key, None)
+            _check(code, err.value)
+        return future
+
+    def metrics(self) -> Dict[str, Any]:
+        """Every counter, as the documented JSON snapshot."""
+        out = _p()
+        _check(_lib.sy_metrics_json(self._live(), ctypes.byref(out)))
+        return _json.loads(_take_string(out.value))
+
+    def prometheus(self) -> str:
+        """Every counter in the Prometheus text format 0.0.4."""
+        out = _p()
+        _check(_lib.sy_prometheus(self._live(), ctypes.byref(out)))
+        return _take_string(out.value)
+
+    def circuit(self, provider: str) -> Dict[str, Any]:
+        """A provider's circuit: state, failures, successes, last_failure, next_attempt, ...
+        Raises :class:`InvalidArgument` for an unknown provider."""
+        out = _p()
+        code = _lib.sy_circuit_json(self._live(), _text(provider, "provider"), ctypes.byref(out))
+        _check(code, what=f"no provider is named {provider!r}")
+        return _json.loads(_take_string(out.value))
+
+    def _operate(self, fn: Callable, provider: str) -> None:
+        err = _p()
+        code = fn(self._live(), _text(provider, "provider"), ctypes.byref(err))
+        _check(code, err.value)
+
+    def force_open(self, provider: str) -> None:
+        """Opens a provider's circuit until :meth:`force_close` or :meth:`reset_circuit`."""
+        self._operate(_lib.sy_force_open, provider)
+
+    def force_close(self, provider: str) -> None:
+        """Closes a provider's circuit now; it opens again by the usual rules."""
+        self._operate(_lib.sy_force_close, provider)
+
+    def reset_circuit(self, provider: str) -> None:
+        """Closes a provider's circuit and forgets its counts."""
+        self._operate(_lib.sy_reset_circuit, provider)
+
+    def set_strategy(self, service: str, strategy: str) -> None:
+        """Switches a service's load-balancing strategy (e.g. "round_robin")."""
+        err = _p()
+        code = _lib.sy_set_strategy(self._live(), _text(service, "service"), _text(strategy, "strategy"), ctypes.byref(err))
+        _check(code, err.value)
+
+    def shutdown(self, grace: float = 5.0) -> None:
+        """Stops taking requests and lets queued ones finish for up to ``grace`` seconds."""
+        _check(_lib.sy_balancer_shutdown(self._live(), max(0, int(grace * 1000))))
+
+    def close(self) -> None:
+        """Shuts down (no grace) and frees the native balancer. Safe to call twice."""
+        with self._lock:
+            handle, self._handle = self._handle, None
+        if handle is not None:
+            _lib.sy_balancer_free(handle)
+
+    def __enter__(self) -> "Balancer":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass

@@ -1,0 +1,222 @@
+"""The Python binding against local HTTP servers: answers, every error kind, threads."""
+
+import os
+import re
+import socket
+import threading
+import time
+import unittest
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import switchyard
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive
+
+    def log_message(self, *args):
+        pass
+
+    def do_GET(self):
+        fault = self.server.fault
+        if fault == "hang":
+            time.sleep(5)
+            return
+        if self.server.delay:
+            time.sleep(self.server.delay)
+        status = 503 if fault == "503" else 200
+        body = b'{"ok": true, "path": "%s"}' % self.path.encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Multi", "a")
+        self.send_header("X-Multi", "b")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_POST = do_GET
+
+
+class Server:
+    def __init__(self, fault=None, delay=0.0):
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.httpd.fault = fault
+        self.httpd.delay = delay
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return "http://127.0.0.1:%d" % self.httpd.server_address[1]
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def provider(name, url, tier=1):
+    return {"name": name, "base_url": url, "tier": tier, "endpoints": {"quote": "/quote"}}
+
+
+class BindingTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.servers = {
+            "good1": Server(),
+            "bad": Server("503"),
+            "good2": Server(),
+            "gone": Server("503"),
+            "hang": Server("hang"),
+            "slow": Server(delay=0.05),
+        }
+        u = {k: v.url for k, v in cls.servers.items()}
+        cls.config = {
+            "defaults": {"retry": {"base_delay_ms": 20, "max_backoff_ms": 50}},
+            "services": {
+                "s": {"providers": [provider("good1", u["good1"]), provider("bad", u["bad"]), provider("good2", u["good2"], 2)]},
+                "dead": {"providers": [provider("gone", u["gone"])]},
+                "slow": {"providers": [provider("hang", u["hang"])]},
+                "lag": {"pool": {"max_connections": 16}, "providers": [provider("lagging", u["slow"])]},
+            },
+        }
+        cls.lb = switchyard.Balancer(cls.config)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.lb.close()
+        for s in cls.servers.values():
+            s.stop()
+
+    def test_answers_skip_the_failing_provider(self):
+        for _ in range(20):
+            r = self.lb.get("s", "quote", params={"symbol": "AAPL"}, priority="high", timeout=5)
+            self.assertEqual(r.status, 200)
+            self.assertIn(r.provider, ("good1", "good2"))
+            self.assertEqual(r.json()["path"], "/quote?symbol=AAPL")
+            self.assertIn("ok", r.text)
+            self.assertIsInstance(r.body, bytes)
+            self.assertEqual(r.headers["content-type"], "application/json")
+            self.assertEqual(r.headers["CONTENT-TYPE"], "application/json")
+            self.assertEqual(r.headers["x-multi"], "a, b")
+            self.assertIn("Content-Type", r.headers)
+            self.assertGreater(r.latency, 0)
+
+    def test_every_error_kind_maps_to_its_exception(self):
+        with self.assertRaises(switchyard.UnknownService) as e:
+            self.lb.get("bonds", "quote")
+        self.assertEqual(e.exception.code, 3)
+        with self.assertRaises(switchyard.UnknownEndpoint):
+            self.lb.get("s", "dividends")
+        with self.assertRaises(switchyard.AllProvidersFailed) as e:
+            self.lb.get("dead", "quote")
+        attempts = e.exception.attempts
+        self.assertEqual(len(attempts), 3)
+        self.assertEqual(set(attempts[0]), {"provider", "kind", "status", "elapsed_ms", "message"})
+        self.assertEqual((attempts[0]["provider"], attempts[0]["kind"], attempts[0]["status"]), ("gone", "status", 503))
+        with self.assertRaises(TimeoutError) as e:
+            self.lb.get("slow", "quote", timeout=0.3)
+        self.assertIsInstance(e.exception, switchyard.Timeout)
+        with self.assertRaises(switchyard.ConfigError) as e:
+            switchyard.Balancer.from_string('[defaults]\nstrategy = "fastest"\n')
+        self.assertIn("defaults.strategy", str(e.exception))
+        with self.assertRaises(ValueError):
+            self.lb.get("s", "quote", priority="urgent")
+        with self.assertRaises(switchyard.InvalidArgument):
+            self.lb.get("s", "quote", timeout=-1)
+        with self.assertRaises(switchyard.InvalidArgument):
+            self.lb.request("s", "quote", method="FETCH")
+        with self.assertRaises(switchyard.InvalidArgument):
+            self.lb.get("s", "quote", headers={"bad name": "x"})
+        with self.assertRaises(switchyard.InvalidArgument):
+            self.lb.circuit("nope")
+        for cls in (switchyard.QueueFull, switchyard.NoHealthyProvider, switchyard.ShuttingDown,
+                    switchyard.ResponseTooLarge, switchyard.InternalError):
+            self.assertTrue(issubclass(cls, switchyard.Error))
+
+    def test_exception_codes_match_the_header(self):
+        header = open(os.path.join(ROOT, "include", "switchyard.h")).read()
+        codes = {name: int(n) for name, n in re.findall(r"#define SY_ERR_(\w+) (\d+)", header)}
+        names = {
+            "INVALID_ARGUMENT": switchyard.InvalidArgument, "CONFIG": switchyard.ConfigError,
+            "UNKNOWN_SERVICE": switchyard.UnknownService, "UNKNOWN_ENDPOINT": switchyard.UnknownEndpoint,
+            "QUEUE_FULL": switchyard.QueueFull, "TIMEOUT": switchyard.Timeout,
+            "NO_HEALTHY_PROVIDER": switchyard.NoHealthyProvider,
+            "ALL_PROVIDERS_FAILED": switchyard.AllProvidersFailed, "SHUTTING_DOWN": switchyard.ShuttingDown,
+            "RESPONSE_TOO_LARGE": switchyard.ResponseTooLarge, "INTERNAL": switchyard.InternalError,
+        }
+        self.assertEqual(set(codes), set(names))
+        for name, cls in names.items():
+            self.assertEqual(cls.code, codes[name], name)
+
+    def test_sixteen_threads_run_concurrently(self):
+        results, errors = [], []
+
+        def work():
+            try:
+                for _ in range(4):
+                    results.append(self.lb.get("lag", "quote").status)
+            except Exception as e:  # pragma: no cover - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=work) for _ in range(16)]
+        started = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        took = time.monotonic() - started
+        self.assertEqual(errors, [])
+        self.assertEqual(results, [200] * 64)
+        # 64 calls of 50 ms each: about 3.2 s one at a time, about 0.2 s on 16 connections.
+        self.assertLess(took, 1.6, "calls did not run concurrently: %.2f s" % took)
+
+    def test_submit_returns_a_future(self):
+        futures = [self.lb.submit("s", "quote") for _ in range(20)]
+        self.assertTrue(all(f.result(timeout=10).status == 200 for f in futures))
+        failing = self.lb.submit("dead", "quote")
+        with self.assertRaises(switchyard.AllProvidersFailed):
+            failing.result(timeout=10)
+
+    def test_metrics_circuit_prometheus_and_operators(self):
+        self.lb.get("s", "quote")
+        m = self.lb.metrics()
+        p = m["services"]["s"]["providers"]["good1"]
+        for key in ("requests", "successes", "failures", "in_flight", "max_connections", "latency_ms", "circuit"):
+            self.assertIn(key, p)
+        for key in ("avg", "min", "max", "p50", "p99"):
+            self.assertIn(key, p["latency_ms"])
+        self.assertIn(m["services"]["s"]["providers"]["bad"]["circuit"]["state"], ("closed", "open", "half_open"))
+        self.lb.force_open("good2")
+        self.assertEqual(self.lb.circuit("good2")["state"], "open")
+        self.lb.reset_circuit("good2")
+        self.assertEqual(self.lb.circuit("good2")["state"], "closed")
+        self.assertIn("switchyard_requests_total", self.lb.prometheus())
+        self.lb.set_strategy("s", "round_robin")
+        with self.assertRaises(switchyard.InvalidArgument):
+            self.lb.set_strategy("s", "fastest")
+
+    def test_config_from_string_file_and_closed_balancers(self):
+        url = self.servers["good1"].url
+        toml = '[[services.x.providers]]\nname = "p"\nbase_url = "%s"\n' % url
+        with switchyard.Balancer.from_string(toml) as lb:
+            self.assertEqual(lb.get("x", "/ping").status, 200)
+        with self.assertRaises(switchyard.ShuttingDown):
+            lb.get("x", "/ping")
+        with self.assertRaises(switchyard.ShuttingDown):
+            lb.metrics()
+        json_text = '{"services": {"x": {"providers": [{"name": "p", "base_url": "%s"}]}}}' % url
+        with switchyard.Balancer.from_string(json_text, format=None) as lb:
+            self.assertEqual(lb.request("x", "/ping", method="POST", body="hi").status, 200)
+        with self.assertRaises(switchyard.ConfigError) as e:
+            switchyard.Balancer.from_file("/nonexistent/switchyard.toml")
+        self.assertIn("/nonexistent/switchyard.toml", str(e.exception))
+
+    def test_version(self):
+        self.assertRegex(switchyard.version(), r"^\d+\.\d+\.\d+")
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,82 @@
+//! The Python binding: its unittest suite run with the library this build produced.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
+}
+
+fn python(args: &[&str], dir: &Path) -> (bool, String) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let output = Command::new("python3")
+        .args(args)
+        .current_dir(dir)
+        .env("SWITCHYARD_LIB", lib_dir().join("libswitchyard.so"))
+        .env("PYTHONPATH", root.join("bindings/python"))
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .expect("python3 runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.success(), text)
+}
+
+#[test]
+fn the_python_suite_passes() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (ok, out) = python(
+        &[
+            "-m",
+            "unittest",
+            "discover",
+            "-s",
+            "bindings/python/tests",
+            "-v",
+        ],
+        root,
+    );
+    assert!(ok, "{out}");
+    assert!(out.contains("\nOK"), "{out}");
+}
+
+#[test]
+fn the_python_example_runs() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let (ok, out) = python(&["examples/python/demo.py"], root);
+    assert!(ok, "{out}");
+    assert!(out.contains("answered 10 of 10"), "{out}");
+}
+
+#[test]
+fn a_missing_library_is_reported_with_the_paths_tried() {
+    // A copy of the package away from the source tree, so only SWITCHYARD_LIB can help.
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = lib_dir().join("python-missing-lib");
+    std::fs::create_dir_all(dir.join("switchyard")).unwrap();
+    std::fs::copy(
+        root.join("bindings/python/switchyard/__init__.py"),
+        dir.join("switchyard/__init__.py"),
+    )
+    .unwrap();
+    let output = Command::new("python3")
+        .args(["-c", "import switchyard"])
+        .current_dir(&dir)
+        .env("SWITCHYARD_LIB", "/nonexistent/libswitchyard.so")
+        .env("PYTHONPATH", &dir)
+        .env("PYTHONDONTWRITEBYTECODE", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        err.contains("ImportError") && err.contains("SWITCHYARD_LIB"),
+        "{err}"
+    );
+    assert!(err.contains("/nonexistent/libswitchyard.so"), "{err}");
+    assert!(err.contains("target/release/libswitchyard.so"), "{err}");
+}
