@@ -194,6 +194,16 @@ sy_status sy_prometheus(sy_balancer *balancer, char **text_out);
 // `SY_ERR_INVALID_ARGUMENT`.
 sy_status sy_circuit_json(sy_balancer *balancer, const char *provider, char **json_out);
 
+// Starts the status server on `addr` (e.g. "127.0.0.1:0" for a free port) and writes
+// its URL, "http://127.0.0.1:PORT/", to `url_out`; free it with `sy_string_free`. The
+// server runs on its own threads and stops with the balancer. Non-loopback addresses are
+// refused unless the configuration sets `dashboard.allow_remote`. A library built
+// without its `dashboard` feature answers `SY_ERR_INVALID_ARGUMENT`.
+sy_status sy_serve_dashboard(sy_balancer *balancer,
+                             const char *addr,
+                             char **url_out,
+                             sy_error **error_out);
+
 // Opens a provider's circuit until `sy_force_close` or `sy_reset_circuit`.
 sy_status sy_force_open(sy_balancer *balancer, const char *provider, sy_error **error_out);
 

@@ -12,9 +12,9 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::activity::Activity;
-use crate::breaker::{CircuitEvent, CircuitInfo, Listeners};
+use crate::breaker::{Breaker, CircuitEvent, CircuitInfo, Listeners, Transition};
 use crate::clock::SystemClock;
-use crate::config::{Config, StrategyKind};
+use crate::config::{Config, DashboardConfig, StrategyKind};
 use crate::health;
 use crate::job::Job;
 use crate::metrics::{self, Snapshot};
@@ -46,6 +46,11 @@ pub(crate) struct Core {
     /// Disconnects when the grace is over; for waits that must end at shutdown.
     pub stop_signal: Receiver<()>,
     listeners: Arc<Listeners>,
+    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
+    pub dashboard_config: DashboardConfig,
+    /// Status servers to stop with the balancer.
+    #[cfg(feature = "dashboard")]
+    dashboards: Mutex<Vec<Arc<crate::dashboard::StopSignal>>>,
 }
 
 impl Core {
@@ -71,6 +76,44 @@ impl Core {
         if self.stopping.load(Ordering::SeqCst) {
             self.drain();
         }
+    }
+
+    #[cfg(feature = "dashboard")]
+    pub fn add_dashboard(&self, stop: Arc<crate::dashboard::StopSignal>) {
+        self.dashboards.lock().push(stop);
+    }
+
+    /// The service and index of a provider, by name.
+    pub fn find_provider(&self, name: &str) -> Result<(usize, usize), Error> {
+        self.services
+            .iter()
+            .enumerate()
+            .find_map(|(s, svc)| {
+                svc.providers
+                    .iter()
+                    .position(|p| &*p.name == name)
+                    .map(|p| (s, p))
+            })
+            .ok_or_else(|| Error::InvalidArgument(format!("no provider is named `{name}`")))
+    }
+
+    pub fn service(&self, name: &str) -> Result<&Service, Error> {
+        self.service_index
+            .get(name)
+            .map(|&i| &self.services[i])
+            .ok_or_else(|| Error::UnknownService(name.to_string()))
+    }
+
+    /// Applies an operator's action to a provider's breaker and tells the listeners.
+    pub fn operate(
+        &self,
+        provider: &str,
+        act: impl FnOnce(&Breaker) -> Option<Transition>,
+    ) -> Result<(), Error> {
+        let (s, p) = self.find_provider(provider)?;
+        let service = &self.services[s];
+        service.notify(p, act(&service.providers[p].breaker));
+        Ok(())
     }
 
     pub fn end_stopped(&self, mut job: Job) {
@@ -105,6 +148,10 @@ impl Lifecycle {
         let core = &self.core;
         core.closed.store(true, Ordering::SeqCst);
         let idle = core.activity.wait_idle(Instant::now() + grace);
+        #[cfg(feature = "dashboard")]
+        for dashboard in core.dashboards.lock().drain(..) {
+            dashboard.stop();
+        }
         core.stopping.store(true, Ordering::SeqCst);
         core.drain();
         // Workers leave once their current attempt ends.
@@ -196,6 +243,9 @@ impl Balancer {
             timer,
             stop_signal: stop_rx.clone(),
             listeners,
+            dashboard_config: resolved.dashboard.clone(),
+            #[cfg(feature = "dashboard")]
+            dashboards: Mutex::new(Vec::new()),
         });
         let mut handles = Vec::with_capacity(workers + 2);
         let spawn = |name: String, body: Box<dyn FnOnce() + Send>| {
@@ -386,6 +436,20 @@ impl Balancer {
         crate::prometheus::render(&self.core)
     }
 
+    /// Starts the status server on `addr` (`"127.0.0.1:0"` picks a free port) on its own
+    /// threads: the live dashboard at `/`, `/status.json`, `/metrics` (Prometheus),
+    /// `/healthz`, and operator actions when `dashboard.token` is configured. Addresses
+    /// other than loopback are refused unless `dashboard.allow_remote` is set. The server
+    /// stops with the balancer.
+    #[cfg(feature = "dashboard")]
+    pub fn serve_dashboard(&self, addr: &str) -> Result<crate::Dashboard, Error> {
+        if self.is_shut_down() {
+            return Err(Error::ShuttingDown);
+        }
+        let c = &self.core.dashboard_config;
+        crate::dashboard::start(self.core.clone(), addr, c.token.clone(), c.allow_remote)
+    }
+
     /// A point-in-time view of every counter.
     pub fn metrics(&self) -> Snapshot {
         metrics::snapshot(&self.core)
@@ -393,49 +457,24 @@ impl Balancer {
 
     /// The circuit of a provider: state, counts in the window, last failure, next probe.
     pub fn circuit(&self, provider: &str) -> Result<CircuitInfo, Error> {
-        let (s, p) = self.find_provider(provider)?;
+        let (s, p) = self.core.find_provider(provider)?;
         Ok(self.core.services[s].providers[p].breaker.info())
     }
 
     /// Opens a provider's circuit until [`Balancer::force_close`] or
     /// [`Balancer::reset_circuit`]: no request goes to it meanwhile.
     pub fn force_open(&self, provider: &str) -> Result<(), Error> {
-        self.operate(provider, |b| b.force_open())
+        self.core.operate(provider, |b| b.force_open())
     }
 
     /// Closes a provider's circuit now; it opens again by the usual rules.
     pub fn force_close(&self, provider: &str) -> Result<(), Error> {
-        self.operate(provider, |b| b.force_close())
+        self.core.operate(provider, |b| b.force_close())
     }
 
     /// Closes a provider's circuit and forgets its counts.
     pub fn reset_circuit(&self, provider: &str) -> Result<(), Error> {
-        self.operate(provider, |b| b.reset())
-    }
-
-    fn operate(
-        &self,
-        provider: &str,
-        act: impl FnOnce(&crate::breaker::Breaker) -> Option<crate::breaker::Transition>,
-    ) -> Result<(), Error> {
-        let (s, p) = self.find_provider(provider)?;
-        let service = &self.core.services[s];
-        service.notify(p, act(&service.providers[p].breaker));
-        Ok(())
-    }
-
-    fn find_provider(&self, name: &str) -> Result<(usize, usize), Error> {
-        self.core
-            .services
-            .iter()
-            .enumerate()
-            .find_map(|(s, svc)| {
-                svc.providers
-                    .iter()
-                    .position(|p| &*p.name == name)
-                    .map(|p| (s, p))
-            })
-            .ok_or_else(|| Error::InvalidArgument(format!("no provider is named `{name}`")))
+        self.core.operate(provider, |b| b.reset())
     }
 
     /// Calls `listener` on every circuit state change, on the thread that caused it
@@ -454,33 +493,25 @@ impl Balancer {
         F: Fn(&Request, &Error) -> Option<Response> + Send + Sync + 'static,
     {
         let fallback = fallback.map(|f| Fallback(Arc::new(f) as Arc<crate::request::FallbackFn>));
-        self.service(service)?.set_fallback(fallback);
+        self.core.service(service)?.set_fallback(fallback);
         Ok(())
     }
 
     /// Switches a service's load-balancing strategy; takes effect with the next request.
     pub fn set_strategy(&self, service: &str, strategy: StrategyKind) -> Result<(), Error> {
-        self.service(service)?.picker.set_kind(strategy);
+        self.core.service(service)?.picker.set_kind(strategy);
         Ok(())
     }
 
     /// The strategy a service uses now.
     pub fn strategy(&self, service: &str) -> Result<StrategyKind, Error> {
-        Ok(self.service(service)?.picker.kind())
-    }
-
-    fn service(&self, name: &str) -> Result<&Service, Error> {
-        self.core
-            .service_index
-            .get(name)
-            .map(|&i| &self.core.services[i])
-            .ok_or_else(|| Error::UnknownService(name.to_string()))
+        Ok(self.core.service(service)?.picker.kind())
     }
 
     /// A provider's attempts among its last 1,000 that ended within `span`: count,
     /// success rate, mean latency.
     pub fn recent_provider(&self, provider: &str, span: Duration) -> Result<Recent, Error> {
-        let (s, p) = self.find_provider(provider)?;
+        let (s, p) = self.core.find_provider(provider)?;
         let service = &self.core.services[s];
         Ok(service.providers[p]
             .stats
@@ -490,7 +521,7 @@ impl Balancer {
 
     /// A service's requests among its last 1,000 that ended within `span`.
     pub fn recent_service(&self, service: &str, span: Duration) -> Result<Recent, Error> {
-        let service = self.service(service)?;
+        let service = self.core.service(service)?;
         Ok(service.stats.recent.recent(service.clock.now(), span))
     }
 

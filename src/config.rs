@@ -300,6 +300,21 @@ pub struct Config {
     /// The services by name. At least one.
     #[serde(default)]
     pub services: BTreeMap<String, ServiceConfig>,
+    /// The status server started by `Balancer::serve_dashboard`.
+    #[serde(default)]
+    pub dashboard: DashboardConfig,
+}
+
+/// The `[dashboard]` table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DashboardConfig {
+    /// Enables operator actions (force a circuit open or closed, switch a strategy) for
+    /// requests that carry `Authorization: Bearer <token>`. None (the default) turns them off.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
+    /// Lets `serve_dashboard` bind an address other than loopback. Defaults to false.
+    pub allow_remote: bool,
 }
 
 /// The format of a configuration text.
@@ -423,7 +438,17 @@ impl Config {
                 providers,
             });
         }
+        if let Some(token) = &self.dashboard.token {
+            if token.len() < 8 || token.chars().any(|c| c.is_control() || c.is_whitespace()) {
+                // The token itself is a secret: never echo it.
+                return Err(Error::config(
+                    "dashboard.token",
+                    "must be at least 8 characters, without spaces or control characters",
+                ));
+            }
+        }
         Ok(Resolved {
+            dashboard: self.dashboard.clone(),
             workers: d.workers,
             random_seed: d.random_seed,
             services,
@@ -434,6 +459,7 @@ impl Config {
 /// A validated configuration with every setting layered down to where it applies.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
+    pub dashboard: DashboardConfig,
     pub workers: usize,
     pub random_seed: u64,
     pub services: Vec<ResolvedService>,

@@ -33,6 +33,8 @@ mod balancer;
 mod breaker;
 mod clock;
 pub mod config;
+#[cfg(feature = "dashboard")]
+mod dashboard;
 mod error;
 mod failover;
 #[allow(unsafe_code)]
@@ -58,6 +60,8 @@ mod worker;
 pub use balancer::Balancer;
 pub use breaker::{CircuitEvent, CircuitInfo, CircuitState};
 pub use config::{Config, StrategyKind};
+#[cfg(feature = "dashboard")]
+pub use dashboard::Dashboard;
 pub use error::{AttemptError, AttemptKind, ConfigError, Error, ErrorKind};
 pub use histogram::LatencySummary;
 pub use metrics::{CircuitSnapshot, HealthSnapshot, ProviderSnapshot, ServiceSnapshot, Snapshot};

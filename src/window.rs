@@ -153,6 +153,37 @@ impl RecentWindow {
         }
     }
 
+    /// Calls and failures in the last full second.
+    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
+    pub fn last_second(&self, now: Duration) -> (u64, u64) {
+        let (calls, failures, _) = self.seconds(now, 1);
+        (calls, failures)
+    }
+
+    /// Median and 99th percentile latency in ms of the calls among the last 1,000 that
+    /// ended within `span`; `None` when there were none.
+    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
+    pub fn latency_quantiles(&self, now: Duration, span: Duration) -> Option<(f64, f64)> {
+        let since = now.saturating_sub(span).as_millis() as u64;
+        let mut latencies: Vec<u32> = {
+            let w = self.0.lock();
+            w.calls[..w.filled]
+                .iter()
+                .filter(|c| c.at_ms >= since)
+                .map(|c| c.latency_us)
+                .collect()
+        };
+        if latencies.is_empty() {
+            return None;
+        }
+        latencies.sort_unstable();
+        let at = |q: f64| {
+            let rank = ((q * latencies.len() as f64).ceil() as usize).clamp(1, latencies.len());
+            f64::from(latencies[rank - 1]) / 1000.0
+        };
+        Some((at(0.5), at(0.99)))
+    }
+
     /// Calls kept one by one (at most [`LAST_CALLS`]).
     #[cfg(test)]
     fn kept(&self) -> usize {
@@ -196,6 +227,21 @@ mod tests {
         assert_eq!(r.calls, 3); // ended at 7, 8 and 9 s
         assert!((r.success_rate - 2.0 / 3.0).abs() < 1e-12);
         assert!((r.avg_latency_ms - 90.0).abs() < 1e-12);
+    }
+
+    #[test]
+    fn quantiles_of_the_last_second() {
+        let w = RecentWindow::default();
+        for i in 1..=100 {
+            w.record(ms(5_000 + i), ms(i), true);
+        }
+        w.record(ms(3_000), ms(999), true); // too old for a 1 s span
+        assert_eq!(
+            w.latency_quantiles(ms(5_200), ms(1_000)),
+            Some((50.0, 99.0))
+        );
+        assert_eq!(w.latency_quantiles(ms(60_000), ms(1_000)), None);
+        assert_eq!(w.last_second(ms(6_000)), (100, 0));
     }
 
     #[test]

@@ -133,12 +133,15 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             continue;
         }
         if let Some(last) = job.failures.last() {
+            // A retry of the same provider after a backoff is a retry, not a failover.
             if let Some(from) = service
                 .providers
                 .iter()
                 .position(|p| *p.name == *last.provider)
             {
-                service.stats.record_failover(from, slot.index);
+                if from != slot.index {
+                    service.stats.record_failover(from, slot.index);
+                }
             }
         }
         let url = provider.url(&job.request);

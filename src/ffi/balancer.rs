@@ -250,6 +250,38 @@ pub extern "C" fn sy_circuit_json(
     })
 }
 
+/// Starts the status server on `addr` (e.g. "127.0.0.1:0" for a free port) and writes
+/// its URL, "http://127.0.0.1:PORT/", to `url_out`; free it with `sy_string_free`. The
+/// server runs on its own threads and stops with the balancer. Non-loopback addresses are
+/// refused unless the configuration sets `dashboard.allow_remote`. A library built
+/// without its `dashboard` feature answers `SY_ERR_INVALID_ARGUMENT`.
+#[no_mangle]
+pub extern "C" fn sy_serve_dashboard(
+    balancer: *mut sy_balancer,
+    addr: *const c_char,
+    url_out: *mut *mut c_char,
+    error_out: *mut *mut sy_error,
+) -> sy_status {
+    boundary(error_out, || {
+        out_arg(url_out, "url_out")?;
+        // SAFETY: NULL or a NUL-terminated string, per the header.
+        let addr = unsafe { str_arg(addr, "addr") }?;
+        let lb = lb(balancer)?;
+        #[cfg(feature = "dashboard")]
+        {
+            string_out(url_out, lb.serve_dashboard(addr)?.url());
+            Ok(())
+        }
+        #[cfg(not(feature = "dashboard"))]
+        {
+            let _ = (lb, addr);
+            Err(Error::InvalidArgument(
+                "this library was built without its dashboard feature".into(),
+            ))
+        }
+    })
+}
+
 fn operate(
     balancer: *mut sy_balancer,
     provider: *const c_char,

@@ -204,6 +204,7 @@ _sig("sy_force_open", _u32, _p, _s, ctypes.POINTER(_p))
 _sig("sy_force_close", _u32, _p, _s, ctypes.POINTER(_p))
 _sig("sy_reset_circuit", _u32, _p, _s, ctypes.POINTER(_p))
 _sig("sy_set_strategy", _u32, _p, _s, _s, ctypes.POINTER(_p))
+_sig("sy_serve_dashboard", _u32, _p, _s, ctypes.POINTER(_p), ctypes.POINTER(_p))
 _sig("sy_request_new", _p, _s, _s)
 _sig("sy_request_set_method", _u32, _p, _s)
 _sig("sy_request_add_param", _u32, _p, _s, _s)
@@ -552,6 +553,14 @@ class Balancer:
         err = _p()
         code = _lib.sy_set_strategy(self._live(), _text(service, "service"), _text(strategy, "strategy"), ctypes.byref(err))
         _check(code, err.value)
+
+    def serve_dashboard(self, addr: str = "127.0.0.1:0") -> str:
+        """Starts the status server (dashboard, /status.json, /metrics, /healthz) on its own
+        threads and returns its URL, e.g. "http://127.0.0.1:PORT/". It stops with the balancer."""
+        out, err = _p(), _p()
+        code = _lib.sy_serve_dashboard(self._live(), _text(addr, "addr"), ctypes.byref(out), ctypes.byref(err))
+        _check(code, err.value)
+        return _take_string(out.value)
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Stops taking requests and lets queued ones finish for up to ``grace`` seconds."""

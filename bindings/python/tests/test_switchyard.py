@@ -214,6 +214,17 @@ class BindingTest(unittest.TestCase):
             switchyard.Balancer.from_file("/nonexistent/switchyard.toml")
         self.assertIn("/nonexistent/switchyard.toml", str(e.exception))
 
+    def test_dashboard_serves_status_json(self):
+        import json
+        import urllib.request
+        url = self.lb.serve_dashboard("127.0.0.1:0")
+        self.assertRegex(url, r"^http://127\.0\.0\.1:\d+/$")
+        with urllib.request.urlopen(url + "status.json", timeout=5) as r:
+            status = json.load(r)
+        self.assertIn("s", status["services"])
+        with self.assertRaises(switchyard.InvalidArgument):
+            self.lb.serve_dashboard("0.0.0.0:0")
+
     def test_version(self):
         self.assertRegex(switchyard.version(), r"^\d+\.\d+\.\d+")
 

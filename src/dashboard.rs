@@ -1,0 +1,413 @@
+//! The status server: a small HTTP/1.1 server on its own threads with the live dashboard
+//! (`/`), the metrics snapshot (`/status.json`), Prometheus (`/metrics`), `/healthz`, and
+//! token-guarded operator actions. It uses only the standard library.
+//!
+//! A client gets a thread of its own for at most [`REQUEST_DEADLINE`], with a request of
+//! at most [`MAX_HEAD`] bytes, and at most [`MAX_CLIENTS`] clients are served at once;
+//! past that a client is told 503 at once. So a slow or hostile client can hold a thread
+//! for two seconds, never the server, and never the balancer (which shares no thread or
+//! lock with this server beyond reading its counters).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use serde::Serialize;
+
+use crate::balancer::Core;
+use crate::config::StrategyKind;
+use crate::Error;
+
+/// The page, compiled in: no CDN, nothing fetched at run time.
+const PAGE: &str = include_str!("dashboard.html");
+
+/// The whole of a request must arrive within this.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
+/// The largest request head accepted.
+const MAX_HEAD: usize = 16 * 1024;
+/// The largest request body accepted (operator actions are tiny).
+const MAX_BODY: usize = 1024;
+/// Clients served at once.
+const MAX_CLIENTS: usize = 32;
+/// Seconds of history kept for the graphs.
+const HISTORY: usize = 300;
+
+/// One second of a service, for the graphs.
+#[derive(Debug, Clone, Copy, Serialize)]
+struct Sample {
+    /// Seconds since the balancer started.
+    t: u64,
+    ok: u64,
+    failed: u64,
+    p50_ms: Option<f64>,
+    p99_ms: Option<f64>,
+    queued: usize,
+}
+
+/// A running status server. Dropping the handle leaves the server running; it stops with
+/// the balancer, or with [`Dashboard::stop`].
+#[derive(Debug)]
+pub struct Dashboard {
+    addr: SocketAddr,
+    stop: Arc<StopSignal>,
+}
+
+/// How the balancer and the handle stop a server.
+#[derive(Debug)]
+pub(crate) struct StopSignal {
+    stopped: AtomicBool,
+    addr: SocketAddr,
+}
+
+impl StopSignal {
+    pub fn stop(&self) {
+        if !self.stopped.swap(true, Ordering::SeqCst) {
+            // Wake the accept loop so it sees the flag.
+            let _ = TcpStream::connect_timeout(&self.addr, Duration::from_millis(200));
+        }
+    }
+
+    fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+}
+
+impl Dashboard {
+    /// The dashboard's URL, `http://ADDR:PORT/`.
+    pub fn url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// The address the server listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops the server; requests in progress finish.
+    pub fn stop(&self) {
+        self.stop.stop();
+    }
+}
+
+struct Server {
+    core: Arc<Core>,
+    token: Option<String>,
+    history: Mutex<BTreeMap<String, VecDeque<Sample>>>,
+    clients: AtomicUsize,
+    stop: Arc<StopSignal>,
+}
+
+/// Starts a server on `addr`. Non-loopback addresses need `dashboard.allow_remote`.
+pub(crate) fn start(
+    core: Arc<Core>,
+    addr: &str,
+    token: Option<String>,
+    allow_remote: bool,
+) -> Result<Dashboard, Error> {
+    let listener = TcpListener::bind(addr)
+        .map_err(|e| Error::InvalidArgument(format!("cannot listen on `{addr}`: {e}")))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Error::Internal(format!("no local address: {e}")))?;
+    if !local.ip().is_loopback() && !allow_remote {
+        return Err(Error::InvalidArgument(format!(
+            "`{addr}` is not a loopback address; set dashboard.allow_remote = true to serve it"
+        )));
+    }
+    let stop = Arc::new(StopSignal {
+        stopped: AtomicBool::new(false),
+        addr: if local.ip().is_unspecified() {
+            SocketAddr::from(([127, 0, 0, 1], local.port()))
+        } else {
+            local
+        },
+    });
+    core.add_dashboard(stop.clone());
+    let server = Arc::new(Server {
+        core,
+        token,
+        history: Mutex::new(BTreeMap::new()),
+        clients: AtomicUsize::new(0),
+        stop: stop.clone(),
+    });
+    let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
+        thread::Builder::new()
+            .name(name.into())
+            .spawn(f)
+            .map_err(|e| Error::Internal(format!("cannot start a thread: {e}")))
+    };
+    let s = server.clone();
+    spawn(
+        "switchyard-dashboard-sampler",
+        Box::new(move || s.sample_every_second()),
+    )?;
+    let s = server.clone();
+    spawn("switchyard-dashboard", Box::new(move || s.accept(listener)))?;
+    Ok(Dashboard { addr: local, stop })
+}
+
+impl Server {
+    fn accept(self: Arc<Self>, listener: TcpListener) {
+        for conn in listener.incoming() {
+            if self.stop.is_stopped() {
+                return;
+            }
+            let Ok(conn) = conn else { continue };
+            if self.clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
+                self.clients.fetch_sub(1, Ordering::AcqRel);
+                let _ = respond(&conn, 503, "text/plain", b"busy\n");
+                continue;
+            }
+            let me = self.clone();
+            let spawned = thread::Builder::new()
+                .name("switchyard-dashboard-client".into())
+                .stack_size(256 * 1024)
+                .spawn(move || {
+                    me.serve(conn);
+                    me.clients.fetch_sub(1, Ordering::AcqRel);
+                });
+            if spawned.is_err() {
+                self.clients.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    fn sample_every_second(&self) {
+        let tick = crossbeam_channel::tick(Duration::from_secs(1));
+        while !self.stop.is_stopped() {
+            let _ = tick.recv();
+            let mut history = self.history.lock();
+            for s in &self.core.services {
+                let now = s.clock.now();
+                let (ok_and_failed, failed) = s.stats.recent.last_second(now);
+                let quantiles = s
+                    .stats
+                    .recent
+                    .latency_quantiles(now, Duration::from_secs(1));
+                let sample = Sample {
+                    t: self.core.started.elapsed().as_secs(),
+                    ok: ok_and_failed - failed,
+                    failed,
+                    p50_ms: quantiles.map(|q| q.0),
+                    p99_ms: quantiles.map(|q| q.1),
+                    queued: s.queue.depth(),
+                };
+                let line = history.entry(s.name.clone()).or_default();
+                if line.len() == HISTORY {
+                    line.pop_front();
+                }
+                line.push_back(sample);
+            }
+        }
+    }
+
+    fn serve(&self, conn: TcpStream) {
+        let deadline = Instant::now() + REQUEST_DEADLINE;
+        let _ = conn.set_write_timeout(Some(REQUEST_DEADLINE));
+        let request = match read_request(&conn, deadline) {
+            Ok(r) => r,
+            Err(status) => {
+                let _ = respond(&conn, status, "text/plain", b"bad request\n");
+                return;
+            }
+        };
+        let (status, kind, body) = self.route(&request);
+        let _ = respond(&conn, status, kind, &body);
+    }
+
+    fn route(&self, r: &HttpRequest) -> (u16, &'static str, Vec<u8>) {
+        const JSON: &str = "application/json";
+        let path = r.path.split('?').next().unwrap_or("");
+        match (r.method.as_str(), path) {
+            ("GET", "/") | ("GET", "/index.html") => {
+                (200, "text/html; charset=utf-8", PAGE.as_bytes().to_vec())
+            }
+            ("GET", "/healthz") => (200, "text/plain", b"ok\n".to_vec()),
+            ("GET", "/metrics") => (
+                200,
+                "text/plain; version=0.0.4",
+                crate::prometheus::render(&self.core).into_bytes(),
+            ),
+            ("GET", "/status.json") => (200, JSON, self.status_json()),
+            ("POST", _) if path.starts_with("/api/") => self.act(r, path),
+            (_, "/") | (_, "/healthz") | (_, "/metrics") | (_, "/status.json") => {
+                (405, "text/plain", b"method not allowed\n".to_vec())
+            }
+            _ => (404, "text/plain", b"not found\n".to_vec()),
+        }
+    }
+
+    fn status_json(&self) -> Vec<u8> {
+        let snapshot = crate::metrics::snapshot(&self.core);
+        let mut value = serde_json::to_value(&snapshot).unwrap_or_default();
+        if let Some(map) = value.as_object_mut() {
+            let history = self.history.lock().clone();
+            map.insert(
+                "history".into(),
+                serde_json::to_value(history).unwrap_or_default(),
+            );
+            map.insert("operator_actions".into(), self.token.is_some().into());
+        }
+        serde_json::to_vec(&value).unwrap_or_default()
+    }
+
+    /// `POST /api/circuit/{provider}/{open|close|reset}` and
+    /// `POST /api/service/{service}/strategy/{name}`, with the bearer token.
+    fn act(&self, r: &HttpRequest, path: &str) -> (u16, &'static str, Vec<u8>) {
+        let text = |status, body: String| (status, "text/plain", body.into_bytes());
+        let Some(token) = &self.token else {
+            return text(
+                403,
+                "operator actions are off: no dashboard.token is configured\n".into(),
+            );
+        };
+        let presented = r
+            .header("authorization")
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            return text(401, "a valid bearer token is required\n".into());
+        }
+        let parts: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+        let result = match parts.as_slice() {
+            ["circuit", provider, "open"] => self.core.operate(provider, |b| b.force_open()),
+            ["circuit", provider, "close"] => self.core.operate(provider, |b| b.force_close()),
+            ["circuit", provider, "reset"] => self.core.operate(provider, |b| b.reset()),
+            ["service", service, "strategy", name] => {
+                match serde_json::from_value::<StrategyKind>(serde_json::Value::String(
+                    (*name).into(),
+                )) {
+                    Ok(kind) => self.core.service(service).map(|s| s.picker.set_kind(kind)),
+                    Err(_) => Err(Error::InvalidArgument(format!("unknown strategy `{name}`"))),
+                }
+            }
+            _ => return text(404, "not found\n".into()),
+        };
+        match result {
+            Ok(()) => text(200, "done\n".into()),
+            Err(e) => text(400, format!("{e}\n")),
+        }
+    }
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+struct HttpRequest {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl HttpRequest {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// Reads one request by `deadline`; an error is the status to answer with.
+fn read_request(mut conn: &TcpStream, deadline: Instant) -> Result<HttpRequest, u16> {
+    let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    let head_end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end;
+        }
+        if buf.len() > MAX_HEAD {
+            return Err(431);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(408);
+        }
+        let _ = conn.set_read_timeout(Some(left));
+        match conn.read(&mut chunk) {
+            Ok(0) => return Err(400),
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(_) => return Err(408),
+        }
+    };
+    let head = std::str::from_utf8(&buf[..head_end]).map_err(|_| 400u16)?;
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next().unwrap_or("").split(' ');
+    let (method, path) = (first.next().unwrap_or(""), first.next().unwrap_or(""));
+    if method.is_empty() || !path.starts_with('/') {
+        return Err(400);
+    }
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
+        .collect();
+    let length = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .map(|(_, v)| v.parse::<usize>().map_err(|_| 400u16))
+        .transpose()?
+        .unwrap_or(0);
+    if length > MAX_BODY {
+        return Err(413);
+    }
+    // The body (operator actions carry none that matters) is read and dropped.
+    let mut have = buf.len() - head_end - 4;
+    while have < length {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(408);
+        }
+        let _ = conn.set_read_timeout(Some(left));
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return Err(408),
+            Ok(n) => have += n,
+        }
+    }
+    Ok(HttpRequest {
+        method: method.to_string(),
+        path: path.to_string(),
+        headers,
+    })
+}
+
+fn respond(mut conn: &TcpStream, status: u16, kind: &str, body: &[u8]) -> std::io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "Status",
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
+         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    conn.write_all(head.as_bytes())?;
+    conn.write_all(body)?;
+    conn.flush()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::constant_time_eq;
+
+    #[test]
+    fn token_comparison() {
+        assert!(constant_time_eq(b"secret-token", b"secret-token"));
+        assert!(!constant_time_eq(b"secret-token", b"secret-tokeN"));
+        assert!(!constant_time_eq(b"secret", b"secret-token"));
+    }
+}
