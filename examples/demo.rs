@@ -111,7 +111,7 @@ fn main() {
         })
         .collect();
     let mut config = String::from(
-        "[defaults]\nstrategy = \"round_robin\"\ndeadline_ms = 5000\n\
+        "[defaults]\ndeadline_ms = 5000\n\
          [defaults.pool]\nmax_connections = 6\nrequest_timeout_ms = 2000\n\
          [defaults.retry]\nmax_attempts = 3\n",
     );
@@ -127,6 +127,7 @@ fn main() {
         ));
     }
     let lb = Balancer::from_toml_str(&config).expect("demo configuration");
+    let dashboard = lb.serve_dashboard("127.0.0.1:0").expect("dashboard");
 
     println!(
         "switchyard demo: {} providers on 127.0.0.1 for 3 services",
@@ -142,6 +143,7 @@ fn main() {
             s.url()
         );
     }
+    println!("dashboard: {}", dashboard.url());
     println!(
         "{CALLERS} callers, mixed priorities; {FAILING} starts failing {}",
         if serve {
@@ -185,14 +187,22 @@ fn main() {
         let m = lb.metrics();
         let depth: usize = m.services.values().map(|s| s.queue_depth).sum();
         let failovers: u64 = m.services.values().map(|s| s.failovers).sum();
+        let open: Vec<String> = m
+            .services
+            .values()
+            .flat_map(|s| s.providers.iter())
+            .filter(|(_, p)| p.circuit.state != "closed")
+            .map(|(n, p)| format!("{n} {}", p.circuit.state))
+            .collect();
         println!(
-            "  {:>3} s  {:>6} req/s  total {:>7}  caller errors {:>4}  failovers {:>5}  queued {:>3}",
+            "  {:>3} s  {:>6} req/s  total {:>7}  caller errors {:>4}  failovers {:>5}  queued {:>3}  {}",
             elapsed.as_secs(),
             now - last,
             now,
             failed.load(Ordering::Relaxed),
             failovers,
-            depth
+            depth,
+            open.join(", ")
         );
         last = now;
         if !serve && elapsed >= Duration::from_secs(seconds) {
@@ -204,6 +214,7 @@ fn main() {
         let _ = c.join();
     }
     summary(&lb);
+    println!("dashboard was at {}", dashboard.url());
     lb.shutdown(Duration::from_secs(2));
 }
 
