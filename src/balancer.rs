@@ -16,7 +16,7 @@ use crate::breaker::{Breaker, CircuitEvent, CircuitInfo, Listeners, Transition};
 use crate::clock::SystemClock;
 use crate::config::{Config, DashboardConfig, StrategyKind};
 use crate::health;
-use crate::job::Job;
+use crate::job::{IndexSet, Job};
 use crate::metrics::{self, Snapshot};
 use crate::queue::{Channels, Next};
 use crate::request::Fallback;
@@ -300,14 +300,15 @@ impl Balancer {
     /// the request runs on the calling thread (no hand-off); otherwise it queues like
     /// [`Balancer::submit`] and the caller waits.
     pub fn call(&self, request: Request) -> Result<Response, Error> {
-        let service = self.admit(&request)?;
+        let (service, eligible) = self.admit(&request)?;
         let svc = &self.core.services[service];
         if svc.queue.has_waiting_at_or_above(request.priority) {
-            return self.enqueue(service, request)?.wait();
+            return self.enqueue(service, eligible, request)?.wait();
         }
         let job = Job::new(
             request,
             service,
+            eligible,
             svc.deadline,
             Sink::Caller,
             self.core.activity.enter(),
@@ -331,8 +332,8 @@ impl Balancer {
     /// Fails at once with [`Error::QueueFull`] when the service already has
     /// `queue.max_size` requests waiting; never blocks.
     pub fn submit(&self, request: Request) -> Result<Ticket, Error> {
-        let service = self.admit(&request)?;
-        self.enqueue(service, request)
+        let (service, eligible) = self.admit(&request)?;
+        self.enqueue(service, eligible, request)
     }
 
     /// Like [`Balancer::submit`], but the outcome goes to `callback`, called exactly once
@@ -342,7 +343,7 @@ impl Balancer {
     where
         F: FnOnce(Result<Response, Error>) + Send + 'static,
     {
-        let service = self.admit(&request)?;
+        let (service, eligible) = self.admit(&request)?;
         let phase = Arc::new(JobPhase::default());
         let cell: CallbackCell = Arc::new(parking_lot::Mutex::new(Some(Box::new(callback))));
         let started = Instant::now();
@@ -351,26 +352,38 @@ impl Balancer {
                 .timeout
                 .unwrap_or(self.core.services[service].deadline);
         let sink = Sink::Callback(phase.clone(), cell.clone());
-        self.enqueue_sink(service, request, sink)?;
+        self.enqueue_sink(service, eligible, request, sink)?;
         // No waiter watches the deadline of a callback request: the timer does.
         self.core.timer.expire(phase, cell, started, deadline);
         Ok(())
     }
 
-    fn enqueue(&self, service: usize, request: Request) -> Result<Ticket, Error> {
+    fn enqueue(
+        &self,
+        service: usize,
+        eligible: IndexSet,
+        request: Request,
+    ) -> Result<Ticket, Error> {
         let svc = &self.core.services[service];
         let now = Instant::now();
         let deadline = now + request.timeout.unwrap_or(svc.deadline);
         let (ticket, sink) = Ticket::new(now, deadline);
-        self.enqueue_sink(service, request, sink)?;
+        self.enqueue_sink(service, eligible, request, sink)?;
         Ok(ticket)
     }
 
-    fn enqueue_sink(&self, service: usize, request: Request, sink: Sink) -> Result<(), Error> {
+    fn enqueue_sink(
+        &self,
+        service: usize,
+        eligible: IndexSet,
+        request: Request,
+        sink: Sink,
+    ) -> Result<(), Error> {
         let svc = &self.core.services[service];
         let mut job = Job::new(
             request,
             service,
+            eligible,
             svc.deadline,
             sink,
             self.core.activity.enter(),
@@ -397,7 +410,7 @@ impl Balancer {
     }
 
     /// Checks a request against the configuration; returns its service's index.
-    fn admit(&self, request: &Request) -> Result<usize, Error> {
+    fn admit(&self, request: &Request) -> Result<(usize, IndexSet), Error> {
         if self.core.closed.load(Ordering::Acquire) {
             return Err(Error::ShuttingDown);
         }
@@ -408,9 +421,9 @@ impl Balancer {
             .get(&request.service)
             .ok_or_else(|| Error::UnknownService(request.service.clone()))?;
         let service = &self.core.services[index];
-        service.check(request)?;
+        let eligible = service.check(request)?;
         service.budget.deposit();
-        Ok(index)
+        Ok((index, eligible))
     }
 
     /// Stops taking requests, lets queued and running ones finish for up to `grace`,

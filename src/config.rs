@@ -65,7 +65,8 @@ layered! {
         keep_alive_ms: u64 = 30_000,
         /// Time allowed to open a connection, in ms. Defaults to 5 s.
         connect_timeout_ms: u64 = 5_000,
-        /// Time allowed for one attempt, in ms. Defaults to 15 s.
+        /// An attempt fails when the provider sends nothing for this long, in ms, and at the
+        /// latest after twice this in all. Defaults to 15 s.
         request_timeout_ms: u64 = 15_000,
         /// Largest response body accepted, in bytes. Defaults to 10 MiB.
         max_response_bytes: u64 = 10 * 1024 * 1024,

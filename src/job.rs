@@ -16,6 +16,8 @@ pub(crate) struct Job {
     pub sink: Sink,
     /// Failed attempts so far, in order.
     pub failures: Vec<AttemptError>,
+    /// Providers that serve the request (decided once, at admission).
+    pub eligible: IndexSet,
     /// Providers tried in this round of attempts.
     pub tried: IndexSet,
     /// Rounds of attempts over every available provider so far (1 during the first).
@@ -36,6 +38,7 @@ impl Job {
     pub fn new(
         request: Request,
         service: usize,
+        eligible: IndexSet,
         deadline: Duration,
         sink: Sink,
         active: ActiveGuard,
@@ -49,6 +52,7 @@ impl Job {
             deadline,
             sink,
             failures: Vec::new(),
+            eligible,
             tried: IndexSet::default(),
             round: 1,
             maybe_sent: false,
@@ -137,6 +141,10 @@ impl IndexSet {
                 .get(i / 64 - 1)
                 .is_some_and(|w| w & (1 << (i % 64)) != 0)
         }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.low == 0 && self.high.iter().all(|w| *w == 0)
     }
 
     pub fn clear(&mut self) {

@@ -101,7 +101,7 @@ impl Provider {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             secrets,
-            agent: transport::agent(&config.pool),
+            agent: transport::agent(&config.pool, &config.base_url),
             in_flight: AtomicUsize::new(0),
             stats: ProviderStats::default(),
             breaker: Breaker::new(config.circuit_breaker.clone(), clock),
@@ -119,6 +119,7 @@ impl Provider {
     }
 
     /// Whether this provider can build a URL for the request.
+    #[cfg(test)]
     pub fn can_serve(&self, request: &Request) -> bool {
         self.missing_param(request).is_none() && self.serves(request)
     }

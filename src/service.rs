@@ -79,21 +79,29 @@ impl Service {
     }
 
     /// Checks that some provider can serve the request at all.
-    pub fn check(&self, request: &Request) -> Result<(), Error> {
-        let mut serving = self
-            .providers
-            .iter()
-            .filter(|p| p.serves(request))
-            .peekable();
-        let Some(first) = serving.peek() else {
+    /// The providers that can serve the request, or why none can.
+    pub fn check(&self, request: &Request) -> Result<IndexSet, Error> {
+        let mut eligible = IndexSet::default();
+        let mut missing = None;
+        let mut serving = false;
+        for (i, p) in self.providers.iter().enumerate() {
+            if !p.serves(request) {
+                continue;
+            }
+            serving = true;
+            match p.missing_param(request) {
+                None => eligible.insert(i),
+                Some(param) => missing = missing.or(Some(param)),
+            }
+        }
+        if !eligible.is_empty() {
+            return Ok(eligible);
+        }
+        if !serving {
             return Err(Error::UnknownEndpoint {
                 service: self.name.clone(),
                 endpoint: request.endpoint.clone(),
             });
-        };
-        let missing = first.missing_param(request);
-        if serving.any(|p| p.missing_param(request).is_none()) {
-            return Ok(());
         }
         Err(Error::InvalidArgument(format!(
             "endpoint `{}` of service `{}` needs parameter `{}`",
@@ -143,9 +151,9 @@ impl Service {
     /// Whether the job may go to this provider now, health aside.
     fn candidate(&self, job: &Job, i: usize, now: Duration, refused: &IndexSet) -> bool {
         let p = &self.providers[i];
-        !job.tried.contains(i)
+        job.eligible.contains(i)
+            && !job.tried.contains(i)
             && !refused.contains(i)
-            && p.can_serve(&job.request)
             && p.is_available(now)
     }
 

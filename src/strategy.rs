@@ -104,6 +104,22 @@ impl LatencyEwma {
     }
 }
 
+/// How long health-score inputs are reused before they are read again.
+const SIGNAL_TTL: Duration = Duration::from_millis(10);
+
+#[derive(Default)]
+struct Signals {
+    at: Option<Duration>,
+    by_provider: Vec<Signal>,
+}
+
+struct Signal {
+    latency_ms: f64,
+    error_rate: f64,
+    uptime: f64,
+    cost: f64,
+}
+
 /// Random numbers: from the OS, or from a seed for reproducible picks.
 enum Randomness {
     Os,
@@ -129,6 +145,7 @@ pub(crate) struct Picker {
     fallback: AtomicU8,
     /// Smooth weighted round robin's current weights, per provider.
     current: Mutex<Vec<i64>>,
+    signals: Mutex<Signals>,
     rand: Randomness,
 }
 
@@ -138,6 +155,7 @@ impl Picker {
             kind: AtomicU8::new(kind_index(kind)),
             fallback: AtomicU8::new(kind_index(fallback)),
             current: Mutex::new(vec![0; providers]),
+            signals: Mutex::new(Signals::default()),
             rand: match seed {
                 0 => Randomness::Os,
                 seed => Randomness::Seeded(Mutex::new(SmallRng::seed_from_u64(seed))),
@@ -176,7 +194,7 @@ impl Picker {
             StrategyKind::RoundRobin => self.round_robin(providers, ok),
             StrategyKind::LeastConnections => self.least_connections(providers, ok),
             StrategyKind::WeightedResponse => self.weighted_response(providers, ok),
-            StrategyKind::HealthBased => self.health_based(providers, ok),
+            StrategyKind::HealthBased => self.health_based(providers, ok, now),
             StrategyKind::PeakEwma => self.peak_ewma(providers, ok, now),
         }
     }
@@ -251,7 +269,12 @@ impl Picker {
     /// Score = 0.4 uptime + 0.3 speed + 0.2 (1 - error rate) + 0.1 cost efficiency, each
     /// 0..1 relative to the candidates; weighted random among the better half, and a
     /// small uniform share ([`EXPLORE`]) so that every provider stays measured.
-    fn health_based(&self, providers: &[Provider], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn health_based(
+        &self,
+        providers: &[Provider],
+        ok: &dyn Fn(usize) -> bool,
+        now: Duration,
+    ) -> Option<usize> {
         let candidates: Vec<usize> = (0..providers.len()).filter(|&i| ok(i)).collect();
         if candidates.is_empty() {
             return None;
@@ -259,39 +282,33 @@ impl Picker {
         if candidates.len() > 1 && self.rand.unit() < EXPLORE {
             return Some(candidates[self.rand.below(candidates.len())]);
         }
-        let latency = |i: usize| providers[i].latency.read().0 + SPEED_FLOOR_MS;
-        let cost = |i: usize| providers[i].cost_per_request;
+        let signals = self.signals(providers, now);
+        let s = |i: usize| &signals.by_provider[i];
         let fastest = candidates
             .iter()
-            .map(|&i| latency(i))
+            .map(|&i| s(i).latency_ms)
             .fold(f64::INFINITY, f64::min);
         let cheapest = candidates
             .iter()
-            .map(|&i| cost(i))
+            .map(|&i| s(i).cost)
             .fold(f64::INFINITY, f64::min);
         let mut scored: Vec<(usize, f64)> = candidates
             .iter()
             .map(|&i| {
-                let p = &providers[i];
-                let uptime = p.health.uptime().unwrap_or(1.0);
-                let speed = fastest / latency(i);
-                let (calls, failures) = p.breaker.window_totals();
-                let error_rate = if calls == 0 {
-                    0.0
-                } else {
-                    failures as f64 / calls as f64
-                };
-                let efficiency = if cost(i) <= 0.0 {
+                let s = s(i);
+                let speed = fastest / s.latency_ms;
+                let efficiency = if s.cost <= 0.0 {
                     1.0
                 } else {
-                    cheapest.max(0.0) / cost(i)
+                    cheapest.max(0.0) / s.cost
                 };
                 (
                     i,
-                    0.4 * uptime + 0.3 * speed + 0.2 * (1.0 - error_rate) + 0.1 * efficiency,
+                    0.4 * s.uptime + 0.3 * speed + 0.2 * (1.0 - s.error_rate) + 0.1 * efficiency,
                 )
             })
             .collect();
+        drop(signals);
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
         // The better half, and whoever scores as well as it within noise: a sharp cut
         // would starve a provider for being a hair slower.
@@ -299,6 +316,40 @@ impl Picker {
         let threshold = half.min(scored[0].1 - SCORE_TOLERANCE);
         scored.retain(|(_, score)| *score >= threshold);
         self.weighted_random(scored.into_iter())
+    }
+
+    /// The health score's inputs, read from every provider at most every [`SIGNAL_TTL`]:
+    /// reading them takes a lock per provider, scoring them takes none.
+    fn signals(
+        &self,
+        providers: &[Provider],
+        now: Duration,
+    ) -> parking_lot::MutexGuard<'_, Signals> {
+        let mut signals = self.signals.lock();
+        if signals
+            .at
+            .is_none_or(|at| now.saturating_sub(at) >= SIGNAL_TTL)
+            || signals.by_provider.len() != providers.len()
+        {
+            signals.at = Some(now);
+            signals.by_provider = providers
+                .iter()
+                .map(|p| {
+                    let (calls, failures) = p.breaker.window_totals();
+                    Signal {
+                        latency_ms: p.latency.read().0 + SPEED_FLOOR_MS,
+                        error_rate: if calls == 0 {
+                            0.0
+                        } else {
+                            failures as f64 / calls as f64
+                        },
+                        uptime: p.health.uptime().unwrap_or(1.0),
+                        cost: p.cost_per_request,
+                    }
+                })
+                .collect();
+        }
+        signals
     }
 
     /// Finagle's and linkerd's choice: of two random candidates, the lower

@@ -22,28 +22,29 @@ use crate::request::Method;
 /// How long a resolved host name is trusted.
 const NAME_TTL: Duration = Duration::from_secs(60);
 
+/// An attempt ends when the provider is silent for `request_timeout_ms`, and at the latest
+/// after this many times that (a provider trickling bytes).
+pub(crate) const ATTEMPT_CAP_FACTOR: u32 = 2;
+
 /// Bytes of a failed (5xx, 429) answer read so its connection can be reused.
 const DRAIN_LIMIT: u64 = 64 * 1024;
 
-/// Builds the agent of one provider.
-pub(crate) fn agent(pool: &PoolConfig) -> ureq::Agent {
+/// Builds the agent of one provider, whose URLs start with `base_url`.
+pub(crate) fn agent(pool: &PoolConfig, base_url: &str) -> ureq::Agent {
     build_agent(
         pool.max_connections,
         Duration::from_millis(pool.keep_alive_ms),
         Duration::from_millis(pool.connect_timeout_ms),
         Duration::from_millis(pool.request_timeout_ms),
+        base_url,
     )
 }
 
 /// Builds the agent of a provider's health checks: one connection of its own.
 pub(crate) fn health_agent(pool: &PoolConfig, timeout: Duration) -> ureq::Agent {
     let connect = Duration::from_millis(pool.connect_timeout_ms).min(timeout);
-    build_agent(
-        1,
-        Duration::from_millis(pool.keep_alive_ms),
-        connect,
-        timeout,
-    )
+    let keep_alive = Duration::from_millis(pool.keep_alive_ms);
+    build_agent(1, keep_alive, connect, timeout, "")
 }
 
 fn build_agent(
@@ -51,6 +52,7 @@ fn build_agent(
     keep_alive: Duration,
     connect: Duration,
     attempt: Duration,
+    base_url: &str,
 ) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -59,20 +61,57 @@ fn build_agent(
         .max_idle_connections_per_host(connections)
         .max_idle_age(keep_alive)
         .timeout_connect(Some(connect))
-        .timeout_global(Some(attempt))
+        // Constant per-read and per-write limits are set on a socket once; a limit that
+        // shrinks with every call (a global one) costs a setsockopt per read and write.
+        // The global cap only comes into play for a provider that trickles.
+        .timeout_per_read(Some(attempt))
+        .timeout_per_write(Some(attempt))
+        .timeout_global(Some(attempt * ATTEMPT_CAP_FACTOR))
         .build();
     ureq::Agent::with_parts(
         config,
         ureq::unversioned::transport::DefaultConnector::new(),
-        CachingResolver::default(),
+        CachingResolver::for_base_url(base_url),
     )
 }
 
 /// Answers IP literals without a lookup and remembers host names for [`NAME_TTL`].
 #[derive(Debug, Default)]
 struct CachingResolver {
+    /// The provider's own authority when it is an IP literal, answered without parsing.
+    own: Option<(String, ResolvedSocketAddrs)>,
     names: Mutex<HashMap<String, (ResolvedSocketAddrs, Instant)>>,
     fallback: DefaultResolver,
+}
+
+impl CachingResolver {
+    fn for_base_url(base_url: &str) -> CachingResolver {
+        let mut resolver = CachingResolver::default();
+        let Ok(uri) = ureq::http::Uri::try_from(base_url) else {
+            return resolver;
+        };
+        if let (Some(authority), Some(addr)) = (uri.authority(), literal(&uri)) {
+            let mut addrs = resolver.fallback.empty();
+            addrs.push(addr);
+            resolver.own = Some((authority.as_str().to_string(), addrs));
+        }
+        resolver
+    }
+}
+
+/// The socket address of a URI whose host is an IP literal.
+fn literal(uri: &ureq::http::Uri) -> Option<SocketAddr> {
+    let host = uri.host()?;
+    let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
+        Some("https") => 443,
+        _ => 80,
+    });
+    let ip = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .ok()?;
+    Some(SocketAddr::new(ip, port))
 }
 
 impl Resolver for CachingResolver {
@@ -82,17 +121,21 @@ impl Resolver for CachingResolver {
         config: &ureq::config::Config,
         timeout: NextTimeout,
     ) -> Result<ResolvedSocketAddrs, ureq::Error> {
+        if let (Some((own, addrs)), Some(authority)) = (&self.own, uri.authority()) {
+            if authority.as_str() == own {
+                return Ok(addrs.clone());
+            }
+        }
+        if let Some(addr) = literal(uri) {
+            let mut addrs = self.fallback.empty();
+            addrs.push(addr);
+            return Ok(addrs);
+        }
         let host = uri.host().ok_or(ureq::Error::HostNotFound)?;
         let port = uri.port_u16().unwrap_or(match uri.scheme_str() {
             Some("https") => 443,
             _ => 80,
         });
-        let literal = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = literal.parse::<IpAddr>() {
-            let mut addrs = self.fallback.empty();
-            addrs.push(SocketAddr::new(ip, port));
-            return Ok(addrs);
-        }
         let key = format!("{host}:{port}");
         if let Some((addrs, at)) = self.names.lock().get(&key) {
             if at.elapsed() < NAME_TTL {
@@ -136,7 +179,7 @@ pub(crate) struct Outgoing<'a> {
     pub max_response_bytes: u64,
 }
 
-/// Sends one attempt. `agent_timeout` is what the agent was built with: a shorter
+/// Sends one attempt. `agent_timeout` is the agent's whole-attempt cap: a shorter
 /// `timeout` (a deadline close by) costs a per-request configuration.
 pub(crate) fn send(
     agent: &ureq::Agent,

@@ -148,7 +148,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         let sent = Instant::now();
         let result = transport::send(
             &provider.agent,
-            provider.request_timeout,
+            provider.request_timeout * transport::ATTEMPT_CAP_FACTOR,
             &provider.name,
             &Outgoing {
                 method: job.request.method,
@@ -156,7 +156,8 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 headers: &provider.headers,
                 extra_headers: &job.request.headers,
                 body: job.request.body.as_deref(),
-                timeout: provider.request_timeout.min(job.deadline - now),
+                timeout: (provider.request_timeout * transport::ATTEMPT_CAP_FACTOR)
+                    .min(job.deadline - now),
                 max_response_bytes: provider.pool.max_response_bytes,
             },
         );
@@ -220,7 +221,8 @@ fn next_round(service: &Service, job: &mut Job, now: Instant) -> Option<Duration
     let any = service
         .providers
         .iter()
-        .any(|p| p.can_serve(&job.request) && p.is_available(clock_now));
+        .enumerate()
+        .any(|(i, p)| job.eligible.contains(i) && p.is_available(clock_now));
     if !any {
         return None;
     }

@@ -1,0 +1,524 @@
+//! End-to-end load: switchyard against the fastest possible in-process client and
+//! against routing through a local HAProxy, on the same upstreams, in one run.
+//!
+//!     bash benches/e2e.sh                      # nginx + HAProxy, 1/8/32 threads, 5 paired reps
+//!     cargo bench --bench e2e -- --smoke       # 2 s with the project's test server, no HAProxy
+//!
+//! Clients, alternated within each repetition so machine drift hits all alike:
+//!   raw      ureq Agent doing its own round robin over the three upstreams
+//!   call     switchyard `call()`, default strategy, breakers and metrics on
+//!   submit   switchyard `submit()` + `wait()`
+//!   haproxy  ureq through a local HAProxy (roundrobin, http-reuse always, checks on)
+//! Reported per client: requests/s, p50/p99/p999 latency, connections the upstreams
+//! accepted, and client CPU per request; medians over the repetitions, and ratios.
+
+#[path = "../tests/support/server.rs"]
+#[allow(dead_code)]
+mod server;
+
+use std::io::Write as _;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use switchyard::{Balancer, Request};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Client {
+    Raw,
+    Call,
+    Submit,
+    Haproxy,
+}
+
+impl Client {
+    fn name(self) -> &'static str {
+        match self {
+            Client::Raw => "raw",
+            Client::Call => "call",
+            Client::Submit => "submit",
+            Client::Haproxy => "haproxy",
+        }
+    }
+}
+
+struct Options {
+    clients: Vec<Client>,
+    threads: Vec<usize>,
+    reps: usize,
+    seconds: f64,
+    max_requests: usize,
+    nginx: bool,
+    /// Upstreams already running (for profiling without them in the picture).
+    ports: Option<Vec<u16>>,
+}
+
+fn options() -> Options {
+    let args: Vec<String> = std::env::args().collect();
+    let value = |flag: &str| {
+        args.iter()
+            .position(|a| a == flag)
+            .and_then(|i| args.get(i + 1))
+            .cloned()
+    };
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let all = [Client::Raw, Client::Call, Client::Submit, Client::Haproxy];
+    Options {
+        clients: value("--clients")
+            .map(|v| {
+                all.into_iter()
+                    .filter(|c| v.split(',').any(|n| n == c.name()))
+                    .collect()
+            })
+            .unwrap_or_else(|| all.to_vec()),
+        threads: value("--threads")
+            .map(|v| v.split(',').filter_map(|t| t.parse().ok()).collect())
+            .unwrap_or_else(|| if smoke { vec![2] } else { vec![1, 8, 32] }),
+        reps: value("--reps")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if smoke { 1 } else { 5 }),
+        seconds: value("--seconds")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if smoke { 0.25 } else { 2.0 }),
+        max_requests: value("--max-requests")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000_000),
+        nginx: !smoke && !args.iter().any(|a| a == "--test-server") && value("--ports").is_none(),
+        ports: value("--ports").map(|v| v.split(',').filter_map(|p| p.parse().ok()).collect()),
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Upstreams: three nginx servers (plus stub_status), or the project's test servers.
+struct Upstreams {
+    ports: Vec<u16>,
+    status_port: Option<u16>,
+    _nginx: Option<Daemon>,
+    _test: Vec<server::TestServer>,
+}
+
+/// A child process stopped on drop.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn workdir() -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("switchyard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn wait_listening(port: u16) {
+    let until = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < until, "nothing listens on {port}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn nginx(dir: &Path) -> Upstreams {
+    let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+    let status = free_port();
+    let servers: String = ports
+        .iter()
+        .map(|p| format!("  server {{ listen 127.0.0.1:{p}; location / {{ return 200 '{{\"ok\":true}}'; }} }}\n"))
+        .collect();
+    let conf = format!(
+        "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 120s;\n\
+         client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n\
+         uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n{servers}\
+         server {{ listen 127.0.0.1:{status}; location / {{ stub_status; }} }}\n}}\n",
+        dir = dir.display()
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("nginx")
+        .args([
+            "-p",
+            &dir.display().to_string(),
+            "-c",
+            &path.display().to_string(),
+            "-g",
+            "daemon off;",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx is installed (benches/e2e.sh installs it)");
+    let daemon = Daemon(child);
+    for p in ports.iter().chain([&status]) {
+        wait_listening(*p);
+    }
+    Upstreams {
+        ports,
+        status_port: Some(status),
+        _nginx: Some(daemon),
+        _test: Vec::new(),
+    }
+}
+
+fn test_servers() -> Upstreams {
+    let servers: Vec<server::TestServer> = (0..3).map(|_| server::TestServer::start()).collect();
+    for s in &servers {
+        s.keep_log(false);
+    }
+    Upstreams {
+        ports: servers.iter().map(|s| s.port()).collect(),
+        status_port: None,
+        _nginx: None,
+        _test: servers,
+    }
+}
+
+impl Upstreams {
+    /// Connections the upstreams accepted so far (nginx's stub_status), or the test servers'.
+    fn accepted(&self) -> u64 {
+        if let Some(port) = self.status_port {
+            let text = ureq::get(format!("http://127.0.0.1:{port}/"))
+                .call()
+                .and_then(|mut r| r.body_mut().read_to_string())
+                .unwrap_or_default();
+            // "server accepts handled requests\n N N N": the first number, less ours.
+            let numbers: Vec<u64> = text
+                .lines()
+                .nth(2)
+                .unwrap_or("")
+                .split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect();
+            return numbers.first().copied().unwrap_or(0);
+        }
+        self._test.iter().map(|s| s.connections() as u64).sum()
+    }
+}
+
+fn haproxy(dir: &Path, ports: &[u16]) -> Option<(Daemon, u16)> {
+    let front = free_port();
+    let servers: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("    server s{i} 127.0.0.1:{p} check inter 2s\n"))
+        .collect();
+    let conf = format!(
+        "global\n    maxconn 4000\n\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 60s\n\
+         timeout server 60s\n    option http-keep-alive\n    http-reuse always\n\n\
+         frontend fe\n    bind 127.0.0.1:{front}\n    default_backend be\n\n\
+         backend be\n    balance roundrobin\n{servers}"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("haproxy")
+        .args(["-f", &path.display().to_string(), "-db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let daemon = Daemon(child);
+    wait_listening(front);
+    Some((daemon, front))
+}
+
+/// This process's CPU time so far (user + system), from /proc.
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let ticks = field(11) + field(12);
+    Duration::from_secs_f64(ticks as f64 / 100.0)
+}
+
+#[derive(Default, Clone)]
+struct RunResult {
+    requests: usize,
+    errors: usize,
+    elapsed: Duration,
+    cpu: Duration,
+    connections: u64,
+    latencies_ns: Vec<u64>,
+}
+
+impl RunResult {
+    fn throughput(&self) -> f64 {
+        self.requests as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn quantile_us(&self, q: f64) -> f64 {
+        if self.latencies_ns.is_empty() {
+            return 0.0;
+        }
+        let i = ((q * self.latencies_ns.len() as f64).ceil() as usize)
+            .clamp(1, self.latencies_ns.len())
+            - 1;
+        self.latencies_ns[i] as f64 / 1000.0
+    }
+
+    fn cpu_per_request_us(&self) -> f64 {
+        self.cpu.as_secs_f64() * 1e6 / self.requests.max(1) as f64
+    }
+}
+
+fn run_client(
+    client: Client,
+    threads: usize,
+    up: &Upstreams,
+    haproxy_port: Option<u16>,
+    opts: &Options,
+) -> Option<RunResult> {
+    let urls: Arc<Vec<String>> = Arc::new(
+        up.ports
+            .iter()
+            .map(|p| format!("http://127.0.0.1:{p}/"))
+            .collect(),
+    );
+    let proxy_url = haproxy_port.map(|p| format!("http://127.0.0.1:{p}/"));
+    if client == Client::Haproxy && proxy_url.is_none() {
+        return None;
+    }
+    // The raw client: no timeouts (so ureq spawns no resolver thread), an idle pool as
+    // large as the threads. The fastest a client of this library can be.
+    let mut builder = ureq::Agent::config_builder()
+        .max_idle_connections(threads * 4)
+        .max_idle_connections_per_host(threads);
+    if std::env::var("RAW_TIMEOUTS").is_ok() {
+        builder = builder.timeout_per_read(Some(Duration::from_secs(15)));
+    }
+    let agent: ureq::Agent = builder.build().into();
+    let lb = match client {
+        Client::Call | Client::Submit => {
+            let mut config = format!(
+                "[defaults]\nworkers = {}\n[defaults.pool]\nmax_connections = {}\n",
+                threads.max(4),
+                threads.max(10)
+            );
+            for (i, p) in up.ports.iter().enumerate() {
+                config.push_str(&format!(
+                    "[[services.bench.providers]]\nname = \"u{i}\"\nbase_url = \"http://127.0.0.1:{p}\"\n"
+                ));
+            }
+            Some(Balancer::from_toml_str(&config).unwrap())
+        }
+        _ => None,
+    };
+    let counter = Arc::new(AtomicUsize::new(0));
+    let accepted_before = up.accepted();
+    let deadline = Instant::now() + Duration::from_secs_f64(opts.seconds);
+    let budget = opts.max_requests / threads;
+    let cpu_before = cpu_time();
+    let started = Instant::now();
+    let per_thread: Vec<(usize, usize, Vec<u64>)> = thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let (agent, urls, counter, lb, proxy) = (&agent, &urls, &counter, &lb, &proxy_url);
+                s.spawn(move || {
+                    let mut lat = Vec::with_capacity(1 << 16);
+                    let (mut ok, mut errors) = (0, 0);
+                    while lat.len() < budget && Instant::now() < deadline {
+                        let t = Instant::now();
+                        let good = match client {
+                            Client::Raw => {
+                                let i = counter.fetch_add(1, Ordering::Relaxed) % urls.len();
+                                fetch(agent, &urls[i])
+                            }
+                            Client::Haproxy => fetch(agent, proxy.as_deref().unwrap_or("")),
+                            Client::Call => lb
+                                .as_ref()
+                                .is_some_and(|lb| lb.call(Request::get("bench", "/")).is_ok()),
+                            Client::Submit => lb.as_ref().is_some_and(|lb| {
+                                lb.submit(Request::get("bench", "/"))
+                                    .and_then(|t| t.wait())
+                                    .is_ok()
+                            }),
+                        };
+                        lat.push(t.elapsed().as_nanos() as u64);
+                        if good {
+                            ok += 1;
+                        } else {
+                            errors += 1;
+                        }
+                    }
+                    (ok, errors, lat)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let elapsed = started.elapsed();
+    let cpu = cpu_time().saturating_sub(cpu_before);
+    drop(lb);
+    let mut result = RunResult {
+        elapsed,
+        cpu,
+        connections: up.accepted().saturating_sub(accepted_before),
+        ..RunResult::default()
+    };
+    for (ok, errors, lat) in per_thread {
+        result.requests += ok;
+        result.errors += errors;
+        result.latencies_ns.extend(lat);
+    }
+    result.latencies_ns.sort_unstable();
+    // Our own stub_status reads count as connections too.
+    if up.status_port.is_some() {
+        result.connections = result.connections.saturating_sub(1);
+    }
+    Some(result)
+}
+
+fn fetch(agent: &ureq::Agent, url: &str) -> bool {
+    match agent.get(url).call() {
+        Ok(mut r) => r.body_mut().read_to_vec().is_ok() && r.status() == 200,
+        Err(_) => false,
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() {
+        0.0
+    } else {
+        v[v.len() / 2]
+    }
+}
+
+fn main() {
+    // `cargo bench` passes --bench; nothing else of libtest applies here.
+    let opts = options();
+    let dir = workdir();
+    let up = if opts.nginx {
+        nginx(&dir)
+    } else {
+        test_servers()
+    };
+    let proxy = if opts.nginx {
+        haproxy(&dir, &up.ports)
+    } else {
+        None
+    };
+    let haproxy_port = proxy.as_ref().map(|(_, p)| *p);
+    let clients = [Client::Raw, Client::Call, Client::Submit, Client::Haproxy];
+    let wanted = |c: &Client| opts.clients.contains(c);
+    println!(
+        "upstreams: {} on ports {:?}; haproxy: {}; {} reps of {} s; cores: {}",
+        if opts.nginx { "nginx" } else { "test server" },
+        up.ports,
+        haproxy_port.map_or("off".to_string(), |p| p.to_string()),
+        opts.reps,
+        opts.seconds,
+        thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0)
+    );
+    let mut report = String::new();
+    let mut json = Vec::new();
+    for &threads in &opts.threads {
+        let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); clients.len()];
+        for _ in 0..opts.reps {
+            for (i, &c) in clients.iter().enumerate().filter(|(_, c)| wanted(c)) {
+                if let Some(r) = run_client(c, threads, &up, haproxy_port, &opts) {
+                    runs[i].push(r);
+                }
+            }
+        }
+        let med = |i: usize, f: &dyn Fn(&RunResult) -> f64| median(runs[i].iter().map(f).collect());
+        if runs[0].is_empty() || runs[1].is_empty() {
+            for (i, c) in clients
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !runs[*i].is_empty())
+            {
+                println!(
+                    "{} x{threads}: {:.0} req/s, CPU {:.1} us/req",
+                    c.name(),
+                    med(i, &|r| r.throughput()),
+                    med(i, &|r| r.cpu_per_request_us())
+                );
+            }
+            continue;
+        }
+        let rps: Vec<f64> = (0..clients.len())
+            .map(|i| med(i, &|r| r.throughput()))
+            .collect();
+        report.push_str(&format!(
+            "\n### {threads} thread(s)\n\n| client | req/s | vs raw | p50 us | p99 us | p999 us | conns | CPU us/req | errors |\n|---|---|---|---|---|---|---|---|---|\n"
+        ));
+        for (i, c) in clients.iter().enumerate() {
+            if runs[i].is_empty() {
+                continue;
+            }
+            let line = format!(
+                "| {} | {:.0} | {:.3} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.0} |\n",
+                c.name(),
+                rps[i],
+                rps[i] / rps[0],
+                med(i, &|r| r.quantile_us(0.5)),
+                med(i, &|r| r.quantile_us(0.99)),
+                med(i, &|r| r.quantile_us(0.999)),
+                med(i, &|r| r.connections as f64),
+                med(i, &|r| r.cpu_per_request_us()),
+                med(i, &|r| r.errors as f64),
+            );
+            report.push_str(&line);
+            json.push(format!(
+                "{{\"threads\":{threads},\"client\":\"{}\",\"rps\":{:.1},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"connections\":{:.0},\"cpu_us_per_req\":{:.2},\"errors\":{:.0}}}",
+                c.name(),
+                rps[i],
+                med(i, &|r| r.quantile_us(0.5)),
+                med(i, &|r| r.quantile_us(0.99)),
+                med(i, &|r| r.quantile_us(0.999)),
+                med(i, &|r| r.connections as f64),
+                med(i, &|r| r.cpu_per_request_us()),
+                med(i, &|r| r.errors as f64),
+            ));
+        }
+        if !runs[3].is_empty() {
+            report.push_str(&format!("\ncall vs haproxy: {:.2}x\n", rps[1] / rps[3]));
+        }
+        let added_p50 = med(1, &|r| r.quantile_us(0.5)) - med(0, &|r| r.quantile_us(0.5));
+        report.push_str(&format!("call adds {added_p50:.1} us at p50 over raw\n"));
+        print!(
+            "{}",
+            report
+                .split("\n### ")
+                .last()
+                .map(|s| format!("\n### {s}"))
+                .unwrap_or_default()
+        );
+        let _ = std::io::stdout().flush();
+    }
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    let _ = std::fs::create_dir_all(&target);
+    let _ = std::fs::write(target.join("bench-e2e.md"), &report);
+    let _ = std::fs::write(
+        target.join("bench-e2e.json"),
+        format!("[{}]\n", json.join(",\n")),
+    );
+    drop(proxy);
+    drop(up);
+    let _ = std::fs::remove_dir_all(&dir);
+}
