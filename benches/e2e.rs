@@ -13,7 +13,6 @@
 //! accepted, and client CPU per request; medians over the repetitions, and ratios.
 
 #[path = "../tests/support/server.rs"]
-#[allow(dead_code)]
 mod server;
 
 use std::io::Write as _;
@@ -410,10 +409,15 @@ fn main() {
     // `cargo bench` passes --bench; nothing else of libtest applies here.
     let opts = options();
     let dir = workdir();
-    let up = if opts.nginx {
-        nginx(&dir)
-    } else {
-        test_servers()
+    let up = match (&opts.ports, opts.nginx) {
+        (Some(ports), _) => Upstreams {
+            ports: ports.clone(),
+            status_port: None,
+            _nginx: None,
+            _test: Vec::new(),
+        },
+        (None, true) => nginx(&dir),
+        (None, false) => test_servers(),
     };
     let proxy = if opts.nginx {
         haproxy(&dir, &up.ports)
