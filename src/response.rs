@@ -3,11 +3,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use ureq::http::{HeaderMap, HeaderName, HeaderValue};
+
 /// A provider's answer. Any status but 5xx and 429 is an answer, 404 included.
 #[derive(Debug, Clone)]
 pub struct Response {
     pub(crate) status: u16,
-    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) headers: HeaderMap,
     pub(crate) body: Vec<u8>,
     pub(crate) provider: Arc<str>,
     pub(crate) attempts: u32,
@@ -22,7 +24,7 @@ impl Response {
     pub fn fallback(status: u16, body: impl Into<Vec<u8>>) -> Response {
         Response {
             status,
-            headers: Vec::new(),
+            headers: HeaderMap::new(),
             body: body.into(),
             provider: Arc::from("fallback"),
             attempts: 0,
@@ -32,10 +34,15 @@ impl Response {
         }
     }
 
-    /// Adds a header to a response made by a fallback.
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Response {
-        self.headers
-            .push((name.into().to_ascii_lowercase(), value.into()));
+    /// Adds a header to a response made by a fallback. A name or value that is not valid
+    /// in HTTP is left out.
+    pub fn with_header(mut self, name: &str, value: &str) -> Response {
+        if let (Ok(n), Ok(v)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
+            self.headers.append(n, v);
+        }
         self
     }
 
@@ -69,17 +76,18 @@ impl Response {
         self.attempts
     }
 
-    /// The first header of that name (case-insensitive).
+    /// The first header of that name (case-insensitive); `None` also when its value is
+    /// not visible ASCII.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.get(name).and_then(|v| v.to_str().ok())
     }
 
-    /// Every header in the order received; names are lowercase.
-    pub fn headers(&self) -> &[(String, String)] {
-        &self.headers
+    /// Every header as (lowercase name, value), repeated names once per value, grouped by
+    /// name in the order first received. Values that are not UTF-8 are skipped.
+    pub fn headers(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.headers
+            .iter()
+            .filter_map(|(n, v)| Some((n.as_str(), std::str::from_utf8(v.as_bytes()).ok()?)))
     }
 
     /// From submission to answer: queue wait, every attempt and backoff.

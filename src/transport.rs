@@ -154,7 +154,7 @@ impl Resolver for CachingResolver {
 #[derive(Debug)]
 pub(crate) struct Answer {
     pub status: u16,
-    pub headers: Vec<(String, String)>,
+    pub headers: ureq::http::HeaderMap,
     pub body: Vec<u8>,
 }
 
@@ -256,18 +256,10 @@ pub(crate) fn send(
         return Err(f);
     }
 
-    let headers = response
-        .headers()
-        .iter()
-        .map(|(name, value)| {
-            (
-                name.as_str().to_string(),
-                String::from_utf8_lossy(value.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    let body = response
-        .body_mut()
+    // The header map is moved into the answer, not copied.
+    let (parts, mut body) = response.into_parts();
+    let headers = parts.headers;
+    let body = body
         .with_config()
         .limit(out.max_response_bytes)
         .read_to_vec()

@@ -20,8 +20,7 @@ impl sy_response {
         let provider = c_string(inner.provider().to_string());
         let headers = inner
             .headers()
-            .iter()
-            .map(|(n, v)| (c_string(n.clone()), c_string(v.clone())))
+            .map(|(n, v)| (c_string(n.to_string()), c_string(v.to_string())))
             .collect();
         Box::into_raw(Box::new(sy_response {
             inner,
