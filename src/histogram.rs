@@ -64,6 +64,12 @@ fn value_at(index: usize) -> u64 {
     (1u64 << exp) + sub * width + width / 2
 }
 
+/// Heap bytes of one histogram.
+#[allow(dead_code)] // read by the benchmarks
+pub(crate) fn heap_bytes() -> usize {
+    BUCKETS * std::mem::size_of::<AtomicU64>()
+}
+
 /// The smallest value above every value of a bucket, in microseconds.
 fn upper_bound(index: usize) -> u64 {
     if index < LINEAR as usize {

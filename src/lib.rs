@@ -30,6 +30,8 @@
 
 mod activity;
 mod balancer;
+#[doc(hidden)]
+pub mod bench_support;
 mod breaker;
 mod clock;
 pub mod config;

@@ -1,6 +1,7 @@
 //! A logical API at run time: its providers, its waiting line, and how a job gets a
 //! connection slot on one of them.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,7 +33,19 @@ pub(crate) struct Service {
     listeners: Arc<Listeners>,
     fallback: RwLock<Option<Fallback>>,
     pub picker: Picker,
+    /// Provider indices by tier, lowest tier first.
+    by_tier: Vec<Vec<usize>>,
+    /// Every provider; the providers listing each endpoint name.
+    all: IndexSet,
+    listing: HashMap<String, IndexSet>,
+    /// Whether any endpoint template has a `{param}` (then requests are checked for it).
+    has_params: bool,
 }
+
+/// Above this many providers, first picks sample instead of scanning.
+const SAMPLED_ABOVE: usize = 64;
+/// Draws a sampled pick makes before it gives up and scans.
+const SAMPLES: usize = 12;
 
 /// What [`Service::acquire`] found.
 #[derive(Debug)]
@@ -69,6 +82,37 @@ impl Service {
             clock,
             listeners,
             fallback: RwLock::new(None),
+            all: {
+                let mut all = IndexSet::default();
+                (0..config.providers.len()).for_each(|i| all.insert(i));
+                all
+            },
+            listing: {
+                let mut listing: HashMap<String, IndexSet> = HashMap::new();
+                for (i, p) in config.providers.iter().enumerate() {
+                    for name in p.endpoints.keys() {
+                        listing.entry(name.clone()).or_default().insert(i);
+                    }
+                }
+                listing
+            },
+            has_params: config
+                .providers
+                .iter()
+                .any(|p| p.endpoints.values().any(|t| t.params().next().is_some())),
+            by_tier: {
+                let mut tiers: Vec<u8> = config.providers.iter().map(|p| p.tier).collect();
+                tiers.sort_unstable();
+                tiers.dedup();
+                tiers
+                    .iter()
+                    .map(|t| {
+                        (0..config.providers.len())
+                            .filter(|&i| config.providers[i].tier == *t)
+                            .collect()
+                    })
+                    .collect()
+            },
             picker: Picker::new(
                 config.strategy,
                 config.fallback_strategy,
@@ -81,6 +125,15 @@ impl Service {
     /// Checks that some provider can serve the request at all.
     /// The providers that can serve the request, or why none can.
     pub fn check(&self, request: &Request) -> Result<IndexSet, Error> {
+        let listed = if request.is_raw_path() {
+            Some(&self.all)
+        } else {
+            self.listing.get(&request.endpoint)
+        };
+        // Without path parameters to check, the set is known from the configuration.
+        if let (Some(set), false) = (listed, self.has_params) {
+            return Ok(set.clone());
+        }
         let mut eligible = IndexSet::default();
         let mut missing = None;
         let mut serving = false;
@@ -165,6 +218,11 @@ impl Service {
     pub fn acquire(&self, job: &Job) -> Pick {
         let n = self.providers.len();
         let now = self.clock.now();
+        if n > SAMPLED_ABOVE && job.attempts() == 0 {
+            if let Some(slot) = self.acquire_sampled(job, now) {
+                return Pick::Slot(slot);
+            }
+        }
         let mut refused = IndexSet::default();
         let mut busy = IndexSet::default();
         // Each round refuses or finds busy one more provider, or returns.
@@ -206,6 +264,55 @@ impl Service {
             busy.insert(i);
         }
         Pick::Busy
+    }
+
+    /// For large provider sets, a first attempt draws a few providers of the lowest tier
+    /// at random and lets the strategy choose between two that are usable, so a pick costs
+    /// the same with 1,000 providers as with 10. `None` sends the caller to the full scan
+    /// (which also handles health panic mode, busy pools and unavailable tiers).
+    fn acquire_sampled(&self, job: &Job, now: Duration) -> Option<Slot> {
+        let lowest = &self.by_tier[0];
+        let none = IndexSet::default();
+        let mut found = [usize::MAX; 2];
+        let mut count = 0;
+        for _ in 0..SAMPLES {
+            let i = lowest[self.picker.below(lowest.len())];
+            let p = &self.providers[i];
+            if found[..count].contains(&i)
+                || !self.candidate(job, i, now, &none)
+                || p.health.is_down()
+                || p.in_flight() >= p.pool.max_connections
+            {
+                continue;
+            }
+            found[count] = i;
+            count += 1;
+            if count == 2 {
+                break;
+            }
+        }
+        if count < 2 {
+            return None;
+        }
+        let first = self
+            .picker
+            .choose_between(&self.providers, found[0], found[1], now);
+        let second = if first == found[0] {
+            found[1]
+        } else {
+            found[0]
+        };
+        for i in [first, second] {
+            let p = &self.providers[i];
+            let (permit, transition) = p.breaker.try_acquire();
+            self.notify(i, transition);
+            let Some(permit) = permit else { continue };
+            if p.try_acquire() {
+                return Some(Slot { index: i, permit });
+            }
+            p.breaker.cancel(permit);
+        }
+        None
     }
 
     /// The candidate most likely to succeed: live success rate blended with `reliability`.

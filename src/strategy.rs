@@ -172,6 +172,66 @@ impl Picker {
     }
 
     /// Picks among the providers for which `ok` holds; `None` when there are none.
+    /// A uniform index below `n`.
+    pub fn below(&self, n: usize) -> usize {
+        self.rand.below(n)
+    }
+
+    /// The strategy's choice between two sampled providers (large provider sets).
+    /// Round robin becomes a weighted coin, the rest compare their own measure.
+    pub fn choose_between(
+        &self,
+        providers: &[Provider],
+        a: usize,
+        b: usize,
+        now: Duration,
+    ) -> usize {
+        let (pa, pb) = (&providers[a], &providers[b]);
+        let lacks_data = pa.latency.read().2 < MIN_SAMPLES || pb.latency.read().2 < MIN_SAMPLES;
+        let kind = match self.kind() {
+            StrategyKind::WeightedResponse | StrategyKind::HealthBased | StrategyKind::PeakEwma
+                if lacks_data =>
+            {
+                KINDS[self.fallback.load(Ordering::Relaxed) as usize]
+            }
+            kind => kind,
+        };
+        let better = |cost_a: f64, cost_b: f64| if cost_b < cost_a { b } else { a };
+        match kind {
+            StrategyKind::RoundRobin => {
+                let (wa, wb) = (f64::from(pa.weight), f64::from(pb.weight));
+                if self.rand.unit() * (wa + wb) < wa {
+                    a
+                } else {
+                    b
+                }
+            }
+            StrategyKind::LeastConnections => better(pa.in_flight() as f64, pb.in_flight() as f64),
+            StrategyKind::WeightedResponse => better(
+                pa.latency.read().0 / f64::from(pa.weight),
+                pb.latency.read().0 / f64::from(pb.weight),
+            ),
+            StrategyKind::HealthBased => {
+                let score = |p: &Provider, fastest: f64| {
+                    let (calls, failures) = p.breaker.window_totals();
+                    let error_rate = if calls == 0 {
+                        0.0
+                    } else {
+                        failures as f64 / calls as f64
+                    };
+                    let speed = fastest / (p.latency.read().0 + SPEED_FLOOR_MS);
+                    0.4 * p.health.uptime().unwrap_or(1.0) + 0.3 * speed + 0.2 * (1.0 - error_rate)
+                };
+                let fastest = (pa.latency.read().0).min(pb.latency.read().0) + SPEED_FLOOR_MS;
+                better(-score(pa, fastest), -score(pb, fastest))
+            }
+            StrategyKind::PeakEwma => {
+                let cost = |p: &Provider| p.latency.decayed_peak(now) * (p.in_flight() + 1) as f64;
+                better(cost(pa), cost(pb))
+            }
+        }
+    }
+
     /// `now` is clock time, for latency estimates that decay while a provider is idle.
     pub fn pick(
         &self,

@@ -58,6 +58,12 @@ pub struct Throughput {
 
 pub(crate) struct RecentWindow(Mutex<Inner>);
 
+/// Heap bytes of one window.
+#[allow(dead_code)] // read by the benchmarks
+pub(crate) fn heap_bytes() -> usize {
+    LAST_CALLS * std::mem::size_of::<Call>()
+}
+
 impl Default for RecentWindow {
     fn default() -> Self {
         RecentWindow(Mutex::new(Inner {

@@ -92,13 +92,13 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 Pick::Slot(slot) => slot,
                 Pick::Busy => match park(core, service, job) {
                     Parked::Slot(j, slot) => {
-                        job = j;
+                        job = *j;
                         slot
                     }
                     Parked::Left(driven) => {
                         return Driven {
                             next: handed,
-                            ..driven
+                            ..*driven
                         }
                     }
                 },
@@ -253,9 +253,9 @@ fn back_off(core: &Core, mut job: Job, delay: Duration) -> Option<Job> {
 /// What [`park`] did with a job.
 enum Parked {
     /// A slot turned up at the last moment: go on driving.
-    Slot(Job, Slot),
+    Slot(Box<Job>, Slot),
     /// The job left this driver (parked, refused, or handed to a worker).
-    Left(Driven),
+    Left(Box<Driven>),
 }
 
 /// Parks a job whose providers are all busy.
@@ -269,7 +269,7 @@ fn park(core: &Core, service: &Service, mut job: Job) -> Parked {
                 service: service.name.clone(),
                 max_size: service.queue.max_size,
             });
-            return Parked::Left(end(core, job, outcome, None));
+            return Parked::Left(Box::new(end(core, job, outcome, None)));
         }
         let (ticket, sink) = Ticket::new(job.submitted, job.deadline);
         job.sink = sink;
@@ -285,14 +285,14 @@ fn park(core: &Core, service: &Service, mut job: Job) -> Parked {
             // The caller now waits on its ticket; a worker finishes the job.
             job.reserved = Some(slot);
             core.channels.send_ready(job);
-            Parked::Left(Driven::left(parked, None))
+            Parked::Left(Box::new(Driven::left(parked, None)))
         }
-        Some((job, slot)) => Parked::Slot(job, slot),
+        Some((job, slot)) => Parked::Slot(Box::new(job), slot),
         None => {
             if core.stopping.load(Ordering::SeqCst) {
                 core.drain();
             }
-            Parked::Left(Driven::left(parked, None))
+            Parked::Left(Box::new(Driven::left(parked, None)))
         }
     }
 }

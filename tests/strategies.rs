@@ -244,3 +244,27 @@ fn latency_metrics_match_the_servers_delay() {
             >= 20.0
     );
 }
+
+#[test]
+fn large_provider_sets_are_sampled_and_still_skip_unavailable_providers() {
+    let _one_at_a_time = exclusive();
+    let servers = servers(2);
+    let mut config = String::new();
+    for i in 0..80 {
+        config.push_str(&provider("s", &format!("p{i}"), &servers[i % 2].url(), ""));
+    }
+    let lb = Balancer::from_toml_str(&config).unwrap();
+    for i in 0..10 {
+        lb.force_open(&format!("p{i}")).unwrap();
+    }
+    drive(&lb, 4_000, 4);
+    let m = lb.metrics();
+    let used = |i: usize| m.services["s"].providers[&format!("p{i}")].requests;
+    assert!(
+        (0..10).all(|i| used(i) == 0),
+        "a forced-open provider got traffic"
+    );
+    let reached = (10..80).filter(|&i| used(i) > 0).count();
+    assert!(reached >= 60, "only {reached} of 70 providers were picked");
+    assert_eq!(m.services["s"].successes, 4_000);
+}

@@ -1,0 +1,133 @@
+//! Micro-benchmarks: the balancer's per-request work without the network, and the
+//! hand-off from `submit` to a worker.
+//!
+//!     cargo bench --bench micro                 # criterion, plus the tables below
+//!     cargo bench --bench micro -- --quick      # shorter
+//!
+//! select_record/N/T: pick among N providers (default strategy), take the breaker's
+//! permit and a connection slot, give them back, record the outcome in the breaker,
+//! metrics, windows and latency averages; T threads on one service, time per request.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, Criterion};
+use switchyard::bench_support::Harness;
+use switchyard::StrategyKind;
+
+/// Runs `iters` requests spread over `threads` threads; returns core-time for `iters`:
+/// wall time x the cores the threads could use, so 8 threads on 2 cores are not charged
+/// for waiting their turn, only for contention.
+fn per_request_on_threads(h: &Arc<Harness>, threads: usize, iters: u64) -> Duration {
+    let cores = thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let per = (iters / threads as u64).max(1);
+    let started = Instant::now();
+    thread::scope(|s| {
+        for _ in 0..threads {
+            let h = h.clone();
+            s.spawn(move || {
+                for _ in 0..per {
+                    h.select_and_record();
+                }
+            });
+        }
+    });
+    let done = per * threads as u64;
+    started
+        .elapsed()
+        .mul_f64(threads.min(cores) as f64 * iters as f64 / done as f64)
+}
+
+fn select_record(c: &mut Criterion) {
+    let mut group = c.benchmark_group("select_record");
+    for providers in [3, 8, 1000] {
+        for strategy in [
+            StrategyKind::HealthBased,
+            StrategyKind::RoundRobin,
+            StrategyKind::PeakEwma,
+        ] {
+            let h = Arc::new(Harness::new(providers, strategy));
+            for threads in [1, 8] {
+                let name = format!("{}/{providers}/{threads}t", strategy.name());
+                group.bench_function(&name, |b| {
+                    b.iter_custom(|iters| {
+                        if threads == 1 {
+                            let started = Instant::now();
+                            for _ in 0..iters {
+                                black_box(&h).select_and_record();
+                            }
+                            started.elapsed()
+                        } else {
+                            per_request_on_threads(&h, threads, iters)
+                        }
+                    })
+                });
+            }
+        }
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(20);
+    targets = select_record
+}
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Memory after many requests, and throughput of the select + record path as providers
+/// and threads grow.
+fn scale_tables() {
+    println!(
+        "\nmetrics state per provider: {} bytes",
+        Harness::bytes_per_provider()
+    );
+    let h = Harness::new(8, StrategyKind::HealthBased);
+    for _ in 0..100_000 {
+        h.select_and_record();
+    }
+    let at_100k = rss_kib();
+    for _ in 0..900_000 {
+        h.select_and_record();
+    }
+    let at_1m = rss_kib();
+    println!(
+        "RSS after 100,000 requests: {at_100k} KiB; after 1,000,000: {at_1m} KiB; growth {} KiB",
+        at_1m as i64 - at_100k as i64
+    );
+    println!("\n| providers | threads | core-ns per request (select + record) |\n|---|---|---|");
+    for providers in [1, 10, 100, 1000] {
+        let h = Arc::new(Harness::new(providers, StrategyKind::HealthBased));
+        for threads in [1, 2, 8, 32, 64] {
+            let n = 200_000u64;
+            let d = per_request_on_threads(&h, threads, n);
+            println!(
+                "| {providers} | {threads} | {:.0} |",
+                d.as_nanos() as f64 / n as f64
+            );
+        }
+        black_box(h.under_way());
+    }
+}
+
+fn main() {
+    benches();
+    if !std::env::args().any(|a| a == "--no-tables") {
+        scale_tables();
+    }
+    Criterion::default().configure_from_args().final_summary();
+}
