@@ -64,6 +64,25 @@ typedef void (*sy_circuit_callback)(void *user_data,
 // A request priority: one of the `SY_PRIORITY_*` values.
 typedef uint32_t sy_priority;
 
+// Everything about a response in one struct, for bindings that pay per native call.
+// The pointers live until `sy_response_free`.
+typedef struct {
+  // The HTTP status code.
+  uint16_t status;
+  // Attempts it took, this one included.
+  uint32_t attempts;
+  // From submission to answer, in microseconds.
+  uint64_t latency_us;
+  // The body (not NUL-terminated) and its length.
+  const uint8_t *body;
+  // The body's length in bytes.
+  size_t body_len;
+  // The provider that answered, NUL-terminated.
+  const char *provider;
+  // Every header as "name: value\n" lines, as `sy_response_headers`.
+  const char *headers;
+} sy_response_view;
+
 
 
 // Success.
@@ -267,6 +286,11 @@ const uint8_t *sy_response_body(const sy_response *response, size_t *len_out);
 // arguments). Valid until `sy_response_free`.
 const char *sy_response_header(const sy_response *response, const char *name);
 
+// Every header as "name: value" lines, each ending in "\n", names lowercase, in one
+// string (for bindings: one call instead of one per header). Valid until
+// `sy_response_free`; "" for NULL.
+const char *sy_response_headers(const sy_response *response);
+
 // How many headers the response has; 0 for NULL.
 size_t sy_response_header_count(const sy_response *response);
 
@@ -289,6 +313,9 @@ uint64_t sy_response_latency_us(const sy_response *response);
 
 // Time spent waiting for a worker or a connection slot, in microseconds; 0 for NULL.
 uint64_t sy_response_queue_wait_us(const sy_response *response);
+
+// Fills `view_out` with everything about the response at once.
+sy_status sy_response_view_of(const sy_response *response, sy_response_view *view_out);
 
 // Frees a response. Calling with NULL is fine. Must not be called twice with the same value.
 void sy_response_free(sy_response *response);

@@ -1,8 +1,9 @@
 //! `sy_response`: a provider's answer.
 
 use std::ffi::{c_char, CString};
+use std::sync::OnceLock;
 
-use super::{c_string, guarded, str_arg};
+use super::{c_string, guarded, str_arg, sy_status};
 use crate::Response;
 
 /// An answer: status, headers, body, the provider that gave it. Owned by the caller;
@@ -11,22 +12,31 @@ use crate::Response;
 pub struct sy_response {
     inner: Response,
     provider: CString,
-    /// Names (lowercase) and values, NUL-terminated, in the order received.
-    headers: Vec<(CString, CString)>,
+    /// Names (lowercase) and values, NUL-terminated; made on first use, since most
+    /// callers read only the status and the body.
+    headers: OnceLock<Vec<(CString, CString)>>,
+    /// Every header as "name: value" lines; made on first use.
+    headers_text: OnceLock<CString>,
 }
 
 impl sy_response {
     pub(crate) fn boxed(inner: Response) -> *mut sy_response {
         let provider = c_string(inner.provider().to_string());
-        let headers = inner
-            .headers()
-            .map(|(n, v)| (c_string(n.to_string()), c_string(v.to_string())))
-            .collect();
         Box::into_raw(Box::new(sy_response {
             inner,
             provider,
-            headers,
+            headers: OnceLock::new(),
+            headers_text: OnceLock::new(),
         }))
+    }
+
+    fn headers(&self) -> &[(CString, CString)] {
+        self.headers.get_or_init(|| {
+            self.inner
+                .headers()
+                .map(|(n, v)| (c_string(n.to_string()), c_string(v.to_string())))
+                .collect()
+        })
     }
 }
 
@@ -77,17 +87,38 @@ pub extern "C" fn sy_response_header(
         let Ok(name) = (unsafe { str_arg(name, "name") }) else {
             return std::ptr::null();
         };
-        r.headers
+        r.headers()
             .iter()
             .find(|(n, _)| n.to_bytes().eq_ignore_ascii_case(name.as_bytes()))
             .map_or(std::ptr::null(), |(_, v)| v.as_ptr())
     })
 }
 
+/// Every header as "name: value" lines, each ending in "\n", names lowercase, in one
+/// string (for bindings: one call instead of one per header). Valid until
+/// `sy_response_free`; "" for NULL.
+#[no_mangle]
+pub extern "C" fn sy_response_headers(response: *const sy_response) -> *const c_char {
+    with(response, c"".as_ptr(), |r| {
+        r.headers_text
+            .get_or_init(|| {
+                let mut text = String::new();
+                for (name, value) in r.inner.headers() {
+                    text.push_str(name);
+                    text.push_str(": ");
+                    text.push_str(value);
+                    text.push('\n');
+                }
+                c_string(text)
+            })
+            .as_ptr()
+    })
+}
+
 /// How many headers the response has; 0 for NULL.
 #[no_mangle]
 pub extern "C" fn sy_response_header_count(response: *const sy_response) -> usize {
-    with(response, 0, |r| r.headers.len())
+    with(response, 0, |r| r.headers().len())
 }
 
 /// The name (lowercase) of header `index`, or NULL when out of range. Valid until
@@ -98,7 +129,7 @@ pub extern "C" fn sy_response_header_name(
     index: usize,
 ) -> *const c_char {
     with(response, std::ptr::null(), |r| {
-        r.headers
+        r.headers()
             .get(index)
             .map_or(std::ptr::null(), |(n, _)| n.as_ptr())
     })
@@ -111,7 +142,7 @@ pub extern "C" fn sy_response_header_value(
     index: usize,
 ) -> *const c_char {
     with(response, std::ptr::null(), |r| {
-        r.headers
+        r.headers()
             .get(index)
             .map_or(std::ptr::null(), |(_, v)| v.as_ptr())
     })
@@ -140,6 +171,53 @@ pub extern "C" fn sy_response_latency_us(response: *const sy_response) -> u64 {
 #[no_mangle]
 pub extern "C" fn sy_response_queue_wait_us(response: *const sy_response) -> u64 {
     with(response, 0, |r| r.inner.queue_wait().as_micros() as u64)
+}
+
+/// Everything about a response in one struct, for bindings that pay per native call.
+/// The pointers live until `sy_response_free`.
+#[repr(C)]
+pub struct sy_response_view {
+    /// The HTTP status code.
+    pub status: u16,
+    /// Attempts it took, this one included.
+    pub attempts: u32,
+    /// From submission to answer, in microseconds.
+    pub latency_us: u64,
+    /// The body (not NUL-terminated) and its length.
+    pub body: *const u8,
+    /// The body's length in bytes.
+    pub body_len: usize,
+    /// The provider that answered, NUL-terminated.
+    pub provider: *const c_char,
+    /// Every header as "name: value\n" lines, as `sy_response_headers`.
+    pub headers: *const c_char,
+}
+
+/// Fills `view_out` with everything about the response at once.
+#[no_mangle]
+pub extern "C" fn sy_response_view_of(
+    response: *const sy_response,
+    view_out: *mut sy_response_view,
+) -> sy_status {
+    super::boundary(std::ptr::null_mut(), || {
+        // SAFETY: NULL or a live sy_response, per the header.
+        let r = unsafe { super::ref_arg(response, "response") }?;
+        if view_out.is_null() {
+            return Err(crate::Error::InvalidArgument("`view_out` is NULL".into()));
+        }
+        let view = sy_response_view {
+            status: r.inner.status(),
+            attempts: r.inner.attempts(),
+            latency_us: r.inner.latency().as_micros() as u64,
+            body: r.inner.body().as_ptr(),
+            body_len: r.inner.body().len(),
+            provider: r.provider.as_ptr(),
+            headers: sy_response_headers(response),
+        };
+        // SAFETY: non-NULL and, per the header, writable storage for one sy_response_view.
+        unsafe { view_out.write(view) };
+        Ok(())
+    })
 }
 
 /// Frees a response. Calling with NULL is fine. Must not be called twice with the same value.

@@ -172,6 +172,8 @@ static void answers(sy_balancer *lb) {
         CHECK(strcmp(sy_response_provider(resp), "bad") != 0, "served by %s", sy_response_provider(resp));
         CHECK(sy_response_header(resp, "Content-Type") != NULL, "content-type header");
         CHECK(sy_response_header_count(resp) >= 2, "header count");
+        CHECK(strstr(sy_response_headers(resp), "content-type: application/json\n") != NULL, "headers: %s",
+              sy_response_headers(resp));
         CHECK(sy_response_header_name(resp, 0) != NULL && sy_response_header_name(resp, 999) == NULL, "header names");
         sy_response_free(resp);
         resp = NULL;

@@ -216,6 +216,22 @@ _sig("sy_request_set_idempotent", _u32, _p, ctypes.c_bool)
 _sig("sy_request_free", None, _p)
 _sig("sy_response_status", ctypes.c_uint16, _p)
 _sig("sy_response_body", ctypes.POINTER(ctypes.c_ubyte), _p, ctypes.POINTER(_size))
+_sig("sy_response_headers", _s, _p)
+
+
+class _View(ctypes.Structure):
+    _fields_ = [
+        ("status", ctypes.c_uint16),
+        ("attempts", ctypes.c_uint32),
+        ("latency_us", ctypes.c_uint64),
+        ("body", ctypes.c_void_p),
+        ("body_len", ctypes.c_size_t),
+        ("provider", ctypes.c_char_p),
+        ("headers", ctypes.c_char_p),
+    ]
+
+
+_sig("sy_response_view_of", _u32, _p, ctypes.POINTER(_View))
 _sig("sy_response_header_count", _size, _p)
 _sig("sy_response_header_name", _s, _p, _size)
 _sig("sy_response_header_value", _s, _p, _size)
@@ -303,26 +319,21 @@ class Response:
     """A provider's answer. Everything is copied out of the native response."""
 
     def __init__(self, raw: int):
-        length = _size(0)
-        data = _lib.sy_response_body(raw, ctypes.byref(length))
+        # One native call for everything: each ctypes call costs a microsecond or more.
+        view = _View()
+        _check(_lib.sy_response_view_of(raw, ctypes.byref(view)))
         #: The body.
-        self.body: bytes = ctypes.string_at(data, length.value) if length.value else b""
+        self.body: bytes = ctypes.string_at(view.body, view.body_len) if view.body_len else b""
         #: The HTTP status code.
-        self.status: int = _lib.sy_response_status(raw)
+        self.status: int = view.status
         #: The name of the provider that answered ("fallback" for a fallback's answer).
-        self.provider: str = _lib.sy_response_provider(raw).decode()
+        self.provider: str = view.provider.decode()
         #: Attempts it took, this one included.
-        self.attempts: int = _lib.sy_response_attempts(raw)
+        self.attempts: int = view.attempts
         #: Seconds from submission to answer.
-        self.latency: float = _lib.sy_response_latency_us(raw) / 1e6
-        count = _lib.sy_response_header_count(raw)
-        pairs = [
-            (
-                _lib.sy_response_header_name(raw, i).decode("latin-1"),
-                _lib.sy_response_header_value(raw, i).decode("utf-8", "replace"),
-            )
-            for i in range(count)
-        ]
+        self.latency: float = view.latency_us / 1e6
+        lines = view.headers.decode("utf-8", "replace").split("\n")
+        pairs = [tuple(line.split(": ", 1)) for line in lines if ": " in line]
         #: Case-insensitive headers.
         self.headers: Headers = Headers(pairs)
 
@@ -405,7 +416,8 @@ class Balancer:
         if not req:
             raise InvalidArgument("`service` and `endpoint` must be non-empty text")
         try:
-            _check(_lib.sy_request_set_method(req, _text(method, "method")), what=f"`method` {method!r} is not an HTTP method")
+            if method != "GET":  # the default; each native call costs
+                _check(_lib.sy_request_set_method(req, _text(method, "method")), what=f"`method` {method!r} is not an HTTP method")
             for name, value in (params or {}).items():
                 _check(_lib.sy_request_add_param(req, _text(name, "param"), _text(value, "param")))
             for name, value in (headers or {}).items():
@@ -422,7 +434,8 @@ class Balancer:
                     raise InvalidArgument(f"`priority` {priority!r} is not one of critical, high, normal, low")
             else:
                 level = priority
-            _check(_lib.sy_request_set_priority(req, level), what=f"`priority` {priority!r} is out of range")
+            if level != 2:  # normal, the default
+                _check(_lib.sy_request_set_priority(req, level), what=f"`priority` {priority!r} is out of range")
             if timeout is not None:
                 if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
                     raise InvalidArgument(f"`timeout` {timeout!r} is not a positive number of seconds")
