@@ -8,11 +8,7 @@ use std::process::Command;
 
 use support::{provider, Fault, TestServer};
 
-/// Where cargo put the library: the test binary is in `<target>/<profile>/deps/`.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
+use support::native::lib_dir;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

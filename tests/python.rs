@@ -1,12 +1,11 @@
 //! The Python binding: its unittest suite run with the library this build produced.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().to_path_buf()
-}
+mod support;
+
+use support::native::lib_dir;
 
 fn python(args: &[&str], dir: &Path) -> (bool, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
