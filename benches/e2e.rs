@@ -32,6 +32,8 @@ enum Client {
     Call,
     Submit,
     Haproxy,
+    /// `call()` while a scraper reads /metrics and /status.json 100 times a second each.
+    Scraped,
 }
 
 impl Client {
@@ -41,6 +43,7 @@ impl Client {
             Client::Call => "call",
             Client::Submit => "submit",
             Client::Haproxy => "haproxy",
+            Client::Scraped => "scraped",
         }
     }
 }
@@ -65,7 +68,13 @@ fn options() -> Options {
             .cloned()
     };
     let smoke = args.iter().any(|a| a == "--smoke");
-    let all = [Client::Raw, Client::Call, Client::Submit, Client::Haproxy];
+    let all = [
+        Client::Raw,
+        Client::Call,
+        Client::Submit,
+        Client::Haproxy,
+        Client::Scraped,
+    ];
     Options {
         clients: value("--clients")
             .map(|v| {
@@ -73,7 +82,7 @@ fn options() -> Options {
                     .filter(|c| v.split(',').any(|n| n == c.name()))
                     .collect()
             })
-            .unwrap_or_else(|| all.to_vec()),
+            .unwrap_or_else(|| all[..4].to_vec()),
         threads: value("--threads")
             .map(|v| v.split(',').filter_map(|t| t.parse().ok()).collect())
             .unwrap_or_else(|| if smoke { vec![2] } else { vec![1, 8, 32] }),
@@ -309,7 +318,7 @@ fn run_client(
     }
     let agent: ureq::Agent = builder.build().into();
     let lb = match client {
-        Client::Call | Client::Submit => {
+        Client::Call | Client::Submit | Client::Scraped => {
             let mut config = format!(
                 "[defaults]\nworkers = {}\n[defaults.pool]\nmax_connections = {}\n",
                 threads.max(4),
@@ -325,6 +334,33 @@ fn run_client(
         _ => None,
     };
     let counter = Arc::new(AtomicUsize::new(0));
+    let scraping = Arc::new(std::sync::atomic::AtomicBool::new(
+        client == Client::Scraped,
+    ));
+    let scraper = (client == Client::Scraped).then(|| {
+        let url = lb
+            .as_ref()
+            .unwrap()
+            .serve_dashboard("127.0.0.1:0")
+            .unwrap()
+            .url();
+        let scraping = scraping.clone();
+        thread::spawn(move || {
+            // Like a Prometheus server: one kept-alive connection.
+            let agent = ureq::Agent::new_with_defaults();
+            let tick = crossbeam_channel::tick(Duration::from_millis(10));
+            let mut scrapes = 0u64;
+            while scraping.load(Ordering::Relaxed) {
+                let _ = tick.recv();
+                for path in ["metrics", "status.json"] {
+                    if let Ok(mut r) = agent.get(format!("{url}{path}")).call() {
+                        scrapes += u64::from(r.body_mut().read_to_vec().is_ok());
+                    }
+                }
+            }
+            scrapes
+        })
+    });
     let accepted_before = up.accepted();
     let deadline = Instant::now() + Duration::from_secs_f64(opts.seconds);
     let budget = opts.max_requests / threads;
@@ -345,7 +381,7 @@ fn run_client(
                                 fetch(agent, &urls[i])
                             }
                             Client::Haproxy => fetch(agent, proxy.as_deref().unwrap_or("")),
-                            Client::Call => lb
+                            Client::Call | Client::Scraped => lb
                                 .as_ref()
                                 .is_some_and(|lb| lb.call(Request::get("bench", "/")).is_ok()),
                             Client::Submit => lb.as_ref().is_some_and(|lb| {
@@ -369,6 +405,14 @@ fn run_client(
     });
     let elapsed = started.elapsed();
     let cpu = cpu_time().saturating_sub(cpu_before);
+    scraping.store(false, Ordering::Relaxed);
+    if let Some(scraper) = scraper {
+        let scrapes = scraper.join().unwrap_or(0);
+        eprintln!(
+            "  scraper: {:.0} scrapes/s",
+            scrapes as f64 / elapsed.as_secs_f64()
+        );
+    }
     drop(lb);
     let mut result = RunResult {
         elapsed,
@@ -425,7 +469,13 @@ fn main() {
         None
     };
     let haproxy_port = proxy.as_ref().map(|(_, p)| *p);
-    let clients = [Client::Raw, Client::Call, Client::Submit, Client::Haproxy];
+    let clients = [
+        Client::Raw,
+        Client::Call,
+        Client::Submit,
+        Client::Haproxy,
+        Client::Scraped,
+    ];
     let wanted = |c: &Client| opts.clients.contains(c);
     println!(
         "upstreams: {} on ports {:?}; haproxy: {}; {} reps of {} s; cores: {}",
@@ -502,6 +552,12 @@ fn main() {
         }
         if !runs[3].is_empty() {
             report.push_str(&format!("\ncall vs haproxy: {:.2}x\n", rps[1] / rps[3]));
+        }
+        if !runs[4].is_empty() {
+            report.push_str(&format!(
+                "\ncall while scraped vs call: {:.3}x\n",
+                rps[4] / rps[1]
+            ));
         }
         let added_p50 = med(1, &|r| r.quantile_us(0.5)) - med(0, &|r| r.quantile_us(0.5));
         report.push_str(&format!("call adds {added_p50:.1} us at p50 over raw\n"));

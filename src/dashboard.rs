@@ -2,11 +2,12 @@
 //! (`/`), the metrics snapshot (`/status.json`), Prometheus (`/metrics`), `/healthz`, and
 //! token-guarded operator actions. It uses only the standard library.
 //!
-//! A client gets a thread of its own for at most [`REQUEST_DEADLINE`], with a request of
-//! at most [`MAX_HEAD`] bytes, and at most [`MAX_CLIENTS`] clients are served at once;
-//! past that a client is told 503 at once. So a slow or hostile client can hold a thread
-//! for two seconds, never the server, and never the balancer (which shares no thread or
-//! lock with this server beyond reading its counters).
+//! A connection gets a thread of its own; each request on it must arrive whole within
+//! [`REQUEST_DEADLINE`] of its first byte and within [`MAX_HEAD`] bytes; an idle kept-alive
+//! connection is closed after [`KEEP_ALIVE_IDLE`]; at most [`MAX_CLIENTS`] connections are
+//! served at once, and past that a client is told 503 at once. So a slow or hostile
+//! client can hold a thread for seconds, never the server, and never the balancer (which
+//! shares no thread or lock with this server beyond reading its counters).
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
@@ -32,8 +33,12 @@ const REQUEST_DEADLINE: Duration = Duration::from_secs(2);
 const MAX_HEAD: usize = 16 * 1024;
 /// The largest request body accepted (operator actions are tiny).
 const MAX_BODY: usize = 1024;
-/// Clients served at once.
+/// Clients served at once (idle keep-alive connections count).
 const MAX_CLIENTS: usize = 32;
+/// How long a kept-alive connection may sit idle between requests.
+const KEEP_ALIVE_IDLE: Duration = Duration::from_secs(5);
+/// Requests served on one connection before it is closed.
+const MAX_REQUESTS_PER_CONNECTION: usize = 1000;
 /// Seconds of history kept for the graphs.
 const HISTORY: usize = 300;
 
@@ -160,7 +165,7 @@ impl Server {
             let Ok(conn) = conn else { continue };
             if self.clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
                 self.clients.fetch_sub(1, Ordering::AcqRel);
-                let _ = respond(&conn, 503, "text/plain", b"busy\n");
+                let _ = respond(&conn, 503, "text/plain", b"busy\n", true);
                 continue;
             }
             let me = self.clone();
@@ -206,18 +211,38 @@ impl Server {
         }
     }
 
+    /// Serves one connection: requests one after another (keep-alive, as scrapers and
+    /// browsers use it), until the client closes, idles, or has made its share.
     fn serve(&self, conn: TcpStream) {
-        let deadline = Instant::now() + REQUEST_DEADLINE;
         let _ = conn.set_write_timeout(Some(REQUEST_DEADLINE));
-        let request = match read_request(&conn, deadline) {
-            Ok(r) => r,
-            Err(status) => {
-                let _ = respond(&conn, status, "text/plain", b"bad request\n");
+        for served in 0..MAX_REQUESTS_PER_CONNECTION {
+            let idle = if served == 0 {
+                REQUEST_DEADLINE
+            } else {
+                KEEP_ALIVE_IDLE
+            };
+            let request = match read_request(&conn, idle) {
+                Ok(r) => r,
+                Err(Some(status)) => {
+                    let _ = respond(&conn, status, "text/plain", b"bad request\n", true);
+                    return;
+                }
+                Err(None) if served == 0 => {
+                    let _ = respond(&conn, 408, "text/plain", b"bad request\n", true);
+                    return;
+                }
+                Err(None) => return,
+            };
+            let close = request
+                .header("connection")
+                .is_some_and(|v| v.eq_ignore_ascii_case("close"))
+                || served + 1 == MAX_REQUESTS_PER_CONNECTION
+                || self.stop.is_stopped();
+            let (status, kind, body) = self.route(&request);
+            if respond(&conn, status, kind, &body, close).is_err() || close {
                 return;
             }
-        };
-        let (status, kind, body) = self.route(&request);
-        let _ = respond(&conn, status, kind, &body);
+        }
     }
 
     fn route(&self, r: &HttpRequest) -> (u16, &'static str, Vec<u8>) {
@@ -314,9 +339,25 @@ impl HttpRequest {
     }
 }
 
-/// Reads one request by `deadline`; an error is the status to answer with.
-fn read_request(mut conn: &TcpStream, deadline: Instant) -> Result<HttpRequest, u16> {
+/// Reads one request: its first byte within `idle`, all of it within [`REQUEST_DEADLINE`]
+/// of that. An error is the status to answer with, or `None` when no byte came.
+fn read_request(mut conn: &TcpStream, idle: Duration) -> Result<HttpRequest, Option<u16>> {
     let mut buf = Vec::with_capacity(1024);
+    let mut chunk = [0u8; 2048];
+    let _ = conn.set_read_timeout(Some(idle));
+    match conn.read(&mut chunk) {
+        Ok(0) | Err(_) => return Err(None),
+        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+    }
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    read_rest(conn, buf, deadline).map_err(Some)
+}
+
+fn read_rest(
+    mut conn: &TcpStream,
+    mut buf: Vec<u8>,
+    deadline: Instant,
+) -> Result<HttpRequest, u16> {
     let mut chunk = [0u8; 2048];
     let head_end = loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
@@ -376,7 +417,13 @@ fn read_request(mut conn: &TcpStream, deadline: Instant) -> Result<HttpRequest, 
     })
 }
 
-fn respond(mut conn: &TcpStream, status: u16, kind: &str, body: &[u8]) -> std::io::Result<()> {
+fn respond(
+    mut conn: &TcpStream,
+    status: u16,
+    kind: &str,
+    body: &[u8],
+    close: bool,
+) -> std::io::Result<()> {
     let reason = match status {
         200 => "OK",
         400 => "Bad Request",
@@ -392,11 +439,15 @@ fn respond(mut conn: &TcpStream, status: u16, kind: &str, body: &[u8]) -> std::i
     };
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n",
-        body.len()
+         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: {}\r\n\r\n",
+        body.len(),
+        if close { "close" } else { "keep-alive" }
     );
-    conn.write_all(head.as_bytes())?;
-    conn.write_all(body)?;
+    // One write: head and body in one segment.
+    let mut out = Vec::with_capacity(head.len() + body.len());
+    out.extend_from_slice(head.as_bytes());
+    out.extend_from_slice(body);
+    conn.write_all(&out)?;
     conn.flush()
 }
 

@@ -121,46 +121,53 @@ impl Histogram {
     /// counting a bucket only when all of it is (so within a bucket's width, low).
     pub fn cumulative(&self, bounds_us: &[u64]) -> Vec<u64> {
         let mut out = vec![0; bounds_us.len()];
+        let mut seen = 0;
+        let mut next = 0;
+        // Bucket tops ascend, so each bound's count is the running total before the first
+        // bucket that reaches past it.
         for (i, b) in self.buckets.iter().enumerate() {
-            let n = b.load(Ordering::Relaxed);
-            if n == 0 {
-                continue;
-            }
             let top = upper_bound(i) - 1;
-            for (slot, bound) in out.iter_mut().zip(bounds_us) {
-                if top <= *bound {
-                    *slot += n;
-                }
+            while next < bounds_us.len() && top > bounds_us[next] {
+                out[next] = seen;
+                next += 1;
             }
+            if next == bounds_us.len() {
+                return out;
+            }
+            seen += b.load(Ordering::Relaxed);
         }
+        out[next..].fill(seen);
         out
     }
 
-    /// The value at quantile `q` (0..=1) in microseconds; 0 when empty.
-    pub fn quantile_us(&self, q: f64) -> u64 {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
-        let total: u64 = counts.iter().sum();
+    /// The values at quantiles `qs` (ascending, 0..=1) in microseconds, in one pass over
+    /// the buckets; zeros when empty.
+    pub fn quantiles_us<const N: usize>(&self, qs: [f64; N]) -> [u64; N] {
+        let mut out = [0; N];
+        let total: u64 = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
         if total == 0 {
-            return 0;
+            return out;
         }
-        let rank = ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1);
-        let mut seen = 0;
-        for (i, c) in counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                let v = value_at(i);
+        let (min, max) = (
+            self.min.load(Ordering::Relaxed),
+            self.max.load(Ordering::Relaxed),
+        );
+        let ranks = qs.map(|q| ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1));
+        let (mut next, mut seen) = (0, 0);
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            while next < N && seen >= ranks[next] {
                 // Never report beyond what was seen.
-                return v.clamp(
-                    self.min.load(Ordering::Relaxed),
-                    self.max.load(Ordering::Relaxed),
-                );
+                out[next] = value_at(i).clamp(min, max);
+                next += 1;
+            }
+            if next == N {
+                return out;
             }
         }
-        self.max.load(Ordering::Relaxed)
+        // Counts moved while we read: the rest is at most the largest value seen.
+        out[next..].fill(max);
+        out
     }
 
     pub fn summary(&self) -> LatencySummary {
@@ -169,13 +176,14 @@ impl Histogram {
             return LatencySummary::default();
         }
         let ms = |us: u64| us as f64 / 1000.0;
+        let [p50, p90, p99] = self.quantiles_us([0.50, 0.90, 0.99]);
         LatencySummary {
             avg: ms(self.sum.load(Ordering::Relaxed)) / count as f64,
             min: ms(self.min.load(Ordering::Relaxed)),
             max: ms(self.max.load(Ordering::Relaxed)),
-            p50: ms(self.quantile_us(0.50)),
-            p90: ms(self.quantile_us(0.90)),
-            p99: ms(self.quantile_us(0.99)),
+            p50: ms(p50),
+            p90: ms(p90),
+            p99: ms(p99),
         }
     }
 }

@@ -24,7 +24,7 @@ fn http(method: &str, url: &str, headers: &[(&str, &str)]) -> (u16, String) {
     let mut conn = TcpStream::connect(host).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let mut req = format!(
-        "{method} {} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\n",
+        "{method} {} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n",
         if path.is_empty() { "/" } else { path }
     );
     for (n, v) in headers {
@@ -187,6 +187,33 @@ fn operator_actions_need_the_token() {
     );
     let (_, json) = http("GET", &format!("{}status.json", s.url), &[]);
     assert!(json.contains("\"operator_actions\":true") && !json.contains("let-me-operate"));
+}
+
+#[test]
+fn connections_are_kept_alive() {
+    let s = setup("");
+    let host = s
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    let mut conn = TcpStream::connect(&host).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    for _ in 0..3 {
+        conn.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut text = String::new();
+        while !text.ends_with("ok\n") {
+            let mut buf = [0u8; 512];
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "closed after {text:?}");
+            text.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        assert!(
+            text.starts_with("HTTP/1.1 200") && text.contains("Connection: keep-alive"),
+            "{text}"
+        );
+    }
 }
 
 #[test]
