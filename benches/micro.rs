@@ -2,7 +2,7 @@
 //! hand-off from `submit` to a worker.
 //!
 //!     cargo bench --bench micro                 # criterion, plus the tables below
-//!     cargo bench --bench micro -- --quick      # shorter
+//!     NO_TABLES=1 cargo bench --bench micro -- scrape   # one group, no tables
 //!
 //! select_record/N/T: pick among N providers (default strategy), take the breaker's
 //! permit and a connection slot, give them back, record the outcome in the breaker,
@@ -75,10 +75,33 @@ fn select_record(c: &mut Criterion) {
     group.finish();
 }
 
+/// What one scrape costs to render, for a service of 3 providers with some history.
+fn scrape(c: &mut Criterion) {
+    let server = server::TestServer::start();
+    server.keep_log(false);
+    let mut config = String::new();
+    for i in 0..3 {
+        config.push_str(&format!(
+            "[[services.s.providers]]\nname = \"p{i}\"\nbase_url = \"{}\"\n",
+            server.url()
+        ));
+    }
+    let lb = switchyard::Balancer::from_toml_str(&config).unwrap();
+    for _ in 0..2_000 {
+        let _ = lb.call(switchyard::Request::get("s", "/x"));
+    }
+    let mut group = c.benchmark_group("scrape");
+    group.bench_function("prometheus", |b| b.iter(|| black_box(lb.prometheus())));
+    group.bench_function("metrics_json", |b| {
+        b.iter(|| black_box(serde_json::to_vec(&lb.metrics()).unwrap()))
+    });
+    group.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(20);
-    targets = select_record
+    targets = select_record, scrape
 }
 
 fn rss_kib() -> u64 {
@@ -161,7 +184,7 @@ fn hand_off_table() {
 fn main() {
     benches();
     hand_off_table();
-    if !std::env::args().any(|a| a == "--no-tables") {
+    if std::env::var_os("NO_TABLES").is_none() {
         scale_tables();
     }
     Criterion::default().configure_from_args().final_summary();
