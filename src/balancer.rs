@@ -123,15 +123,7 @@ impl Core {
             service.providers[slot.index].release();
         }
         service.queue.uncount(&mut job);
-        let now = service.clock.now();
-        let (latency, wait, priority) = (
-            job.submitted.elapsed(),
-            job.queue_wait,
-            job.request.priority,
-        );
-        service
-            .stats
-            .record_outcome(false, latency, wait, priority, now);
+        service.record_outcome(&job, false);
         job.finish(Err(Error::ShuttingDown));
     }
 }

@@ -194,6 +194,14 @@ impl Service {
         }
     }
 
+    /// Counts a caller's request as ended.
+    pub fn record_outcome(&self, job: &Job, ok: bool) {
+        let (latency, wait) = (job.submitted.elapsed(), job.queue_wait);
+        let now = self.clock.now();
+        self.stats
+            .record_outcome(ok, latency, wait, job.request.priority, now);
+    }
+
     pub fn notify(&self, provider: usize, transition: Option<Transition>) {
         if let Some(t) = transition {
             self.listeners

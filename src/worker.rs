@@ -82,7 +82,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 handed = pass_on(core, service, slot.index, handed);
             }
             service.queue.uncount(&mut job);
-            record_outcome(service, &job, false);
+            service.record_outcome(&job, false);
             return Driven::left(None, handed);
         }
 
@@ -337,22 +337,10 @@ fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driv
         Err(e) => service.fallback(&job.request, e, job.submitted.elapsed()),
         ok => ok,
     };
-    record_outcome(service, &job, outcome.is_ok());
+    service.record_outcome(&job, outcome.is_ok());
     Driven {
         outcome: job.finish(outcome),
         parked: None,
         next: handed,
     }
-}
-
-fn record_outcome(service: &Service, job: &Job, ok: bool) {
-    let now = service.clock.now();
-    let (latency, wait, priority) = (
-        job.submitted.elapsed(),
-        job.queue_wait,
-        job.request.priority,
-    );
-    service
-        .stats
-        .record_outcome(ok, latency, wait, priority, now);
 }

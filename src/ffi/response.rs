@@ -128,11 +128,7 @@ pub extern "C" fn sy_response_header_name(
     response: *const sy_response,
     index: usize,
 ) -> *const c_char {
-    with(response, std::ptr::null(), |r| {
-        r.headers()
-            .get(index)
-            .map_or(std::ptr::null(), |(n, _)| n.as_ptr())
-    })
+    header_part(response, index, |(name, _)| name)
 }
 
 /// The value of header `index`, or NULL when out of range. Valid until `sy_response_free`.
@@ -141,10 +137,19 @@ pub extern "C" fn sy_response_header_value(
     response: *const sy_response,
     index: usize,
 ) -> *const c_char {
+    header_part(response, index, |(_, value)| value)
+}
+
+/// The name or the value of header `index`, NULL when out of range.
+fn header_part(
+    response: *const sy_response,
+    index: usize,
+    part: fn(&(CString, CString)) -> &CString,
+) -> *const c_char {
     with(response, std::ptr::null(), |r| {
         r.headers()
             .get(index)
-            .map_or(std::ptr::null(), |(_, v)| v.as_ptr())
+            .map_or(std::ptr::null(), |h| part(h).as_ptr())
     })
 }
 
