@@ -294,7 +294,7 @@ fn retry_after_rests_the_provider_for_that_long() {
     }
     let back_after = back_after.expect("the provider got traffic again");
     assert!(
-        back_after >= Duration::from_millis(1900) && back_after < Duration::from_millis(2600),
+        back_after >= Duration::from_millis(1900) && back_after < Duration::from_millis(3500),
         "{back_after:?}"
     );
     assert_eq!(a.requests(), 2);
@@ -371,7 +371,7 @@ fn a_lone_provider_is_retried_after_a_backoff_without_holding_a_worker() {
     flaky.set_fault(Fault::Status(503));
     let other = TestServer::start();
     let config = format!(
-        "[defaults]\nworkers = 1\n[defaults.retry]\nmax_attempts = 3\nbase_delay_ms = 200\nmax_backoff_ms = 1000\n{}{}",
+        "[defaults]\nworkers = 1\n[defaults.retry]\nmax_attempts = 3\nbase_delay_ms = 1000\nmax_backoff_ms = 2000\n{}{}",
         provider("s", "flaky", &flaky.url(), ""),
         provider("t", "other", &other.url(), ""),
     );
@@ -383,7 +383,7 @@ fn a_lone_provider_is_retried_after_a_backoff_without_holding_a_worker() {
     let r = lb.submit(Request::get("t", "/q")).unwrap().wait().unwrap();
     assert_eq!(r.status(), 200);
     assert!(
-        started.elapsed() < Duration::from_millis(100),
+        started.elapsed() < Duration::from_millis(400),
         "{:?}",
         started.elapsed()
     );
@@ -391,9 +391,9 @@ fn a_lone_provider_is_retried_after_a_backoff_without_holding_a_worker() {
         Err(Error::AllProvidersFailed { attempts }) => assert_eq!(attempts.len(), 3),
         other => panic!("{other:?}"),
     }
-    // Backoffs of at least 100 ms then 200 ms (half of each is jitter).
+    // Backoffs of at least 500 ms then 1000 ms (half of each is jitter).
     assert!(
-        started.elapsed() >= Duration::from_millis(300),
+        started.elapsed() >= Duration::from_millis(1500),
         "{:?}",
         started.elapsed()
     );
