@@ -57,6 +57,8 @@ struct Options {
     nginx: bool,
     /// Upstreams already running (for profiling without them in the picture).
     ports: Option<Vec<u16>>,
+    /// Providers of the switchyard clients (default: one per upstream).
+    providers: Option<usize>,
 }
 
 fn options() -> Options {
@@ -92,6 +94,7 @@ fn options() -> Options {
         seconds: value("--seconds")
             .and_then(|v| v.parse().ok())
             .unwrap_or(if smoke { 0.25 } else { 2.0 }),
+        providers: value("--providers").and_then(|v| v.parse().ok()),
         max_requests: value("--max-requests")
             .and_then(|v| v.parse().ok())
             .unwrap_or(2_000_000),
@@ -244,6 +247,24 @@ fn haproxy(dir: &Path, ports: &[u16]) -> Option<(Daemon, u16)> {
     Some((daemon, front))
 }
 
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Requests the balancer has seen (for the RSS report).
+fn per_thread_total(lb: &Option<Balancer>) -> u64 {
+    lb.as_ref()
+        .map(|lb| lb.metrics().services.values().map(|s| s.requests).sum())
+        .unwrap_or(0)
+}
+
 /// This process's CPU time so far (user + system), from /proc.
 fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
@@ -324,7 +345,9 @@ fn run_client(
                 threads.max(4),
                 threads.max(10)
             );
-            for (i, p) in up.ports.iter().enumerate() {
+            // More providers than upstreams share the upstreams, each with its own pool.
+            for i in 0..opts.providers.unwrap_or(up.ports.len()) {
+                let p = up.ports[i % up.ports.len()];
                 config.push_str(&format!(
                     "[[services.bench.providers]]\nname = \"u{i}\"\nbase_url = \"http://127.0.0.1:{p}\"\n"
                 ));
@@ -406,6 +429,14 @@ fn run_client(
     let elapsed = started.elapsed();
     let cpu = cpu_time().saturating_sub(cpu_before);
     scraping.store(false, Ordering::Relaxed);
+    if std::env::var_os("REPORT_RSS").is_some() {
+        eprintln!(
+            "  {} x{threads}: RSS {} KiB after {} requests",
+            client.name(),
+            rss_kib(),
+            per_thread_total(&lb)
+        );
+    }
     if let Some(scraper) = scraper {
         let scrapes = scraper.join().unwrap_or(0);
         eprintln!(

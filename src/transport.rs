@@ -26,6 +26,9 @@ const NAME_TTL: Duration = Duration::from_secs(60);
 /// after this many times that (a provider trickling bytes).
 pub(crate) const ATTEMPT_CAP_FACTOR: u32 = 2;
 
+/// Input buffer of a connection, and the largest response head accepted.
+const CONNECTION_BUFFER: usize = 32 * 1024;
+
 /// Bytes of a failed (5xx, 429) answer read so its connection can be reused.
 const DRAIN_LIMIT: u64 = 64 * 1024;
 
@@ -60,6 +63,11 @@ fn build_agent(
         .max_idle_connections(connections)
         .max_idle_connections_per_host(connections)
         .max_idle_age(keep_alive)
+        // ureq's 128 KiB each way per connection is most of a provider's memory; API
+        // answers stream their bodies through much less.
+        .input_buffer_size(CONNECTION_BUFFER)
+        .output_buffer_size(CONNECTION_BUFFER / 2)
+        .max_response_header_size(CONNECTION_BUFFER)
         .timeout_connect(Some(connect))
         // Constant per-read and per-write limits are set on a socket once; a limit that
         // shrinks with every call (a global one) costs a setsockopt per read and write.

@@ -148,3 +148,19 @@ fn bad_requests_are_refused_before_any_network() {
     assert!(matches!(e, Error::InvalidArgument(_)), "{e:?}");
     assert_eq!(a.requests() + b.requests(), 0);
 }
+
+#[test]
+fn large_bodies_stream_through_small_connection_buffers() {
+    let a = TestServer::start();
+    a.set_fault(Fault::Big(3 * 1024 * 1024));
+    let lb = Balancer::from_toml_str(&provider(
+        "s",
+        "a",
+        &a.url(),
+        "pool = { max_response_bytes = 4194304 }",
+    ))
+    .unwrap();
+    let r = lb.call(Request::get("s", "/big")).unwrap();
+    assert_eq!(r.body().len(), 3 * 1024 * 1024);
+    assert!(r.body().iter().all(|b| *b == b'x'));
+}
