@@ -18,7 +18,6 @@ use crate::ticket::Sink;
 pub struct Harness {
     service: Service,
     job: Job,
-    activity: Arc<crate::activity::Activity>,
 }
 
 impl Harness {
@@ -51,11 +50,7 @@ impl Harness {
             Sink::Caller,
             activity.enter(),
         );
-        let harness = Harness {
-            service,
-            job,
-            activity,
-        };
+        let harness = Harness { service, job };
         // Warm the latency averages so latency strategies leave their fallback.
         for _ in 0..providers.max(1) * 8 {
             harness.select_and_record();
@@ -93,10 +88,5 @@ impl Harness {
         std::mem::size_of::<crate::provider::Provider>()
             + crate::histogram::heap_bytes()
             + crate::window::heap_bytes()
-    }
-
-    /// Requests under way (always 0 here; keeps the activity counter alive).
-    pub fn under_way(&self) -> usize {
-        self.activity.count()
     }
 }
