@@ -376,7 +376,10 @@ fn chromium() -> Option<PathBuf> {
 }
 
 fn browse(chrome: &Path, profile: &Path, args: &[&str]) -> String {
-    let output = Command::new(chrome)
+    // coreutils' timeout: a browser that hangs must not hang the test run.
+    let output = Command::new("timeout")
+        .arg("120")
+        .arg(chrome)
         .args([
             "--headless",
             "--no-sandbox",
