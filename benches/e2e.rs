@@ -14,6 +14,9 @@
 
 #[path = "../tests/support/server.rs"]
 mod server;
+mod support;
+
+use support::rss_kib;
 
 use std::io::Write as _;
 use std::net::TcpListener;
@@ -245,17 +248,6 @@ fn haproxy(dir: &Path, ports: &[u16]) -> Option<(Daemon, u16)> {
     let daemon = Daemon(child);
     wait_listening(front);
     Some((daemon, front))
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Requests the balancer has seen (for the RSS report).
@@ -560,29 +552,24 @@ fn main() {
             if runs[i].is_empty() {
                 continue;
             }
-            let line = format!(
-                "| {} | {:.0} | {:.3} | {:.1} | {:.1} | {:.1} | {:.0} | {:.1} | {:.0} |\n",
+            let (p50, p99, p999) = (
+                med(i, &|r| r.quantile_us(0.5)),
+                med(i, &|r| r.quantile_us(0.99)),
+                med(i, &|r| r.quantile_us(0.999)),
+            );
+            let conns = med(i, &|r| r.connections as f64);
+            let cpu = med(i, &|r| r.cpu_per_request_us());
+            let errors = med(i, &|r| r.errors as f64);
+            report.push_str(&format!(
+                "| {} | {:.0} | {:.3} | {p50:.1} | {p99:.1} | {p999:.1} | {conns:.0} | {cpu:.1} | {errors:.0} |\n",
                 c.name(),
                 rps[i],
                 rps[i] / rps[0],
-                med(i, &|r| r.quantile_us(0.5)),
-                med(i, &|r| r.quantile_us(0.99)),
-                med(i, &|r| r.quantile_us(0.999)),
-                med(i, &|r| r.connections as f64),
-                med(i, &|r| r.cpu_per_request_us()),
-                med(i, &|r| r.errors as f64),
-            );
-            report.push_str(&line);
+            ));
             json.push(format!(
-                "{{\"threads\":{threads},\"client\":\"{}\",\"rps\":{:.1},\"p50_us\":{:.1},\"p99_us\":{:.1},\"p999_us\":{:.1},\"connections\":{:.0},\"cpu_us_per_req\":{:.2},\"errors\":{:.0}}}",
+                "{{\"threads\":{threads},\"client\":\"{}\",\"rps\":{:.1},\"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\"p999_us\":{p999:.1},\"connections\":{conns:.0},\"cpu_us_per_req\":{cpu:.2},\"errors\":{errors:.0}}}",
                 c.name(),
                 rps[i],
-                med(i, &|r| r.quantile_us(0.5)),
-                med(i, &|r| r.quantile_us(0.99)),
-                med(i, &|r| r.quantile_us(0.999)),
-                med(i, &|r| r.connections as f64),
-                med(i, &|r| r.cpu_per_request_us()),
-                med(i, &|r| r.errors as f64),
             ));
         }
         if !runs[3].is_empty() {

@@ -17,6 +17,9 @@ use criterion::{criterion_group, Criterion};
 
 #[path = "../tests/support/server.rs"]
 mod server;
+mod support;
+
+use support::rss_kib;
 use switchyard::bench_support::Harness;
 use switchyard::StrategyKind;
 
@@ -102,17 +105,6 @@ criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1)).sample_size(20);
     targets = select_record, scrape
-}
-
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
 }
 
 /// Memory after many requests, and throughput of the select + record path as providers

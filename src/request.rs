@@ -287,17 +287,7 @@ impl Request {
             }
         }
         for (name, value) in &self.headers {
-            if name.is_empty() || !name.bytes().all(is_header_name_byte) {
-                return invalid(format!(
-                    "header name `{}` is not a valid token",
-                    name.escape_debug()
-                ));
-            }
-            if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
-                return invalid(format!(
-                    "header `{name}` has a line break or NUL in its value"
-                ));
-            }
+            check_header(name, value)?;
         }
         if let Some(t) = self.timeout {
             if t.is_zero() {
@@ -318,6 +308,22 @@ impl fmt::Debug for Fallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("Fallback")
     }
+}
+
+/// Checks one header a caller adds; the error names it (never its value).
+pub(crate) fn check_header(name: &str, value: &str) -> Result<(), Error> {
+    if name.is_empty() || !name.bytes().all(is_header_name_byte) {
+        return Err(Error::InvalidArgument(format!(
+            "header name `{}` is not a valid token",
+            name.escape_debug()
+        )));
+    }
+    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        return Err(Error::InvalidArgument(format!(
+            "header `{name}` has a line break or NUL in its value"
+        )));
+    }
+    Ok(())
 }
 
 /// RFC 9110 token characters.

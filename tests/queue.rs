@@ -8,7 +8,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::{provider, Fault, TestServer};
-use switchyard::{Balancer, Error, Priority, Request};
+use switchyard::{Balancer, Error, Priority, Request, Ticket};
 
 fn balancer(settings: &str, server: &TestServer) -> Balancer {
     Balancer::from_toml_str(&format!(
@@ -16,6 +16,18 @@ fn balancer(settings: &str, server: &TestServer) -> Balancer {
         provider("s", "a", &server.url(), "")
     ))
     .unwrap()
+}
+
+/// One worker and one slot, held by a request the server does not answer until its gate
+/// opens; `extra` adds settings.
+fn held(extra: &str) -> (TestServer, Balancer, Ticket) {
+    let server = TestServer::start();
+    server.close_gate();
+    let settings = format!("[defaults]\nworkers = 1\n[defaults.pool]\nmax_connections = 1{extra}");
+    let lb = balancer(&settings, &server);
+    let holder = lb.submit(Request::get("s", "/x")).unwrap();
+    assert!(server.wait_for_requests(1, Duration::from_secs(5)));
+    (server, lb, holder)
 }
 
 #[test]
@@ -64,14 +76,7 @@ fn critical_starts_before_queued_low_work() {
 
 #[test]
 fn queue_full_at_exactly_max_size() {
-    let server = TestServer::start();
-    server.close_gate();
-    let lb = balancer(
-        "[defaults]\nworkers = 1\n[defaults.pool]\nmax_connections = 1\n[defaults.queue]\nmax_size = 5",
-        &server,
-    );
-    let first = lb.submit(Request::get("s", "/x")).unwrap();
-    assert!(server.wait_for_requests(1, Duration::from_secs(5)));
+    let (server, lb, first) = held("\n[defaults.queue]\nmax_size = 5");
     let queued: Vec<_> = (0..5)
         .map(|_| lb.submit(Request::get("s", "/x")).unwrap())
         .collect();
@@ -98,14 +103,7 @@ fn queue_full_at_exactly_max_size() {
 
 #[test]
 fn timeout_while_queued() {
-    let server = TestServer::start();
-    server.close_gate();
-    let lb = balancer(
-        "[defaults]\nworkers = 1\n[defaults.pool]\nmax_connections = 1",
-        &server,
-    );
-    let blocker = lb.submit(Request::get("s", "/x")).unwrap();
-    assert!(server.wait_for_requests(1, Duration::from_secs(5)));
+    let (server, lb, blocker) = held("");
     let started = Instant::now();
     let queued = lb
         .submit(Request::get("s", "/x").timeout(Duration::from_millis(200)))
@@ -131,14 +129,7 @@ fn timeout_while_queued() {
 
 #[test]
 fn a_callback_request_times_out_while_queued() {
-    let server = TestServer::start();
-    server.close_gate();
-    let lb = balancer(
-        "[defaults]\nworkers = 1\n[defaults.pool]\nmax_connections = 1",
-        &server,
-    );
-    let blocker = lb.submit(Request::get("s", "/x")).unwrap();
-    assert!(server.wait_for_requests(1, Duration::from_secs(5)));
+    let (server, lb, blocker) = held("");
     let (tx, rx) = std::sync::mpsc::channel();
     let started = Instant::now();
     lb.submit_with(
@@ -193,14 +184,7 @@ fn timeout_while_in_flight() {
 
 #[test]
 fn shutdown_ends_queued_work_after_the_grace() {
-    let server = TestServer::start();
-    server.close_gate();
-    let lb = balancer(
-        "[defaults]\nworkers = 1\n[defaults.pool]\nmax_connections = 1",
-        &server,
-    );
-    let running = lb.submit(Request::get("s", "/x")).unwrap();
-    assert!(server.wait_for_requests(1, Duration::from_secs(5)));
+    let (server, lb, running) = held("");
     let queued: Vec<_> = (0..10)
         .map(|_| lb.submit(Request::get("s", "/x")).unwrap())
         .collect();

@@ -102,8 +102,7 @@ pub extern "C" fn sy_request_add_header(
     edit(req, |r| {
         // SAFETY: NULL or NUL-terminated strings, per the header.
         let (n, v) = unsafe { (str_arg(name, "name")?, str_arg(value, "value")?) };
-        let probe = Request::get("s", "e").header(n, v);
-        probe.check()?;
+        crate::request::check_header(n, v)?;
         r.headers.push((n.to_string(), v.to_string()));
         Ok(())
     })
