@@ -83,8 +83,6 @@ typedef struct {
   const char *headers;
 } sy_response_view;
 
-
-
 // Success.
 #define SY_OK 0
 
@@ -132,6 +130,8 @@ typedef struct {
 
 // Served when nothing more urgent waits.
 #define SY_PRIORITY_LOW 3
+
+
 
 
 

@@ -11,22 +11,23 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
-use crate::activity::Activity;
-use crate::breaker::{Breaker, CircuitEvent, CircuitInfo, Listeners, Transition};
-use crate::clock::SystemClock;
-use crate::config::{Config, DashboardConfig, StrategyKind};
-use crate::health;
-use crate::job::{IndexSet, Job};
-use crate::metrics::{self, Snapshot};
-use crate::queue::{Channels, Next};
-use crate::request::Fallback;
-use crate::request::Request;
-use crate::service::Service;
-use crate::ticket::{CallbackCell, JobPhase, Outcome, Sink, Ticket};
-use crate::timer::{self, Timer};
-use crate::window::Recent;
-use crate::worker;
-use crate::{Error, Response};
+use crate::flow::activity::Activity;
+use crate::policy::breaker::{Breaker, CircuitEvent, CircuitInfo, Listeners, Transition};
+use crate::foundation::clock::SystemClock;
+use crate::foundation::config::{Config, DashboardConfig, StrategyKind};
+use crate::policy::health;
+use crate::flow::job::{IndexSet, Job};
+use crate::telemetry::counters::{self, Snapshot};
+use crate::upstream::parking::{Channels, Next};
+use crate::foundation::request::Fallback;
+use crate::foundation::request::Request;
+use crate::upstream::service::Service;
+use crate::flow::ticket::{CallbackCell, JobPhase, Outcome, Sink, Ticket};
+use crate::engine::timer::{self, Timer};
+use crate::policy::window::Recent;
+use crate::engine::dispatch;
+use crate::foundation::error::Error;
+use crate::foundation::response::Response;
 
 /// Most worker threads chosen automatically.
 const MAX_AUTO_WORKERS: usize = 1024;
@@ -50,7 +51,7 @@ pub(crate) struct Core {
     pub dashboard_config: DashboardConfig,
     /// Status servers to stop with the balancer.
     #[cfg(feature = "dashboard")]
-    dashboards: Mutex<Vec<Arc<crate::dashboard::StopSignal>>>,
+    dashboards: Mutex<Vec<Arc<crate::report::dashboard::StopSignal>>>,
 }
 
 impl Core {
@@ -79,7 +80,7 @@ impl Core {
     }
 
     #[cfg(feature = "dashboard")]
-    pub fn add_dashboard(&self, stop: Arc<crate::dashboard::StopSignal>) {
+    pub fn add_dashboard(&self, stop: Arc<crate::report::dashboard::StopSignal>) {
         self.dashboards.lock().push(stop);
     }
 
@@ -260,7 +261,7 @@ impl Balancer {
             let core = core.clone();
             let receivers = core.channels.receivers();
             let stop = stop_rx.clone();
-            let body = Box::new(move || worker::run(core, receivers, stop));
+            let body = Box::new(move || dispatch::run(core, receivers, stop));
             handles.push(spawn(format!("switchyard-worker-{i}"), body)?);
         }
         let life = Arc::new(Lifecycle {
@@ -306,7 +307,7 @@ impl Balancer {
             self.core.activity.enter(),
         );
         svc.stats.record_admitted();
-        let driven = worker::drive(&self.core, job);
+        let driven = dispatch::drive(&self.core, job);
         if let Some(next) = driven.next {
             self.core.channels.send_ready(next);
         }
@@ -438,7 +439,7 @@ impl Balancer {
     /// Every counter in the Prometheus text format 0.0.4, with `service` and `provider`
     /// labels. Configured secrets never appear in it.
     pub fn prometheus(&self) -> String {
-        crate::prometheus::render(&self.core)
+        crate::report::prometheus::render(&self.core)
     }
 
     /// Starts the status server on `addr` (`"127.0.0.1:0"` picks a free port) on its own
@@ -452,12 +453,12 @@ impl Balancer {
             return Err(Error::ShuttingDown);
         }
         let c = &self.core.dashboard_config;
-        crate::dashboard::start(self.core.clone(), addr, c.token.clone(), c.allow_remote)
+        crate::report::dashboard::start(self.core.clone(), addr, c.token.clone(), c.allow_remote)
     }
 
     /// A point-in-time view of every counter.
     pub fn metrics(&self) -> Snapshot {
-        metrics::snapshot(&self.core)
+        counters::snapshot(&self.core)
     }
 
     /// The circuit of a provider: state, counts in the window, last failure, next probe.
@@ -497,7 +498,7 @@ impl Balancer {
     where
         F: Fn(&Request, &Error) -> Option<Response> + Send + Sync + 'static,
     {
-        let fallback = fallback.map(|f| Fallback(Arc::new(f) as Arc<crate::request::FallbackFn>));
+        let fallback = fallback.map(|f| Fallback(Arc::new(f) as Arc<crate::foundation::request::FallbackFn>));
         self.core.service(service)?.set_fallback(fallback);
         Ok(())
     }

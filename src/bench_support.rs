@@ -6,13 +6,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::breaker::Listeners;
-use crate::clock::SystemClock;
-use crate::config::{Config, StrategyKind};
-use crate::job::Job;
-use crate::request::Request;
-use crate::service::{Pick, Service};
-use crate::ticket::Sink;
+use crate::policy::breaker::Listeners;
+use crate::foundation::clock::SystemClock;
+use crate::foundation::config::{Config, StrategyKind};
+use crate::flow::job::Job;
+use crate::foundation::request::Request;
+use crate::upstream::service::{Pick, Service};
+use crate::flow::ticket::Sink;
 
 /// One service of `providers` providers and a request to it.
 pub struct Harness {
@@ -41,7 +41,7 @@ impl Harness {
         );
         let request = Request::get("s", "/x");
         let eligible = service.check(&request).unwrap_or_else(|e| panic!("{e}"));
-        let activity = Arc::new(crate::activity::Activity::default());
+        let activity = Arc::new(crate::flow::activity::Activity::default());
         let job = Job::new(
             request,
             0,
@@ -78,15 +78,15 @@ impl Harness {
             true,
             elapsed,
             Duration::ZERO,
-            crate::Priority::Normal,
+            crate::foundation::request::Priority::Normal,
             now,
         );
     }
 
     /// The memory one provider's counters, breaker and windows take, in bytes.
     pub fn bytes_per_provider() -> usize {
-        std::mem::size_of::<crate::provider::Provider>()
-            + crate::histogram::heap_bytes()
-            + crate::window::heap_bytes()
+        std::mem::size_of::<crate::upstream::provider::Provider>()
+            + crate::telemetry::histogram::heap_bytes()
+            + crate::policy::window::heap_bytes()
     }
 }

@@ -28,49 +28,36 @@
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
 
-mod activity;
 mod balancer;
 #[doc(hidden)]
 pub mod bench_support;
-mod breaker;
-mod clock;
-pub mod config;
-#[cfg(feature = "dashboard")]
-mod dashboard;
-mod error;
-mod failover;
+mod engine;
 #[allow(unsafe_code)]
 pub mod ffi;
-mod health;
-mod histogram;
-mod job;
-mod metrics;
-mod prometheus;
-mod provider;
-mod queue;
-mod request;
-mod response;
-mod service;
-mod strategy;
-mod template;
-mod ticket;
-mod timer;
-mod transport;
-mod window;
-mod worker;
+mod flow;
+mod foundation;
+mod policy;
+mod report;
+mod telemetry;
+mod upstream;
+
+/// The configuration schema: [`Config`] and its sections.
+pub mod config {
+    pub use crate::foundation::config::*;
+}
 
 pub use balancer::Balancer;
-pub use breaker::{CircuitEvent, CircuitInfo, CircuitState};
-pub use config::{Config, StrategyKind};
+pub use policy::breaker::{CircuitEvent, CircuitInfo, CircuitState};
+pub use foundation::config::{Config, StrategyKind};
 #[cfg(feature = "dashboard")]
-pub use dashboard::Dashboard;
-pub use error::{AttemptError, AttemptKind, ConfigError, Error, ErrorKind};
-pub use histogram::LatencySummary;
-pub use metrics::{CircuitSnapshot, HealthSnapshot, ProviderSnapshot, ServiceSnapshot, Snapshot};
-pub use request::{Method, Priority, Request};
-pub use response::Response;
-pub use ticket::Ticket;
-pub use window::{Recent, Throughput};
+pub use report::dashboard::Dashboard;
+pub use foundation::error::{AttemptError, AttemptKind, ConfigError, Error, ErrorKind};
+pub use telemetry::histogram::LatencySummary;
+pub use telemetry::counters::{CircuitSnapshot, HealthSnapshot, ProviderSnapshot, ServiceSnapshot, Snapshot};
+pub use foundation::request::{Method, Priority, Request};
+pub use foundation::response::Response;
+pub use flow::ticket::Ticket;
+pub use policy::window::{Recent, Throughput};
 
 /// The crate's version, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

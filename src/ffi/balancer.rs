@@ -7,7 +7,7 @@ use super::{
     boundary, c_string, guarded, out_arg, ref_arg, str_arg, sy_error, sy_request, sy_response,
     sy_status, write_out,
 };
-use crate::config::{Config, Format, StrategyKind};
+use crate::foundation::config::{Config, Format, StrategyKind};
 use crate::{Balancer, Error};
 
 /// A load balancer. Owned by the caller; free with `sy_balancer_free`. Thread-safe: one

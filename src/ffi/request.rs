@@ -102,7 +102,7 @@ pub extern "C" fn sy_request_add_header(
     edit(req, |r| {
         // SAFETY: NULL or NUL-terminated strings, per the header.
         let (n, v) = unsafe { (str_arg(name, "name")?, str_arg(value, "value")?) };
-        crate::request::check_header(n, v)?;
+        crate::foundation::request::check_header(n, v)?;
         r.headers.push((n.to_string(), v.to_string()));
         Ok(())
     })

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 use serde::Serialize;
 
-use crate::clock::SharedClock;
-use crate::config::BreakerConfig;
+use crate::foundation::clock::SharedClock;
+use crate::foundation::config::BreakerConfig;
 
 /// The three states of a circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -491,7 +491,7 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::foundation::clock::ManualClock;
 
     fn breaker(edit: impl FnOnce(&mut BreakerConfig)) -> (Breaker, Arc<ManualClock>) {
         let clock = ManualClock::shared();

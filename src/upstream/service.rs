@@ -5,18 +5,19 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::breaker::{Listeners, Transition};
-use crate::clock::SharedClock;
-use crate::config::{HealthCheckConfig, ResolvedService, RetryConfig};
-use crate::failover::{success_score, RetryBudget};
-use crate::job::{IndexSet, Job, Slot};
-use crate::metrics::ServiceStats;
-use crate::provider::Provider;
-use crate::queue::ServiceQueue;
-use crate::request::{Fallback, Request};
-use crate::strategy::Picker;
-use crate::ticket::Outcome;
-use crate::{Error, Response};
+use crate::policy::breaker::{Listeners, Transition};
+use crate::foundation::clock::SharedClock;
+use crate::foundation::config::{HealthCheckConfig, ResolvedService, RetryConfig};
+use crate::policy::retry::{success_score, RetryBudget};
+use crate::flow::job::{IndexSet, Job, Slot};
+use crate::telemetry::counters::ServiceStats;
+use crate::upstream::provider::Provider;
+use crate::upstream::parking::ServiceQueue;
+use crate::foundation::request::{Fallback, Request};
+use crate::policy::strategy::Picker;
+use crate::flow::ticket::Outcome;
+use crate::foundation::error::Error;
+use crate::foundation::response::Response;
 
 use parking_lot::RwLock;
 

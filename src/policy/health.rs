@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 
 use crate::balancer::Core;
-use crate::provider::Provider;
+use crate::upstream::provider::Provider;
 
 #[derive(Debug, Default)]
 pub(crate) struct HealthState {

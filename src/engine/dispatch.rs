@@ -13,14 +13,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver};
 
 use crate::balancer::Core;
-use crate::error::{AttemptKind, Error};
-use crate::failover::backoff;
-use crate::job::{Job, Slot};
-use crate::queue::{Next, Receivers};
-use crate::response::Response;
-use crate::service::{Pick, Service};
-use crate::ticket::{Outcome, Sink, Ticket};
-use crate::transport::{self, Outgoing};
+use crate::foundation::error::{AttemptKind, Error};
+use crate::policy::retry::backoff;
+use crate::flow::job::{Job, Slot};
+use crate::upstream::parking::{Next, Receivers};
+use crate::foundation::response::Response;
+use crate::upstream::service::{Pick, Service};
+use crate::flow::ticket::{Outcome, Sink, Ticket};
+use crate::upstream::http::{self, Outgoing};
 
 /// How a drive ended.
 pub(crate) struct Driven {
@@ -146,9 +146,9 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         }
         let url = provider.url(&job.request);
         let sent = Instant::now();
-        let result = transport::send(
+        let result = http::send(
             &provider.agent,
-            provider.request_timeout * transport::ATTEMPT_CAP_FACTOR,
+            provider.request_timeout * http::ATTEMPT_CAP_FACTOR,
             &provider.name,
             &Outgoing {
                 method: job.request.method,
@@ -156,7 +156,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 headers: &provider.headers,
                 extra_headers: &job.request.headers,
                 body: job.request.body.as_deref(),
-                timeout: (provider.request_timeout * transport::ATTEMPT_CAP_FACTOR)
+                timeout: (provider.request_timeout * http::ATTEMPT_CAP_FACTOR)
                     .min(job.deadline - now),
                 max_response_bytes: provider.pool.max_response_bytes,
             },

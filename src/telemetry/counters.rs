@@ -8,10 +8,10 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::balancer::Core;
-use crate::error::AttemptKind;
-use crate::histogram::{Histogram, LatencySummary};
-use crate::request::Priority;
-use crate::window::{RecentWindow, Throughput};
+use crate::foundation::error::AttemptKind;
+use crate::telemetry::histogram::{Histogram, LatencySummary};
+use crate::foundation::request::Priority;
+use crate::policy::window::{RecentWindow, Throughput};
 
 use parking_lot::Mutex;
 
@@ -325,7 +325,7 @@ pub(crate) fn snapshot(core: &Core) -> Snapshot {
                 failures: st.failures.load(Ordering::Relaxed),
                 rejected: st.rejected.load(Ordering::Relaxed),
                 queue_depth: s.queue.depth(),
-                queue_depth_by_priority: crate::Priority::ALL
+                queue_depth_by_priority: crate::foundation::request::Priority::ALL
                     .iter()
                     .map(|p| (p.name(), depth[p.index()]))
                     .collect(),
@@ -341,7 +341,7 @@ pub(crate) fn snapshot(core: &Core) -> Snapshot {
                 throughput: st.recent.throughput(now),
                 latency_ms: st.latency.summary(),
                 queue_wait_ms: st.queue_wait.summary(),
-                queue_wait_ms_by_priority: crate::Priority::ALL
+                queue_wait_ms_by_priority: crate::foundation::request::Priority::ALL
                     .iter()
                     .map(|p| (p.name(), st.queue_wait_by_priority[p.index()].summary()))
                     .collect(),
@@ -356,7 +356,7 @@ pub(crate) fn snapshot(core: &Core) -> Snapshot {
     }
 }
 
-fn circuit(p: &crate::provider::Provider) -> CircuitSnapshot {
+fn circuit(p: &crate::upstream::provider::Provider) -> CircuitSnapshot {
     let info = p.breaker.info();
     CircuitSnapshot {
         state: info.state.name(),

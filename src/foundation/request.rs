@@ -4,7 +4,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-use crate::Error;
+use crate::foundation::error::Error;
 
 /// How urgent a request is. Workers always take higher priorities first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -227,7 +227,7 @@ impl Request {
     /// keeps the error. Takes precedence over a service's fallback.
     pub fn fallback<F>(mut self, fallback: F) -> Self
     where
-        F: Fn(&Request, &Error) -> Option<crate::Response> + Send + Sync + 'static,
+        F: Fn(&Request, &Error) -> Option<crate::foundation::response::Response> + Send + Sync + 'static,
     {
         self.fallback = Some(Fallback(std::sync::Arc::new(fallback)));
         self
@@ -302,7 +302,7 @@ impl Request {
 #[derive(Clone)]
 pub(crate) struct Fallback(pub std::sync::Arc<FallbackFn>);
 
-pub(crate) type FallbackFn = dyn Fn(&Request, &Error) -> Option<crate::Response> + Send + Sync;
+pub(crate) type FallbackFn = dyn Fn(&Request, &Error) -> Option<crate::foundation::response::Response> + Send + Sync;
 
 impl fmt::Debug for Fallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -12,8 +12,8 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::config::StrategyKind;
-use crate::provider::Provider;
+use crate::foundation::config::StrategyKind;
+use crate::upstream::provider::Provider;
 
 /// How fast latency averages forget: a sample's weight halves in about 0.7 tau.
 const TAU: Duration = Duration::from_secs(1);
@@ -472,8 +472,8 @@ impl Picker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::SystemClock;
-    use crate::Config;
+    use crate::foundation::clock::SystemClock;
+    use crate::foundation::config::Config;
 
     fn providers(weights: &[u32]) -> Vec<Provider> {
         let mut text = String::new();

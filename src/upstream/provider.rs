@@ -5,15 +5,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::breaker::Breaker;
-use crate::clock::{AtomicTime, SharedClock};
-use crate::config::{PoolConfig, ResolvedProvider};
-use crate::health::HealthState;
-use crate::metrics::ProviderStats;
-use crate::request::Request;
-use crate::strategy::LatencyEwma;
-use crate::template::{encode_component, Template};
-use crate::transport;
+use crate::policy::breaker::Breaker;
+use crate::foundation::clock::{AtomicTime, SharedClock};
+use crate::foundation::config::{PoolConfig, ResolvedProvider};
+use crate::policy::health::HealthState;
+use crate::telemetry::counters::ProviderStats;
+use crate::foundation::request::Request;
+use crate::policy::strategy::LatencyEwma;
+use crate::foundation::template::{encode_component, Template};
+use crate::upstream::http;
 
 /// Shortest configured value treated as a secret worth redacting from messages.
 const MIN_SECRET_LEN: usize = 4;
@@ -101,14 +101,14 @@ impl Provider {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             secrets,
-            agent: transport::agent(&config.pool, &config.base_url),
+            agent: http::agent(&config.pool, &config.base_url),
             in_flight: AtomicUsize::new(0),
             stats: ProviderStats::default(),
             breaker: Breaker::new(config.circuit_breaker.clone(), clock),
             rest_until: AtomicTime::default(),
             health: HealthState::default(),
             health_url,
-            health_agent: transport::health_agent(&config.pool, health_timeout),
+            health_agent: http::health_agent(&config.pool, health_timeout),
             latency: LatencyEwma::default(),
         }
     }
@@ -198,7 +198,7 @@ impl Provider {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Config;
+    use crate::foundation::config::Config;
 
     fn provider(extra: &str) -> Provider {
         let c = Config::from_toml_str(&format!(
@@ -211,7 +211,7 @@ mod tests {
         Provider::new(
             &c.resolve().unwrap().services[0].providers[0],
             Duration::from_secs(1),
-            crate::clock::SystemClock::shared(),
+            crate::foundation::clock::SystemClock::shared(),
         )
     }
 

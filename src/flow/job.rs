@@ -2,11 +2,11 @@
 
 use std::time::{Duration, Instant};
 
-use crate::activity::ActiveGuard;
-use crate::breaker::Permit;
-use crate::error::AttemptError;
-use crate::request::Request;
-use crate::ticket::{Outcome, Phase, Sink};
+use crate::flow::activity::ActiveGuard;
+use crate::policy::breaker::Permit;
+use crate::foundation::error::AttemptError;
+use crate::foundation::request::Request;
+use crate::flow::ticket::{Outcome, Phase, Sink};
 
 pub(crate) struct Job {
     pub request: Request,

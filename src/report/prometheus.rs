@@ -3,9 +3,9 @@
 use std::fmt::Write;
 
 use crate::balancer::Core;
-use crate::breaker::CircuitState;
-use crate::histogram::Histogram;
-use crate::Priority;
+use crate::policy::breaker::CircuitState;
+use crate::telemetry::histogram::Histogram;
+use crate::foundation::request::Priority;
 
 /// Histogram bucket bounds, in seconds.
 const BOUNDS: [f64; 14] = [

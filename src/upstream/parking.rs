@@ -12,8 +12,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
 use parking_lot::Mutex;
 
-use crate::job::Job;
-use crate::request::Priority;
+use crate::flow::job::Job;
+use crate::foundation::request::Priority;
 
 /// The channels between callers and workers.
 pub(crate) struct Channels {

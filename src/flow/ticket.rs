@@ -11,7 +11,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
-use crate::{Error, Response};
+use crate::foundation::error::Error;
+use crate::foundation::response::Response;
 
 pub(crate) type Outcome = Result<Response, Error>;
 

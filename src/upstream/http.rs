@@ -15,9 +15,9 @@ use parking_lot::Mutex;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
-use crate::config::PoolConfig;
-use crate::error::{AttemptError, AttemptKind};
-use crate::request::Method;
+use crate::foundation::config::PoolConfig;
+use crate::foundation::error::{AttemptError, AttemptKind};
+use crate::foundation::request::Method;
 
 /// How long a resolved host name is trusted.
 const NAME_TTL: Duration = Duration::from_secs(60);

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::template::Template;
-use crate::Error;
+use crate::foundation::template::Template;
+use crate::foundation::error::Error;
 
 /// Defines a settings table twice: complete (with the contract's defaults) and as an
 /// override whose every key is optional, so a service or provider can change one key.
@@ -681,7 +681,7 @@ fn resolve_provider(
         }
     }
     for (name, value) in &p.headers {
-        if name.is_empty() || !name.bytes().all(crate::request::is_header_name_byte) {
+        if name.is_empty() || !name.bytes().all(crate::foundation::request::is_header_name_byte) {
             return Err(Error::config(
                 format!("{at}.headers"),
                 format!("{name:?} is not a valid header name"),

@@ -21,8 +21,8 @@ use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::balancer::Core;
-use crate::config::StrategyKind;
-use crate::Error;
+use crate::foundation::config::StrategyKind;
+use crate::foundation::error::Error;
 
 /// The page, compiled in: no CDN, nothing fetched at run time.
 const PAGE: &str = include_str!("dashboard.html");
@@ -256,7 +256,7 @@ impl Server {
             ("GET", "/metrics") => (
                 200,
                 "text/plain; version=0.0.4",
-                crate::prometheus::render(&self.core).into_bytes(),
+                crate::report::prometheus::render(&self.core).into_bytes(),
             ),
             ("GET", "/status.json") => (200, JSON, self.status_json()),
             ("POST", _) if path.starts_with("/api/") => self.act(r, path),
@@ -268,7 +268,7 @@ impl Server {
     }
 
     fn status_json(&self) -> Vec<u8> {
-        let snapshot = crate::metrics::snapshot(&self.core);
+        let snapshot = crate::telemetry::counters::snapshot(&self.core);
         let mut value = serde_json::to_value(&snapshot).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
             let history = self.history.lock().clone();

@@ -9,9 +9,9 @@ use std::time::Instant;
 use crossbeam_channel::{select, Receiver, Sender};
 
 use crate::balancer::Core;
-use crate::job::Job;
-use crate::ticket::{call_back, CallbackCell, JobPhase, Phase};
-use crate::Error;
+use crate::flow::job::Job;
+use crate::flow::ticket::{call_back, CallbackCell, JobPhase, Phase};
+use crate::foundation::error::Error;
 
 pub(crate) struct Delayed {
     due: Instant,
@@ -67,7 +67,7 @@ impl Timer {
         if let Err(e) = self.tx.send(Delayed { due, what }) {
             // The timer thread is gone: the balancer has stopped.
             if let Due::Requeue(job) = e.into_inner().what {
-                job.finish(Err(crate::Error::ShuttingDown));
+                job.finish(Err(Error::ShuttingDown));
             }
         }
     }

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 
-use crate::clock::SharedClock;
-use crate::config::RetryConfig;
+use crate::foundation::clock::SharedClock;
+use crate::foundation::config::RetryConfig;
 
 /// How much the configured `reliability` weighs against live counts, in calls.
 const PRIOR_WEIGHT: f64 = 20.0;
@@ -106,7 +106,7 @@ impl RetryBudget {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::clock::ManualClock;
+    use crate::foundation::clock::ManualClock;
 
     #[test]
     fn backoff_grows_caps_and_jitters_within_half() {

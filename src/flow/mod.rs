@@ -1,0 +1,5 @@
+//! Flow: a request on its way (job), its one outcome (ticket), and the count of those under way.
+
+pub(crate) mod activity;
+pub(crate) mod job;
+pub(crate) mod ticket;

@@ -1,0 +1,8 @@
+//! Foundations: what callers send and get, errors, time, configuration.
+
+pub(crate) mod clock;
+pub mod config;
+pub(crate) mod error;
+pub(crate) mod request;
+pub(crate) mod response;
+pub(crate) mod template;

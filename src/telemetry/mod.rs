@@ -1,0 +1,4 @@
+//! Telemetry: counters and histograms recorded on the hot path, and the snapshot of them.
+
+pub(crate) mod counters;
+pub(crate) mod histogram;
