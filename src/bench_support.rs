@@ -3,21 +3,19 @@
 //! give them back, record the outcome everywhere a real request records it).
 //! Not part of the supported API.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::policy::breaker::Listeners;
 use crate::foundation::clock::SystemClock;
 use crate::foundation::config::{Config, StrategyKind};
-use crate::flow::job::Job;
-use crate::foundation::request::Request;
-use crate::upstream::service::{Pick, Service};
-use crate::flow::ticket::Sink;
+use crate::foundation::index_set::IndexSet;
+use crate::foundation::request::{Priority, Request};
+use crate::upstream::circuit_events::CircuitOutbox;
+use crate::upstream::service::{Pick, Service, Want};
 
 /// One service of `providers` providers and a request to it.
 pub struct Harness {
     service: Service,
-    job: Job,
+    eligible: IndexSet,
 }
 
 impl Harness {
@@ -33,24 +31,14 @@ impl Harness {
         let resolved = Config::from_toml_str(&text)
             .and_then(|c| c.resolve())
             .unwrap_or_else(|e| panic!("bench configuration: {e}"));
-        let service = Service::new(
-            &resolved.services[0],
-            7,
-            SystemClock::shared(),
-            Arc::new(Listeners::default()),
-        );
+        // Circuit events go nowhere: the benchmark has no listeners.
+        let (outbox, _events) = CircuitOutbox::new();
+        let service = Service::new(&resolved.services[0], 7, SystemClock::shared(), outbox);
         let request = Request::get("s", "/x");
-        let eligible = service.check(&request).unwrap_or_else(|e| panic!("{e}"));
-        let activity = Arc::new(crate::flow::activity::Activity::default());
-        let job = Job::new(
-            request,
-            0,
-            eligible,
-            Duration::from_secs(60),
-            Sink::Caller,
-            activity.enter(),
-        );
-        let harness = Harness { service, job };
+        let eligible = service
+            .eligible_for(&request)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let harness = Harness { service, eligible };
         // Warm the latency averages so latency strategies leave their fallback.
         for _ in 0..providers.max(1) * 8 {
             harness.select_and_record();
@@ -61,26 +49,23 @@ impl Harness {
     /// Select, breaker permit, slot, release, record: what one request costs the balancer
     /// besides the network.
     pub fn select_and_record(&self) {
-        let Pick::Slot(slot) = self.service.acquire(&self.job) else {
+        let none = IndexSet::default();
+        let want = Want {
+            eligible: &self.eligible,
+            tried: &none,
+            attempts: 0,
+        };
+        let submitted = Instant::now();
+        let Pick::Slot(slot) = self.service.acquire(&want) else {
             return;
         };
-        let provider = &self.service.providers[slot.index];
-        provider.release();
         let elapsed = Duration::from_micros(250);
-        let now = self.service.clock.now();
-        self.service.notify(
-            slot.index,
-            provider.breaker.record(slot.permit, false, elapsed),
-        );
-        provider.stats.record_success(elapsed, now);
-        provider.latency.record(elapsed, now);
-        self.service.stats.record_outcome(
-            true,
-            elapsed,
-            Duration::ZERO,
-            crate::foundation::request::Priority::Normal,
-            now,
-        );
+        // The calls a real attempt makes, in its order (see engine/dispatch.rs).
+        self.service
+            .record_attempt(slot.index, slot.permit, None, elapsed);
+        drop(slot.seat);
+        self.service
+            .record_outcome(true, submitted, Duration::ZERO, Priority::Normal);
     }
 
     /// The memory one provider's counters, breaker and windows take, in bytes.

@@ -47,17 +47,19 @@ pub mod config {
 }
 
 pub use balancer::Balancer;
-pub use policy::breaker::{CircuitEvent, CircuitInfo, CircuitState};
+pub use flow::ticket::Ticket;
 pub use foundation::config::{Config, StrategyKind};
-#[cfg(feature = "dashboard")]
-pub use report::dashboard::Dashboard;
 pub use foundation::error::{AttemptError, AttemptKind, ConfigError, Error, ErrorKind};
-pub use telemetry::histogram::LatencySummary;
-pub use telemetry::counters::{CircuitSnapshot, HealthSnapshot, ProviderSnapshot, ServiceSnapshot, Snapshot};
 pub use foundation::request::{Method, Priority, Request};
 pub use foundation::response::Response;
-pub use flow::ticket::Ticket;
+pub use policy::breaker::{CircuitEvent, CircuitInfo, CircuitState};
 pub use policy::window::{Recent, Throughput};
+#[cfg(feature = "dashboard")]
+pub use report::dashboard::Dashboard;
+pub use telemetry::histogram::LatencySummary;
+pub use telemetry::snapshot::{
+    CircuitSnapshot, HealthSnapshot, ProviderSnapshot, ServiceSnapshot, Snapshot,
+};
 
 /// The crate's version, as in `Cargo.toml`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -194,6 +194,13 @@ fn the_breaker_opens_rests_probes_and_closes() {
         ("a".into(), Open, HalfOpen),
         ("a".into(), HalfOpen, Closed),
     ];
+    // Listeners hear of changes on the events thread, soon after.
+    for _ in 0..200 {
+        if events.lock().unwrap().len() >= want.len() {
+            break;
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
     assert_eq!(*events.lock().unwrap(), want);
     let m = lb.metrics();
     assert_eq!(m.services["s"].providers["a"].circuit.opened, 1);

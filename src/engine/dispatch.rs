@@ -5,22 +5,20 @@
 //! waits), record the outcome, then deliver it or go on: to another provider at once, or,
 //! once every available provider was tried, to a new round after a backoff.
 
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{select, Receiver};
+use crossbeam_channel::select;
 
-use crate::balancer::Core;
-use crate::foundation::error::{AttemptKind, Error};
-use crate::policy::retry::backoff;
-use crate::flow::job::{Job, Slot};
-use crate::upstream::parking::{Next, Receivers};
-use crate::foundation::response::Response;
-use crate::upstream::service::{Pick, Service};
+use crate::engine::runtime::Core;
+use crate::flow::job::Job;
 use crate::flow::ticket::{Outcome, Sink, Ticket};
+use crate::foundation::error::{AttemptKind, Error};
+use crate::foundation::response::Response;
+use crate::policy::retry::backoff;
 use crate::upstream::http::{self, Outgoing};
+use crate::upstream::service::{Pick, Service};
+use crate::upstream::slot::Slot;
 
 /// How a drive ended.
 pub(crate) struct Driven {
@@ -42,25 +40,6 @@ impl Driven {
     }
 }
 
-/// A worker thread's life: take the most urgent job, drive it, repeat until stopped.
-pub(crate) fn run(core: Arc<Core>, receivers: Receivers, stop: Receiver<()>) {
-    let mut next: Option<Job> = None;
-    loop {
-        let job = match next.take() {
-            Some(job) => job,
-            None => match receivers.next(&stop) {
-                Next::Ready(job) | Next::Queued(job) => job,
-                Next::Stop => return,
-            },
-        };
-        // A bug in one job must not stop the worker; its waiter learns of it by the
-        // dropped channel (Error::Internal).
-        if let Ok(driven) = catch_unwind(AssertUnwindSafe(|| drive(&core, job))) {
-            next = driven.next;
-        }
-    }
-}
-
 /// Drives a job until it has an outcome, parks or backs off.
 pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
     let service = &core.services[job.service];
@@ -78,17 +57,15 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         if job.is_settled() {
             // A waiter gave up on it; its outcome is already delivered.
             if let Some(slot) = job.reserved.take() {
-                service.providers[slot.index].breaker.cancel(slot.permit);
-                handed = pass_on(core, service, slot.index, handed);
+                handed = pass_on(core, job.service, slot, handed);
             }
-            service.queue.uncount(&mut job);
-            service.record_outcome(&job, false);
+            abandon(service, job);
             return Driven::left(None, handed);
         }
 
         let slot = match job.reserved.take() {
             Some(slot) => slot,
-            None => match service.acquire(&job) {
+            None => match service.acquire(&job.want()) {
                 Pick::Slot(slot) => slot,
                 Pick::Busy => match park(core, service, job) {
                     Parked::Slot(j, slot) => {
@@ -118,13 +95,12 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             },
         };
         let provider = &service.providers[slot.index];
-        service.queue.uncount(&mut job);
+        job.place = None;
         job.stop_waiting(now);
 
         if job.attempts() > 0 && !service.budget.try_withdraw() {
             // Retrying now would add load to a failing provider set; stop here.
-            provider.breaker.cancel(slot.permit);
-            handed = pass_on(core, service, slot.index, handed);
+            handed = pass_on(core, job.service, slot, handed);
             let outcome = Err(exhausted(service, &mut job));
             return end(core, job, outcome, handed);
         }
@@ -162,17 +138,17 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             },
         );
         let elapsed = sent.elapsed();
-        handed = pass_on(core, service, slot.index, handed);
-        let transition = provider
-            .breaker
-            .record(slot.permit, result.is_err(), elapsed);
-        service.notify(slot.index, transition);
+        let Slot {
+            index,
+            permit,
+            seat,
+        } = slot;
+        let failure = result.as_ref().err().map(|f| (f.error.kind, f.retry_after));
+        service.record_attempt(index, permit, failure, elapsed);
+        handed = hand_over(core, job.service, index, seat, handed);
 
         match result {
             Ok(answer) => {
-                let clock_now = service.clock.now();
-                provider.stats.record_success(elapsed, clock_now);
-                provider.latency.record(elapsed, clock_now);
                 let response = Response {
                     status: answer.status,
                     headers: answer.headers,
@@ -186,15 +162,9 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 return end(core, job, Ok(response), handed);
             }
             Err(mut failure) => {
-                provider
-                    .stats
-                    .record_failure(failure.error.kind, elapsed, service.clock.now());
-                if let Some(rest) = failure.retry_after {
-                    provider.rest_until.set(service.clock.now() + rest);
-                }
                 provider.redact(&mut failure.error.message);
                 job.failures.push(failure.error);
-                job.tried.insert(slot.index);
+                job.tried.insert(index);
                 job.maybe_sent |= failure.maybe_sent;
                 job.end_attempt();
                 if job.attempts() >= service.retry.max_attempts || !may_resend(&job) {
@@ -263,47 +233,82 @@ fn park(core: &Core, service: &Service, mut job: Job) -> Parked {
     let mut parked = None;
     if matches!(job.sink, Sink::Caller) {
         // A caller running its own request joins the line like a submitted one would.
-        if !job.counted && !service.queue.admit(&mut job) {
-            service.stats.record_rejected();
-            let outcome = Err(Error::QueueFull {
-                service: service.name.clone(),
-                max_size: service.queue.max_size,
-            });
-            return Parked::Left(Box::new(end(core, job, outcome, None)));
+        if job.place.is_none() {
+            match service.admission.admit(job.request.priority) {
+                Some(place) => job.place = Some(place),
+                None => {
+                    service.stats.record_rejected();
+                    let outcome = Err(Error::QueueFull {
+                        service: service.name.clone(),
+                        max_size: service.admission.max_size,
+                    });
+                    return Parked::Left(Box::new(end(core, job, outcome, None)));
+                }
+            }
         }
         let (ticket, sink) = Ticket::new(job.submitted, job.deadline);
         job.sink = sink;
         parked = Some(ticket);
     }
     job.start_waiting(Instant::now());
-    let found = service.queue.park(job, |j| match service.acquire(j) {
+    let priority = job.request.priority;
+    job.place
+        .get_or_insert_with(|| service.admission.enter(priority));
+    let found = core.lines[job.service].park(job, |j| match service.acquire(&j.want()) {
         Pick::Slot(slot) => Some(slot),
         Pick::Busy | Pick::Exhausted => None,
     });
     match found {
         Some((mut job, slot)) if parked.is_some() => {
+            job.place = None;
             // The caller now waits on its ticket; a worker finishes the job.
             job.reserved = Some(slot);
             core.channels.send_ready(job);
             Parked::Left(Box::new(Driven::left(parked, None)))
         }
-        Some((job, slot)) => Parked::Slot(Box::new(job), slot),
+        Some((mut job, slot)) => {
+            job.place = None;
+            Parked::Slot(Box::new(job), slot)
+        }
         None => {
-            if core.stopping.load(Ordering::SeqCst) {
-                core.drain();
-            }
+            core.recheck_stopping();
             Parked::Left(Box::new(Driven::left(parked, None)))
         }
     }
 }
 
-/// Gives a provider's slot back, straight to a parked job when one can use it. The job
-/// is returned to run next; one already handed over goes to a worker instead.
-fn pass_on(core: &Core, service: &Service, index: usize, handed: Option<Job>) -> Option<Job> {
-    service.providers[index].release();
-    let Some((mut job, slot)) = service.queue.unpark(|j| service.acquire_on(j, index)) else {
+/// Gives back a slot whose attempt was never sent: the permit unused, the seat handed on.
+fn pass_on(core: &Core, service: usize, slot: Slot, handed: Option<Job>) -> Option<Job> {
+    let Slot {
+        index,
+        permit,
+        seat,
+    } = slot;
+    drop(permit);
+    hand_over(core, service, index, seat, handed)
+}
+
+/// Frees a provider's seat and hands it straight to a parked job when one can use it. The
+/// job is returned to run next; one already handed over goes to a worker instead.
+fn hand_over(
+    core: &Core,
+    service: usize,
+    index: usize,
+    seat: crate::upstream::slot::Seat,
+    handed: Option<Job>,
+) -> Option<Job> {
+    // Free first: SeqCst pairs with the line's count, so a job parking now sees the seat.
+    drop(seat);
+    let svc = &core.services[service];
+    let mut settled = Vec::new();
+    let found = core.lines[service].unpark(|j| svc.acquire_on(&j.want(), index), &mut settled);
+    for job in settled {
+        abandon(svc, job);
+    }
+    let Some((mut job, slot)) = found else {
         return handed;
     };
+    job.place = None;
     job.reserved = Some(slot);
     match handed {
         None => Some(job),
@@ -312,6 +317,12 @@ fn pass_on(core: &Core, service: &Service, index: usize, handed: Option<Job>) ->
             Some(first)
         }
     }
+}
+
+/// Counts a job a waiter gave up on: its outcome was delivered already.
+fn abandon(service: &Service, mut job: Job) {
+    job.place = None;
+    service.record_outcome(false, job.submitted, job.queue_wait, job.request.priority);
 }
 
 /// The error of a job with no provider left to try.
@@ -332,12 +343,17 @@ fn exhausted(service: &Service, job: &mut Job) -> Error {
 /// Delivers the outcome, or what a fallback makes of a failure.
 fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driven {
     let service = &core.services[job.service];
-    service.queue.uncount(&mut job);
+    job.place = None;
     let outcome = match outcome {
         Err(e) => service.fallback(&job.request, e, job.submitted.elapsed()),
         ok => ok,
     };
-    service.record_outcome(&job, outcome.is_ok());
+    service.record_outcome(
+        outcome.is_ok(),
+        job.submitted,
+        job.queue_wait,
+        job.request.priority,
+    );
     Driven {
         outcome: job.finish(outcome),
         parked: None,

@@ -1,4 +1,19 @@
-//! Engine: the runtime, its channels, the threads that drive jobs (workers, timer, health loop).
+//! Engine: the runtime, its channels, and the threads that drive jobs (workers, timer,
+//! health loop, event delivery), bottom to top in the order below.
+
+pub(crate) mod channels;
+pub(crate) mod events;
+pub(crate) mod parking;
+pub(crate) mod schedule;
+
+pub(crate) mod runtime;
 
 pub(crate) mod dispatch;
+pub(crate) mod health_loop;
+pub(crate) mod intake;
 pub(crate) mod timer;
+pub(crate) mod worker;
+
+pub(crate) mod lifecycle;
+#[cfg(feature = "dashboard")]
+pub(crate) mod observer;

@@ -1,97 +1,19 @@
-//! One thread for everything that happens at a set time: jobs waiting out a backoff (so no
-//! worker sleeps), and the deadlines of callback requests (which have no waiter to notice).
+//! The timer thread: fires what falls due (see `schedule.rs`) and, at stop, ends the
+//! jobs still waiting out a backoff.
 
-use std::cmp::Ordering as CmpOrdering;
 use std::collections::BinaryHeap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crossbeam_channel::{select, Receiver, Sender};
+use crossbeam_channel::{select, Receiver};
 
-use crate::balancer::Core;
-use crate::flow::job::Job;
-use crate::flow::ticket::{call_back, CallbackCell, JobPhase, Phase};
+use crate::engine::runtime::Core;
+use crate::engine::schedule::{Delayed, Due};
+use crate::flow::ticket::{call_back, Phase};
 use crate::foundation::error::Error;
 
-pub(crate) struct Delayed {
-    due: Instant,
-    what: Due,
-}
-
-enum Due {
-    /// Back to the queue.
-    Requeue(Box<Job>),
-    /// Time out a callback request still waiting for a worker or a slot.
-    Expire {
-        phase: Arc<JobPhase>,
-        callback: CallbackCell,
-        started: Instant,
-    },
-}
-
-impl PartialEq for Delayed {
-    fn eq(&self, other: &Self) -> bool {
-        self.due == other.due
-    }
-}
-
-impl Eq for Delayed {}
-
-impl PartialOrd for Delayed {
-    fn partial_cmp(&self, other: &Self) -> Option<CmpOrdering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl Ord for Delayed {
-    // Reversed: the heap's top is the earliest.
-    fn cmp(&self, other: &Self) -> CmpOrdering {
-        other.due.cmp(&self.due)
-    }
-}
-
-/// The sending side, held by the core.
-pub(crate) struct Timer {
-    tx: Sender<Delayed>,
-}
-
-impl Timer {
-    pub fn new() -> (Timer, Receiver<Delayed>) {
-        let (tx, rx) = crossbeam_channel::unbounded();
-        (Timer { tx }, rx)
-    }
-
-    /// Hands the job back to the queue at `due`.
-    pub fn schedule(&self, job: Job, due: Instant) {
-        let what = Due::Requeue(Box::new(job));
-        if let Err(e) = self.tx.send(Delayed { due, what }) {
-            // The timer thread is gone: the balancer has stopped.
-            if let Due::Requeue(job) = e.into_inner().what {
-                job.finish(Err(Error::ShuttingDown));
-            }
-        }
-    }
-
-    /// Times out a callback request at `due` unless it has started or ended by then.
-    pub fn expire(
-        &self,
-        phase: Arc<JobPhase>,
-        callback: CallbackCell,
-        started: Instant,
-        due: Instant,
-    ) {
-        let what = Due::Expire {
-            phase,
-            callback,
-            started,
-        };
-        // Without the thread the balancer has stopped, and shutdown ends the job itself.
-        let _ = self.tx.send(Delayed { due, what });
-    }
-}
-
 /// The timer thread: requeues jobs as they fall due; at stop, ends the rest.
-pub(crate) fn run(core: Arc<Core>, rx: Receiver<Delayed>, stop: Receiver<()>) {
+pub(crate) fn keep_time(core: Arc<Core>, rx: Receiver<Delayed>, stop: Receiver<()>) {
     let mut heap: BinaryHeap<Delayed> = BinaryHeap::new();
     loop {
         let wait = heap

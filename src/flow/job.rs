@@ -3,10 +3,13 @@
 use std::time::{Duration, Instant};
 
 use crate::flow::activity::ActiveGuard;
-use crate::policy::breaker::Permit;
-use crate::foundation::error::AttemptError;
-use crate::foundation::request::Request;
 use crate::flow::ticket::{Outcome, Phase, Sink};
+use crate::foundation::error::AttemptError;
+use crate::foundation::index_set::IndexSet;
+use crate::foundation::request::Request;
+use crate::upstream::admission::Place;
+use crate::upstream::service::Want;
+use crate::upstream::slot::Slot;
 
 pub(crate) struct Job {
     pub request: Request,
@@ -29,22 +32,21 @@ pub(crate) struct Job {
     pub queue_wait: Duration,
     /// A slot taken for this job by whoever handed it over.
     pub reserved: Option<Slot>,
-    /// Whether the job holds a place in its service's waiting line.
-    pub counted: bool,
+    /// The job's place in its service's waiting line, while it waits.
+    pub place: Option<Place>,
     _active: ActiveGuard,
 }
 
 impl Job {
+    /// A job submitted at `now` that must end by `deadline`.
     pub fn new(
         request: Request,
         service: usize,
         eligible: IndexSet,
-        deadline: Duration,
+        (now, deadline): (Instant, Instant),
         sink: Sink,
         active: ActiveGuard,
     ) -> Job {
-        let now = Instant::now();
-        let deadline = now + request.timeout.unwrap_or(deadline);
         Job {
             request,
             service,
@@ -59,13 +61,22 @@ impl Job {
             waiting_since: None,
             queue_wait: Duration::ZERO,
             reserved: None,
-            counted: false,
+            place: None,
             _active: active,
         }
     }
 
     pub fn attempts(&self) -> u32 {
         self.failures.len() as u32
+    }
+
+    /// What the job asks of its service's providers now.
+    pub fn want(&self) -> Want<'_> {
+        Want {
+            eligible: &self.eligible,
+            tried: &self.tried,
+            attempts: self.attempts(),
+        }
     }
 
     pub fn start_waiting(&mut self, now: Instant) {
@@ -103,69 +114,5 @@ impl Job {
         let Job { sink, _active, .. } = self;
         drop(_active);
         sink.deliver(outcome)
-    }
-}
-
-/// A connection slot on a provider, with the breaker's leave to use it.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Slot {
-    pub index: usize,
-    pub permit: Permit,
-}
-
-/// A set of provider indices: a word inline, more only for services of over 64 providers.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct IndexSet {
-    low: u64,
-    high: Vec<u64>,
-}
-
-impl IndexSet {
-    pub fn insert(&mut self, i: usize) {
-        if i < 64 {
-            self.low |= 1 << i;
-        } else {
-            let word = i / 64 - 1;
-            if self.high.len() <= word {
-                self.high.resize(word + 1, 0);
-            }
-            self.high[word] |= 1 << (i % 64);
-        }
-    }
-
-    pub fn contains(&self, i: usize) -> bool {
-        if i < 64 {
-            self.low & (1 << i) != 0
-        } else {
-            self.high
-                .get(i / 64 - 1)
-                .is_some_and(|w| w & (1 << (i % 64)) != 0)
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.low == 0 && self.high.iter().all(|w| *w == 0)
-    }
-
-    pub fn clear(&mut self) {
-        self.low = 0;
-        self.high.clear();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::IndexSet;
-
-    #[test]
-    fn index_set_holds_large_indices() {
-        let mut s = IndexSet::default();
-        for i in [0, 63, 64, 700] {
-            s.insert(i);
-        }
-        assert!([0, 63, 64, 700].iter().all(|&i| s.contains(i)));
-        assert!(![1, 65, 699, 5000].iter().any(|&i| s.contains(i)));
-        s.clear();
-        assert!(!s.contains(700));
     }
 }

@@ -55,9 +55,11 @@ pub(crate) type Callback = Box<dyn FnOnce(Outcome) + Send + 'static>;
 /// is still waiting then; whoever settles the job's phase takes it.
 pub(crate) type CallbackCell = Arc<parking_lot::Mutex<Option<Callback>>>;
 
-/// Calls a callback; a panicking one must not take a worker thread down with it.
+/// Calls a callback, with the cell's lock already released; a panicking one must not
+/// take a worker thread down with it.
 pub(crate) fn call_back(cell: &CallbackCell, outcome: Outcome) {
-    if let Some(callback) = cell.lock().take() {
+    let callback = cell.lock().take();
+    if let Some(callback) = callback {
         let _ = catch_unwind(AssertUnwindSafe(|| callback(outcome)));
     }
 }
@@ -100,6 +102,9 @@ impl Sink {
     }
 }
 
+/// How long past its deadline a waiter gives a running attempt to deliver.
+pub(crate) const OVERTIME: Duration = Duration::from_millis(250);
+
 /// A submitted request's claim on its outcome.
 ///
 /// Every ticket gets exactly one outcome: a [`Response`] or an [`Error`], also at
@@ -127,13 +132,34 @@ impl Ticket {
         (ticket, Sink::Channel(phase, tx))
     }
 
-    /// Blocks until the outcome; at the latest shortly after the request's deadline.
+    /// Blocks until the outcome; at the latest 250 ms after the request's deadline,
+    /// whatever the request is doing.
     pub fn wait(mut self) -> Result<Response, Error> {
         if let Some(outcome) = self.poll(self.deadline) {
             return outcome;
         }
-        // Past the deadline with an attempt on the wire: it ends by the deadline on its own.
-        self.rx.recv().unwrap_or_else(|_| Err(dropped()))
+        // Past the deadline with an attempt on the wire: it ends by the deadline on its own
+        // and brings its details, unless something holds it up.
+        match self.rx.recv_deadline(self.deadline + OVERTIME) {
+            Ok(outcome) => outcome,
+            Err(RecvTimeoutError::Disconnected) => Err(dropped()),
+            Err(RecvTimeoutError::Timeout) => self.give_up(),
+        }
+    }
+
+    /// Settles the job as timed out, whatever its phase; a late answer is then dropped.
+    fn give_up(&mut self) -> Outcome {
+        self.spent = true;
+        if self.phase.settle() {
+            return Err(Error::Timeout {
+                elapsed: self.started.elapsed(),
+                attempts: Vec::new(),
+            });
+        }
+        // Settled by the worker at the last moment: its outcome is on its way.
+        self.rx
+            .recv_timeout(OVERTIME)
+            .unwrap_or_else(|_| Err(dropped()))
     }
 
     /// Waits at most `timeout`. `None` when the outcome is not there yet; once the

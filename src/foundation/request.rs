@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::foundation::error::Error;
 
@@ -227,7 +227,10 @@ impl Request {
     /// keeps the error. Takes precedence over a service's fallback.
     pub fn fallback<F>(mut self, fallback: F) -> Self
     where
-        F: Fn(&Request, &Error) -> Option<crate::foundation::response::Response> + Send + Sync + 'static,
+        F: Fn(&Request, &Error) -> Option<crate::foundation::response::Response>
+            + Send
+            + Sync
+            + 'static,
     {
         self.fallback = Some(Fallback(std::sync::Arc::new(fallback)));
         self
@@ -263,8 +266,15 @@ impl Request {
         self.endpoint.starts_with('/')
     }
 
+    /// When a request submitted at `now` must end: its own timeout, else the service's
+    /// `default`. The one place a deadline is computed; never overflows.
+    pub(crate) fn deadline(&self, now: Instant, default: Duration) -> Instant {
+        let timeout = self.timeout.unwrap_or(default).min(MAX_TIMEOUT);
+        now.checked_add(timeout).unwrap_or(now)
+    }
+
     /// Checks what can be checked without the configuration.
-    pub(crate) fn check(&self) -> Result<(), Error> {
+    pub(crate) fn validate(&self) -> Result<(), Error> {
         fn invalid(what: String) -> Result<(), Error> {
             Err(Error::InvalidArgument(what))
         }
@@ -293,16 +303,26 @@ impl Request {
             if t.is_zero() {
                 return invalid("timeout is zero".into());
             }
+            if t > MAX_TIMEOUT {
+                return invalid(format!(
+                    "timeout {t:?} is longer than the longest accepted, {} s",
+                    MAX_TIMEOUT.as_secs()
+                ));
+            }
         }
         Ok(())
     }
 }
 
+/// The longest per-request timeout accepted: a day.
+pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
 /// A fallback function, shared cheaply between clones of a request.
 #[derive(Clone)]
 pub(crate) struct Fallback(pub std::sync::Arc<FallbackFn>);
 
-pub(crate) type FallbackFn = dyn Fn(&Request, &Error) -> Option<crate::foundation::response::Response> + Send + Sync;
+pub(crate) type FallbackFn =
+    dyn Fn(&Request, &Error) -> Option<crate::foundation::response::Response> + Send + Sync;
 
 impl fmt::Debug for Fallback {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -357,15 +377,37 @@ mod tests {
     fn bad_headers_and_paths_are_named() {
         let e = Request::get("s", "e")
             .header("X Bad", "v")
-            .check()
+            .validate()
             .unwrap_err();
         assert!(e.to_string().contains("X Bad"), "{e}");
         let e = Request::get("s", "e")
             .header("X", "a\r\nb")
-            .check()
+            .validate()
             .unwrap_err();
         assert!(e.to_string().contains("line break"), "{e}");
-        let e = Request::get("s", "/a b").check().unwrap_err();
+        let e = Request::get("s", "/a b").validate().unwrap_err();
         assert!(e.to_string().contains("/a b"), "{e}");
+    }
+
+    #[test]
+    fn any_timeout_is_accepted_or_named_never_a_panic() {
+        let now = Instant::now();
+        for t in [Duration::MAX, Duration::from_secs(86_401), Duration::ZERO] {
+            let r = Request::get("s", "e").timeout(t);
+            let e = r.validate().unwrap_err();
+            assert!(
+                matches!(e, Error::InvalidArgument(ref m) if m.contains("timeout")),
+                "{e}"
+            );
+            // Even unvalidated, the deadline saturates instead of overflowing.
+            assert!(r.deadline(now, Duration::from_secs(1)) >= now);
+        }
+        let r = Request::get("s", "e").timeout(MAX_TIMEOUT);
+        assert!(r.validate().is_ok());
+        assert_eq!(r.deadline(now, Duration::ZERO), now + MAX_TIMEOUT);
+        assert_eq!(
+            Request::get("s", "e").deadline(now, Duration::from_secs(3)),
+            now + Duration::from_secs(3)
+        );
     }
 }

@@ -12,11 +12,12 @@ use std::time::{Duration, SystemTime};
 
 use std::sync::Arc;
 
-use parking_lot::{Mutex, RwLock};
+use parking_lot::Mutex;
 use serde::Serialize;
 
 use crate::foundation::clock::SharedClock;
 use crate::foundation::config::BreakerConfig;
+use crate::policy::buckets::Buckets;
 
 /// The three states of a circuit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -65,36 +66,6 @@ pub struct CircuitEvent {
     pub at: SystemTime,
 }
 
-pub(crate) type Listener = Arc<dyn Fn(&CircuitEvent) + Send + Sync>;
-
-/// The balancer's circuit listeners, called outside every breaker lock.
-#[derive(Default)]
-pub(crate) struct Listeners(RwLock<Vec<Listener>>);
-
-impl Listeners {
-    pub fn add(&self, listener: Listener) {
-        self.0.write().push(listener);
-    }
-
-    pub fn notify(&self, service: &str, provider: &str, t: Transition) {
-        let listeners = self.0.read();
-        if listeners.is_empty() {
-            return;
-        }
-        let event = CircuitEvent {
-            service: service.to_string(),
-            provider: provider.to_string(),
-            from: t.from,
-            to: t.to,
-            at: SystemTime::now(),
-        };
-        for listener in listeners.iter() {
-            // A panicking listener must not take the request down with it.
-            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| listener(&event)));
-        }
-    }
-}
-
 /// A change of state, for listeners and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Transition {
@@ -102,10 +73,36 @@ pub(crate) struct Transition {
     pub to: CircuitState,
 }
 
-/// Leave to send one attempt; give it back through [`Breaker::record`] or [`Breaker::cancel`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Leave to send one attempt. [`Breaker::record`] consumes it with the attempt's result;
+/// dropped unused, it gives a half-open probe's place back, so none can leak.
 pub(crate) struct Permit {
-    probe: bool,
+    /// For a half-open probe: the breaker, and which half-open period it belongs to.
+    probe: Option<(Arc<Mutex<Inner>>, u64)>,
+}
+
+impl Permit {
+    const CLOSED: Permit = Permit { probe: None };
+
+    #[cfg(test)]
+    pub fn is_probe(&self) -> bool {
+        self.probe.is_some()
+    }
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit")
+            .field("probe", &self.probe.is_some())
+            .finish()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some((inner, period)) = self.probe.take() {
+            inner.lock().end_probe(period);
+        }
+    }
 }
 
 /// A point-in-time view of one circuit.
@@ -151,10 +148,12 @@ pub(crate) struct Breaker {
     clock: SharedClock,
     /// The state, readable without the lock: the closed fast path takes no lock.
     state: AtomicU8,
-    inner: Mutex<Inner>,
+    inner: Arc<Mutex<Inner>>,
 }
 
 struct Inner {
+    /// Counts half-open periods, so a probe of an earlier one is not counted in this one.
+    half_open_period: u64,
     state: CircuitState,
     consecutive_failures: u32,
     window: Window,
@@ -168,6 +167,15 @@ struct Inner {
     transitions: [u64; 3],
 }
 
+impl Inner {
+    /// A probe of half-open period `period` ended (or was never sent).
+    fn end_probe(&mut self, period: u64) {
+        if period == self.half_open_period {
+            self.probes_in_flight = self.probes_in_flight.saturating_sub(1);
+        }
+    }
+}
+
 impl Breaker {
     pub fn new(config: BreakerConfig, clock: SharedClock) -> Breaker {
         let window = Window::new(&config);
@@ -175,7 +183,8 @@ impl Breaker {
             config,
             clock,
             state: AtomicU8::new(CircuitState::Closed as u8),
-            inner: Mutex::new(Inner {
+            inner: Arc::new(Mutex::new(Inner {
+                half_open_period: 0,
                 state: CircuitState::Closed,
                 consecutive_failures: 0,
                 window,
@@ -186,7 +195,7 @@ impl Breaker {
                 half_open_successes: 0,
                 last_failure: None,
                 transitions: [0; 3],
-            }),
+            })),
         }
     }
 
@@ -211,7 +220,7 @@ impl Breaker {
     /// Leave for one attempt, or `None` while open or when half-open probes are all out.
     pub fn try_acquire(&self) -> (Option<Permit>, Option<Transition>) {
         if self.state() == CircuitState::Closed {
-            return (Some(Permit { probe: false }), None);
+            return (Some(Permit::CLOSED), None);
         }
         let mut inner = self.inner.lock();
         let mut transition = None;
@@ -222,31 +231,30 @@ impl Breaker {
             transition = self.enter(&mut inner, CircuitState::HalfOpen);
         }
         match inner.state {
-            CircuitState::Closed => (Some(Permit { probe: false }), transition),
+            CircuitState::Closed => (Some(Permit::CLOSED), transition),
             CircuitState::HalfOpen if inner.probes_in_flight < self.config.half_open_max_calls => {
                 inner.probes_in_flight += 1;
-                (Some(Permit { probe: true }), transition)
+                let probe = Some((self.inner.clone(), inner.half_open_period));
+                (Some(Permit { probe }), transition)
             }
             _ => (None, transition),
         }
     }
 
-    /// Gives back a permit whose attempt was never sent.
-    pub fn cancel(&self, permit: Permit) {
-        if permit.probe {
-            let mut inner = self.inner.lock();
-            inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
-        }
-    }
-
     /// Records how a permitted attempt ended.
-    pub fn record(&self, permit: Permit, failed: bool, elapsed: Duration) -> Option<Transition> {
+    pub fn record(
+        &self,
+        mut permit: Permit,
+        failed: bool,
+        elapsed: Duration,
+    ) -> Option<Transition> {
         let now = self.clock.now();
         let slow = self.config.slow_call_ms > 0
             && elapsed >= Duration::from_millis(self.config.slow_call_ms);
         let mut inner = self.inner.lock();
-        if permit.probe {
-            inner.probes_in_flight = inner.probes_in_flight.saturating_sub(1);
+        let probe = permit.probe.take().map(|(_, period)| period);
+        if let Some(period) = probe {
+            inner.end_probe(period);
         }
         if failed {
             inner.last_failure = Some(now);
@@ -265,7 +273,7 @@ impl Breaker {
                 }
                 None
             }
-            CircuitState::HalfOpen if permit.probe => {
+            CircuitState::HalfOpen if probe.is_some() => {
                 if failed {
                     inner.reopenings += 1;
                     inner.open_until = now + self.open_time(inner.reopenings);
@@ -328,6 +336,7 @@ impl Breaker {
             CircuitState::HalfOpen => {
                 inner.half_open_successes = 0;
                 inner.probes_in_flight = 0;
+                inner.half_open_period += 1;
             }
             CircuitState::Open => {}
         }
@@ -393,23 +402,13 @@ impl Breaker {
 
 /// The rolling window of the rate rules: time buckets, or the last N calls.
 enum Window {
-    Time {
-        bucket: Duration,
-        buckets: Vec<Bucket>,
-    },
+    /// Calls, failures and slow calls per tenth of `window_ms`.
+    Time(Box<Buckets<3, TIME_BUCKETS>>),
     Count {
         ring: Vec<u8>,
         next: usize,
         filled: usize,
     },
-}
-
-#[derive(Clone, Copy, Default)]
-struct Bucket {
-    epoch: u64,
-    calls: u64,
-    failures: u64,
-    slow: u64,
 }
 
 const TIME_BUCKETS: usize = 10;
@@ -425,28 +424,15 @@ impl Window {
                 filled: 0,
             }
         } else {
-            Window::Time {
-                bucket: Duration::from_millis(config.window_ms).div_f64(TIME_BUCKETS as f64),
-                buckets: vec![Bucket::default(); TIME_BUCKETS],
-            }
+            Window::Time(Box::new(Buckets::new(
+                Duration::from_millis(config.window_ms).div_f64(TIME_BUCKETS as f64),
+            )))
         }
     }
 
     fn record(&mut self, now: Duration, failed: bool, slow: bool) {
         match self {
-            Window::Time { bucket, buckets } => {
-                let epoch = (now.as_nanos() / bucket.as_nanos().max(1)) as u64 + 1;
-                let b = &mut buckets[epoch as usize % TIME_BUCKETS];
-                if b.epoch != epoch {
-                    *b = Bucket {
-                        epoch,
-                        ..Bucket::default()
-                    };
-                }
-                b.calls += 1;
-                b.failures += u64::from(failed);
-                b.slow += u64::from(slow);
-            }
+            Window::Time(buckets) => buckets.add(now, [1, u64::from(failed), u64::from(slow)]),
             Window::Count { ring, next, filled } => {
                 ring[*next] = if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
                 *next = (*next + 1) % ring.len();
@@ -458,15 +444,9 @@ impl Window {
     /// Calls, failures and slow calls inside the window.
     fn totals(&self, now: Duration) -> (u64, u64, u64) {
         match self {
-            Window::Time { bucket, buckets } => {
-                let epoch = (now.as_nanos() / bucket.as_nanos().max(1)) as u64 + 1;
-                let oldest = epoch.saturating_sub(TIME_BUCKETS as u64 - 1);
-                buckets
-                    .iter()
-                    .filter(|b| b.epoch >= oldest && b.epoch <= epoch)
-                    .fold((0, 0, 0), |(c, f, s), b| {
-                        (c + b.calls, f + b.failures, s + b.slow)
-                    })
+            Window::Time(buckets) => {
+                let [calls, failures, slow] = buckets.sum(now, TIME_BUCKETS as u64, true);
+                (calls, failures, slow)
             }
             Window::Count { ring, filled, .. } => {
                 let live = &ring[..*filled];
@@ -478,7 +458,7 @@ impl Window {
 
     fn clear(&mut self) {
         match self {
-            Window::Time { buckets, .. } => buckets.fill(Bucket::default()),
+            Window::Time(buckets) => buckets.clear(),
             Window::Count { ring, next, filled } => {
                 ring.fill(0);
                 *next = 0;
@@ -518,7 +498,7 @@ mod tests {
                 to: CircuitState::Open
             })
         );
-        assert_eq!(b.try_acquire().0, None);
+        assert!(b.try_acquire().0.is_none());
         assert!(!b.is_available());
     }
 
@@ -549,7 +529,7 @@ mod tests {
         call(&b, true);
         call(&b, true);
         clock.advance(Duration::from_millis(59_999));
-        assert_eq!(b.try_acquire().0, None);
+        assert!(b.try_acquire().0.is_none());
         clock.advance(Duration::from_millis(1));
         assert!(b.is_available());
         let (p1, t) = b.try_acquire();
@@ -557,12 +537,49 @@ mod tests {
         let (p2, _) = b.try_acquire();
         let (p3, _) = b.try_acquire();
         // Only three probes at a time.
-        assert_eq!(b.try_acquire().0, None);
+        assert!(b.try_acquire().0.is_none());
         assert_eq!(b.record(p1.unwrap(), false, Duration::ZERO), None);
         assert_eq!(b.record(p2.unwrap(), false, Duration::ZERO), None);
         let t = b.record(p3.unwrap(), false, Duration::ZERO);
         assert_eq!(t.map(|t| t.to), Some(CircuitState::Closed));
         assert_eq!(b.info().closed, 1);
+    }
+
+    #[test]
+    fn an_unused_probe_gives_its_place_back_once_and_only_in_its_own_period() {
+        let (b, clock) = breaker(|c| {
+            c.failure_threshold = 1;
+            c.half_open_max_calls = 1;
+            c.open_ms = 1_000;
+        });
+        call(&b, true);
+        clock.advance(Duration::from_millis(1_000));
+        let probe = b.try_acquire().0.unwrap();
+        assert!(probe.is_probe());
+        assert!(b.try_acquire().0.is_none(), "the one probe is out");
+        drop(probe);
+        let stale = b.try_acquire().0.unwrap();
+        // This probe fails: open again, then half-open again with a fresh period.
+        let other = b.try_acquire().0;
+        assert!(other.is_none());
+        assert!(b.record(stale, true, Duration::ZERO).is_some());
+        clock.advance(Duration::from_millis(10_000));
+        let current = b.try_acquire().0.unwrap();
+        let (old_period_probe, _) = {
+            // A permit of the earlier period, dropped now, must not free this one's place.
+            let inner = b.inner.clone();
+            let period = inner.lock().half_open_period - 1;
+            (
+                Permit {
+                    probe: Some((inner, period)),
+                },
+                (),
+            )
+        };
+        drop(old_period_probe);
+        assert!(b.try_acquire().0.is_none(), "still one probe out");
+        drop(current);
+        assert!(b.try_acquire().0.is_some());
     }
 
     #[test]
@@ -577,9 +594,8 @@ mod tests {
         let mut open_for = 1_000;
         for next in [2_000, 3_000, 3_000] {
             clock.advance(Duration::from_millis(open_for - 1));
-            assert_eq!(
-                b.try_acquire().0,
-                None,
+            assert!(
+                b.try_acquire().0.is_none(),
                 "still open 1 ms before {open_for} ms"
             );
             clock.advance(Duration::from_millis(1));
@@ -653,7 +669,7 @@ mod tests {
         let (b, clock) = breaker(|_| {});
         assert_eq!(b.force_open().map(|t| t.to), Some(CircuitState::Open));
         clock.advance(Duration::from_secs(3600));
-        assert_eq!(b.try_acquire().0, None, "forced open stays open");
+        assert!(b.try_acquire().0.is_none(), "forced open stays open");
         assert!(b.info().forced && b.info().next_attempt.is_none());
         assert_eq!(b.force_close().map(|t| t.to), Some(CircuitState::Closed));
         for _ in 0..5 {

@@ -7,6 +7,7 @@ use parking_lot::Mutex;
 
 use crate::foundation::clock::SharedClock;
 use crate::foundation::config::RetryConfig;
+use crate::policy::buckets::Buckets;
 
 /// How much the configured `reliability` weighs against live counts, in calls.
 const PRIOR_WEIGHT: f64 = 20.0;
@@ -41,15 +42,11 @@ pub(crate) struct RetryBudget {
     floor_per_sec: f64,
     window: Duration,
     clock: SharedClock,
-    buckets: Mutex<Buckets>,
+    /// Requests and retries per tenth of the window.
+    counts: Mutex<Buckets<2, SLICES>>,
 }
 
-const BUCKETS: usize = 10;
-
-struct Buckets {
-    /// Per slice of the window: (epoch, requests, retries).
-    slices: [(u64, u64, u64); BUCKETS],
-}
+const SLICES: usize = 10;
 
 impl RetryBudget {
     pub fn new(retry: &RetryConfig, clock: SharedClock) -> RetryBudget {
@@ -58,44 +55,25 @@ impl RetryBudget {
             floor_per_sec: f64::from(retry.budget_min_per_sec),
             window: Duration::from_millis(retry.budget_window_ms),
             clock,
-            buckets: Mutex::new(Buckets {
-                slices: [(0, 0, 0); BUCKETS],
-            }),
+            counts: Mutex::new(Buckets::new(
+                Duration::from_millis(retry.budget_window_ms) / SLICES as u32,
+            )),
         }
-    }
-
-    fn epoch(&self) -> u64 {
-        let slice = self.window.as_nanos() / BUCKETS as u128;
-        (self.clock.now().as_nanos() / slice.max(1)) as u64 + 1
-    }
-
-    fn slice(b: &mut Buckets, epoch: u64) -> &mut (u64, u64, u64) {
-        let s = &mut b.slices[epoch as usize % BUCKETS];
-        if s.0 != epoch {
-            *s = (epoch, 0, 0);
-        }
-        s
     }
 
     /// Counts a caller's request.
     pub fn deposit(&self) {
-        let epoch = self.epoch();
-        Self::slice(&mut self.buckets.lock(), epoch).1 += 1;
+        self.counts.lock().add(self.clock.now(), [1, 0]);
     }
 
     /// Takes one retry if the budget has it.
     pub fn try_withdraw(&self) -> bool {
-        let epoch = self.epoch();
-        let mut b = self.buckets.lock();
-        let oldest = epoch.saturating_sub(BUCKETS as u64 - 1);
-        let (requests, retries) = b
-            .slices
-            .iter()
-            .filter(|s| s.0 >= oldest && s.0 <= epoch)
-            .fold((0, 0), |(q, r), s| (q + s.1, r + s.2));
+        let now = self.clock.now();
+        let mut counts = self.counts.lock();
+        let [requests, retries] = counts.sum(now, SLICES as u64, true);
         let allowed = self.ratio * requests as f64 + self.floor_per_sec * self.window.as_secs_f64();
         if (retries as f64) < allowed {
-            Self::slice(&mut b, epoch).2 += 1;
+            counts.add(now, [0, 1]);
             true
         } else {
             false

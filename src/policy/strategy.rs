@@ -13,10 +13,23 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::foundation::config::StrategyKind;
-use crate::upstream::provider::Provider;
+use crate::policy::latency::LatencyEwma;
 
-/// How fast latency averages forget: a sample's weight halves in about 0.7 tau.
-const TAU: Duration = Duration::from_secs(1);
+/// What a strategy may know of a provider: its load and its record, not its internals.
+pub(crate) trait Candidate {
+    /// Configured share of traffic.
+    fn weight(&self) -> u32;
+    /// Attempts on the wire now.
+    fn in_flight(&self) -> usize;
+    /// Latency of recent successful attempts.
+    fn latency(&self) -> &LatencyEwma;
+    /// Calls and failures in the breaker's window.
+    fn window_totals(&self) -> (u64, u64);
+    /// Share of active health checks passed; `None` before the first.
+    fn uptime(&self) -> Option<f64>;
+    /// `cost_per_request`.
+    fn cost(&self) -> f64;
+}
 
 /// Latency samples a provider needs before latency strategies rank it.
 const MIN_SAMPLES: u64 = 5;
@@ -46,64 +59,6 @@ fn kind_index(kind: StrategyKind) -> u8 {
     KINDS.iter().position(|k| *k == kind).unwrap_or(0) as u8
 }
 
-/// A provider's recent latency: a time-decayed EWMA and Finagle's peak EWMA, in ms.
-#[derive(Debug, Default)]
-pub(crate) struct LatencyEwma(Mutex<EwmaState>);
-
-#[derive(Debug, Default, Clone, Copy)]
-struct EwmaState {
-    ewma: f64,
-    peak: f64,
-    at: Duration,
-    samples: u64,
-}
-
-impl LatencyEwma {
-    /// Records a successful attempt's latency at clock time `now`.
-    pub fn record(&self, latency: Duration, now: Duration) {
-        let ms = latency.as_secs_f64() * 1000.0;
-        let mut s = self.0.lock();
-        if s.samples == 0 {
-            *s = EwmaState {
-                ewma: ms,
-                peak: ms,
-                at: now,
-                samples: 1,
-            };
-            return;
-        }
-        let dt = now.saturating_sub(s.at).as_secs_f64();
-        s.samples += 1;
-        // At first a plain mean, so one slow first call (a new connection) is not
-        // remembered for a whole tau; then time-weighted.
-        let keep = (-dt / TAU.as_secs_f64())
-            .exp()
-            .min(1.0 - 1.0 / s.samples as f64);
-        s.ewma = s.ewma * keep + ms * (1.0 - keep);
-        // The peak jumps up at once and decays like the plain average.
-        s.peak = if ms > s.peak {
-            ms
-        } else {
-            s.peak * keep + ms * (1.0 - keep)
-        };
-        s.at = now;
-    }
-
-    /// (ewma ms, peak ewma ms, samples).
-    pub fn read(&self) -> (f64, f64, u64) {
-        let s = *self.0.lock();
-        (s.ewma, s.peak, s.samples)
-    }
-
-    /// The peak EWMA as Finagle reads it: decayed by the time since the last sample, so
-    /// a provider that stopped getting traffic because it was slow is probed again.
-    pub fn decayed_peak(&self, now: Duration) -> f64 {
-        let s = *self.0.lock();
-        let dt = now.saturating_sub(s.at).as_secs_f64();
-        s.peak * (-dt / TAU.as_secs_f64()).exp()
-    }
-}
-
 /// How long health-score inputs are reused before they are read again.
 const SIGNAL_TTL: Duration = Duration::from_millis(10);
 
@@ -113,11 +68,40 @@ struct Signals {
     by_provider: Vec<Signal>,
 }
 
+/// A provider's health-score inputs.
 struct Signal {
     latency_ms: f64,
     error_rate: f64,
     uptime: f64,
     cost: f64,
+}
+
+impl Signal {
+    fn of<C: Candidate>(p: &C) -> Signal {
+        let (calls, failures) = p.window_totals();
+        Signal {
+            latency_ms: p.latency().read().0 + SPEED_FLOOR_MS,
+            error_rate: if calls == 0 {
+                0.0
+            } else {
+                failures as f64 / calls as f64
+            },
+            uptime: p.uptime().unwrap_or(1.0),
+            cost: p.cost(),
+        }
+    }
+
+    /// The one health score: 0.4 uptime + 0.3 speed + 0.2 (1 - error rate) + 0.1 cost
+    /// efficiency, speed and efficiency relative to the fastest and cheapest candidate.
+    fn score(&self, fastest_ms: f64, cheapest: f64) -> f64 {
+        let speed = fastest_ms / self.latency_ms;
+        let efficiency = if self.cost <= 0.0 {
+            1.0
+        } else {
+            cheapest.max(0.0) / self.cost
+        };
+        0.4 * self.uptime + 0.3 * speed + 0.2 * (1.0 - self.error_rate) + 0.1 * efficiency
+    }
 }
 
 /// Random numbers: from the OS, or from a seed for reproducible picks.
@@ -179,15 +163,15 @@ impl Picker {
 
     /// The strategy's choice between two sampled providers (large provider sets).
     /// Round robin becomes a weighted coin, the rest compare their own measure.
-    pub fn choose_between(
+    pub fn choose_between<C: Candidate>(
         &self,
-        providers: &[Provider],
+        providers: &[C],
         a: usize,
         b: usize,
         now: Duration,
     ) -> usize {
         let (pa, pb) = (&providers[a], &providers[b]);
-        let lacks_data = pa.latency.read().2 < MIN_SAMPLES || pb.latency.read().2 < MIN_SAMPLES;
+        let lacks_data = pa.latency().read().2 < MIN_SAMPLES || pb.latency().read().2 < MIN_SAMPLES;
         let kind = match self.kind() {
             StrategyKind::WeightedResponse | StrategyKind::HealthBased | StrategyKind::PeakEwma
                 if lacks_data =>
@@ -199,7 +183,7 @@ impl Picker {
         let better = |cost_a: f64, cost_b: f64| if cost_b < cost_a { b } else { a };
         match kind {
             StrategyKind::RoundRobin => {
-                let (wa, wb) = (f64::from(pa.weight), f64::from(pb.weight));
+                let (wa, wb) = (f64::from(pa.weight()), f64::from(pb.weight()));
                 if self.rand.unit() * (wa + wb) < wa {
                     a
                 } else {
@@ -208,34 +192,30 @@ impl Picker {
             }
             StrategyKind::LeastConnections => better(pa.in_flight() as f64, pb.in_flight() as f64),
             StrategyKind::WeightedResponse => better(
-                pa.latency.read().0 / f64::from(pa.weight),
-                pb.latency.read().0 / f64::from(pb.weight),
+                pa.latency().read().0 / f64::from(pa.weight()),
+                pb.latency().read().0 / f64::from(pb.weight()),
             ),
             StrategyKind::HealthBased => {
-                let score = |p: &Provider, fastest: f64| {
-                    let (calls, failures) = p.breaker.window_totals();
-                    let error_rate = if calls == 0 {
-                        0.0
-                    } else {
-                        failures as f64 / calls as f64
-                    };
-                    let speed = fastest / (p.latency.read().0 + SPEED_FLOOR_MS);
-                    0.4 * p.health.uptime().unwrap_or(1.0) + 0.3 * speed + 0.2 * (1.0 - error_rate)
-                };
-                let fastest = (pa.latency.read().0).min(pb.latency.read().0) + SPEED_FLOOR_MS;
-                better(-score(pa, fastest), -score(pb, fastest))
+                // The same score and the same exploration as the full scan.
+                if self.rand.unit() < EXPLORE {
+                    return if self.rand.unit() < 0.5 { a } else { b };
+                }
+                let (sa, sb) = (Signal::of(pa), Signal::of(pb));
+                let fastest = sa.latency_ms.min(sb.latency_ms);
+                let cheapest = sa.cost.min(sb.cost);
+                better(-sa.score(fastest, cheapest), -sb.score(fastest, cheapest))
             }
             StrategyKind::PeakEwma => {
-                let cost = |p: &Provider| p.latency.decayed_peak(now) * (p.in_flight() + 1) as f64;
+                let cost = |p: &C| p.latency().decayed_peak(now) * (p.in_flight() + 1) as f64;
                 better(cost(pa), cost(pb))
             }
         }
     }
 
     /// `now` is clock time, for latency estimates that decay while a provider is idle.
-    pub fn pick(
+    pub fn pick<C: Candidate>(
         &self,
-        providers: &[Provider],
+        providers: &[C],
         ok: &dyn Fn(usize) -> bool,
         now: Duration,
     ) -> Option<usize> {
@@ -245,7 +225,7 @@ impl Picker {
             StrategyKind::WeightedResponse | StrategyKind::HealthBased | StrategyKind::PeakEwma
         );
         if needs_latency
-            && (0..providers.len()).any(|i| ok(i) && providers[i].latency.read().2 < MIN_SAMPLES)
+            && (0..providers.len()).any(|i| ok(i) && providers[i].latency().read().2 < MIN_SAMPLES)
         {
             // Someone has too few samples yet: the main strategy cannot rank it fairly.
             kind = KINDS[self.fallback.load(Ordering::Relaxed) as usize];
@@ -260,12 +240,16 @@ impl Picker {
     }
 
     /// nginx's smooth weighted round robin: even spreading, exact shares.
-    fn round_robin(&self, providers: &[Provider], ok: &dyn Fn(usize) -> bool) -> Option<usize> {
+    fn round_robin<C: Candidate>(
+        &self,
+        providers: &[C],
+        ok: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
         let mut current = self.current.lock();
         let mut total = 0i64;
         let mut best: Option<usize> = None;
         for i in (0..providers.len()).filter(|&i| ok(i)) {
-            let w = i64::from(providers[i].weight);
+            let w = i64::from(providers[i].weight());
             current[i] += w;
             total += w;
             if best.is_none_or(|b| current[i] > current[b]) {
@@ -277,9 +261,9 @@ impl Picker {
         Some(best)
     }
 
-    fn least_connections(
+    fn least_connections<C: Candidate>(
         &self,
-        providers: &[Provider],
+        providers: &[C],
         ok: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
         let load = |i: usize| providers[i].in_flight();
@@ -310,14 +294,14 @@ impl Picker {
     }
 
     /// Weighted random, weight = configured weight / recent latency.
-    fn weighted_response(
+    fn weighted_response<C: Candidate>(
         &self,
-        providers: &[Provider],
+        providers: &[C],
         ok: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
         let weight = |i: usize| {
-            let (ewma, _, _) = providers[i].latency.read();
-            f64::from(providers[i].weight) / ewma.max(0.01)
+            let (ewma, _, _) = providers[i].latency().read();
+            f64::from(providers[i].weight()) / ewma.max(0.01)
         };
         self.weighted_random(
             (0..providers.len())
@@ -329,9 +313,9 @@ impl Picker {
     /// Score = 0.4 uptime + 0.3 speed + 0.2 (1 - error rate) + 0.1 cost efficiency, each
     /// 0..1 relative to the candidates; weighted random among the better half, and a
     /// small uniform share ([`EXPLORE`]) so that every provider stays measured.
-    fn health_based(
+    fn health_based<C: Candidate>(
         &self,
-        providers: &[Provider],
+        providers: &[C],
         ok: &dyn Fn(usize) -> bool,
         now: Duration,
     ) -> Option<usize> {
@@ -354,19 +338,7 @@ impl Picker {
             .fold(f64::INFINITY, f64::min);
         let mut scored: Vec<(usize, f64)> = candidates
             .iter()
-            .map(|&i| {
-                let s = s(i);
-                let speed = fastest / s.latency_ms;
-                let efficiency = if s.cost <= 0.0 {
-                    1.0
-                } else {
-                    cheapest.max(0.0) / s.cost
-                };
-                (
-                    i,
-                    0.4 * s.uptime + 0.3 * speed + 0.2 * (1.0 - s.error_rate) + 0.1 * efficiency,
-                )
-            })
+            .map(|&i| (i, s(i).score(fastest, cheapest)))
             .collect();
         drop(signals);
         scored.sort_by(|a, b| b.1.total_cmp(&a.1));
@@ -380,9 +352,9 @@ impl Picker {
 
     /// The health score's inputs, read from every provider at most every [`SIGNAL_TTL`]:
     /// reading them takes a lock per provider, scoring them takes none.
-    fn signals(
+    fn signals<C: Candidate>(
         &self,
-        providers: &[Provider],
+        providers: &[C],
         now: Duration,
     ) -> parking_lot::MutexGuard<'_, Signals> {
         let mut signals = self.signals.lock();
@@ -392,38 +364,23 @@ impl Picker {
             || signals.by_provider.len() != providers.len()
         {
             signals.at = Some(now);
-            signals.by_provider = providers
-                .iter()
-                .map(|p| {
-                    let (calls, failures) = p.breaker.window_totals();
-                    Signal {
-                        latency_ms: p.latency.read().0 + SPEED_FLOOR_MS,
-                        error_rate: if calls == 0 {
-                            0.0
-                        } else {
-                            failures as f64 / calls as f64
-                        },
-                        uptime: p.health.uptime().unwrap_or(1.0),
-                        cost: p.cost_per_request,
-                    }
-                })
-                .collect();
+            signals.by_provider = providers.iter().map(Signal::of).collect();
         }
         signals
     }
 
     /// Finagle's and linkerd's choice: of two random candidates, the lower
     /// peak-EWMA latency x (in flight + 1).
-    fn peak_ewma(
+    fn peak_ewma<C: Candidate>(
         &self,
-        providers: &[Provider],
+        providers: &[C],
         ok: &dyn Fn(usize) -> bool,
         now: Duration,
     ) -> Option<usize> {
         let count = (0..providers.len()).filter(|&i| ok(i)).count();
         let (a, b) = self.two_choices(providers.len(), count, ok)?;
         let cost = |i: usize| {
-            providers[i].latency.decayed_peak(now) * (providers[i].in_flight() + 1) as f64
+            providers[i].latency().decayed_peak(now) * (providers[i].in_flight() + 1) as f64
         };
         Some(if cost(b) < cost(a) { b } else { a })
     }
@@ -472,33 +429,57 @@ impl Picker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::foundation::clock::SystemClock;
-    use crate::foundation::config::Config;
 
-    fn providers(weights: &[u32]) -> Vec<Provider> {
-        let mut text = String::new();
-        for (i, w) in weights.iter().enumerate() {
-            text.push_str(&format!(
-                "[[services.s.providers]]\nname = \"p{i}\"\nbase_url = \"http://127.0.0.1:{}\"\nweight = {w}\n",
-                1000 + i
-            ));
+    /// A candidate with settable load and record, for exact strategy tests.
+    #[derive(Default)]
+    struct Fake {
+        weight: u32,
+        in_flight: std::cell::Cell<usize>,
+        latency: LatencyEwma,
+        totals: (u64, u64),
+        uptime: Option<f64>,
+        cost: f64,
+    }
+
+    impl Candidate for Fake {
+        fn weight(&self) -> u32 {
+            self.weight
         }
-        let resolved = Config::from_toml_str(&text).unwrap().resolve().unwrap();
-        resolved.services[0]
-            .providers
+        fn in_flight(&self) -> usize {
+            self.in_flight.get()
+        }
+        fn latency(&self) -> &LatencyEwma {
+            &self.latency
+        }
+        fn window_totals(&self) -> (u64, u64) {
+            self.totals
+        }
+        fn uptime(&self) -> Option<f64> {
+            self.uptime
+        }
+        fn cost(&self) -> f64 {
+            self.cost
+        }
+    }
+
+    fn providers(weights: &[u32]) -> Vec<Fake> {
+        weights
             .iter()
-            .map(|p| Provider::new(p, Duration::from_secs(1), SystemClock::shared()))
+            .map(|&weight| Fake {
+                weight,
+                ..Fake::default()
+            })
             .collect()
     }
 
     /// Gives a provider enough latency samples to be ranked.
-    fn warm(p: &Provider, ms: u64) {
+    fn warm(p: &Fake, ms: u64) {
         for _ in 0..MIN_SAMPLES {
             p.latency.record(Duration::from_millis(ms), Duration::ZERO);
         }
     }
 
-    fn shares(picker: &Picker, ps: &[Provider], n: usize) -> Vec<usize> {
+    fn shares(picker: &Picker, ps: &[Fake], n: usize) -> Vec<usize> {
         let mut counts = vec![0; ps.len()];
         for _ in 0..n {
             counts[picker.pick(ps, &|_| true, Duration::ZERO).unwrap()] += 1;
@@ -529,9 +510,10 @@ mod tests {
             3,
             7,
         );
-        assert!(ps[0].try_acquire() && ps[1].try_acquire());
+        ps[0].in_flight.set(1);
+        ps[1].in_flight.set(1);
         assert_eq!(picker.pick(&ps, &|_| true, Duration::ZERO), Some(2));
-        ps[0].release();
+        ps[0].in_flight.set(0);
         let counts = shares(&picker, &ps, 1000);
         assert_eq!(counts[1], 0);
         assert!(counts[0] > 400 && counts[2] > 400, "{counts:?}");
@@ -573,28 +555,35 @@ mod tests {
     }
 
     #[test]
-    fn ewma_forgets_within_seconds_and_peak_jumps() {
-        let e = LatencyEwma::default();
-        e.record(Duration::from_millis(10), Duration::ZERO);
-        e.record(Duration::from_millis(50), Duration::from_millis(10));
-        let (ewma, peak, n) = e.read();
-        assert_eq!((ewma, peak, n), (30.0, 50.0, 2), "a plain mean at first");
-        for i in 0..100 {
-            e.record(Duration::from_millis(10), Duration::from_millis(20 + i));
-        }
-        let settled = e.read().0;
-        assert!(settled > 10.0 && settled < 11.0, "{settled}");
-        e.record(Duration::from_millis(50), Duration::from_millis(121));
-        let after = e.read().0;
-        assert!(
-            after > 10.5 && after < 11.0,
-            "the 103rd sample weighs 1/103: {after}"
-        );
-        e.record(Duration::from_millis(50), Duration::from_secs(3));
-        assert!(
-            e.read().0 > 47.0,
-            "three seconds later the average is the new latency"
-        );
+    fn sampled_and_scanned_health_picks_share_one_score() {
+        // p0 fast and clean, p1 slow with errors: both paths must prefer p0 the same way.
+        let ps = providers(&[1, 1]);
+        warm(&ps[0], 2);
+        warm(&ps[1], 40);
+        let ps = vec![
+            Fake {
+                totals: (100, 0),
+                ..ps.into_iter().next().unwrap()
+            },
+            {
+                let slow = Fake {
+                    weight: 1,
+                    totals: (100, 30),
+                    cost: 0.5,
+                    ..Fake::default()
+                };
+                warm(&slow, 40);
+                slow
+            },
+        ];
+        let picker = Picker::new(StrategyKind::HealthBased, StrategyKind::RoundRobin, 2, 9);
+        let scanned = shares(&picker, &ps, 2000)[1];
+        let sampled = (0..2000)
+            .filter(|_| picker.choose_between(&ps, 0, 1, Duration::ZERO) == 1)
+            .count();
+        // Only exploration reaches p1: half of 5% of picks on either path.
+        assert!((20..100).contains(&scanned), "scanned {scanned}");
+        assert!((20..100).contains(&sampled), "sampled {sampled}");
     }
 
     #[test]

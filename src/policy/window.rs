@@ -6,19 +6,12 @@ use std::time::Duration;
 use parking_lot::Mutex;
 use serde::Serialize;
 
+use crate::policy::buckets::Buckets;
+
 /// Seconds kept (a minute, plus the one being filled and slack for readers).
 const SECONDS: usize = 64;
 /// Calls kept one by one.
 pub(crate) const LAST_CALLS: usize = 1000;
-
-#[derive(Clone, Copy, Default)]
-struct Second {
-    /// Which second since the clock's origin, plus one (0 = never used).
-    epoch: u64,
-    calls: u64,
-    failures: u64,
-    busy_us: u64,
-}
 
 #[derive(Clone, Copy, Default)]
 struct Call {
@@ -28,7 +21,8 @@ struct Call {
 }
 
 struct Inner {
-    seconds: [Second; SECONDS],
+    /// Calls, failures and busy microseconds per second.
+    seconds: Buckets<3, SECONDS>,
     calls: Box<[Call]>,
     next: usize,
     filled: usize,
@@ -67,7 +61,7 @@ pub(crate) fn heap_bytes() -> usize {
 impl Default for RecentWindow {
     fn default() -> Self {
         RecentWindow(Mutex::new(Inner {
-            seconds: [Second::default(); SECONDS],
+            seconds: Buckets::new(Duration::from_secs(1)),
             calls: vec![Call::default(); LAST_CALLS].into_boxed_slice(),
             next: 0,
             filled: 0,
@@ -75,26 +69,12 @@ impl Default for RecentWindow {
     }
 }
 
-fn epoch(now: Duration) -> u64 {
-    now.as_secs() + 1
-}
-
 impl RecentWindow {
     /// Records a call that ended at clock time `now` after `latency`.
     pub fn record(&self, now: Duration, latency: Duration, ok: bool) {
-        let e = epoch(now);
         let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         let mut w = self.0.lock();
-        let s = &mut w.seconds[e as usize % SECONDS];
-        if s.epoch != e {
-            *s = Second {
-                epoch: e,
-                ..Second::default()
-            };
-        }
-        s.calls += 1;
-        s.failures += u64::from(!ok);
-        s.busy_us = s.busy_us.saturating_add(latency_us);
+        w.seconds.add(now, [1, u64::from(!ok), latency_us]);
         let next = w.next;
         w.calls[next] = Call {
             at_ms: now.as_millis() as u64,
@@ -107,15 +87,8 @@ impl RecentWindow {
 
     /// Sums the last `n` full seconds before `now`: (calls, failures, busy us).
     fn seconds(&self, now: Duration, n: u64) -> (u64, u64, u64) {
-        let current = epoch(now);
-        let oldest = current.saturating_sub(n);
-        let w = self.0.lock();
-        w.seconds
-            .iter()
-            .filter(|s| s.epoch >= oldest.max(1) && s.epoch < current)
-            .fold((0, 0, 0), |(c, f, b), s| {
-                (c + s.calls, f + s.failures, b + s.busy_us)
-            })
+        let [calls, failures, busy_us] = self.0.lock().seconds.sum(now, n, false);
+        (calls, failures, busy_us)
     }
 
     pub fn throughput(&self, now: Duration) -> Throughput {

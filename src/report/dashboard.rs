@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use serde::Serialize;
 
-use crate::balancer::Core;
+use crate::engine::observer::Observer;
 use crate::foundation::config::StrategyKind;
 use crate::foundation::error::Error;
 
@@ -100,7 +100,7 @@ impl Dashboard {
 }
 
 struct Server {
-    core: Arc<Core>,
+    observer: Observer,
     token: Option<String>,
     history: Mutex<BTreeMap<String, VecDeque<Sample>>>,
     clients: AtomicUsize,
@@ -109,7 +109,7 @@ struct Server {
 
 /// Starts a server on `addr`. Non-loopback addresses need `dashboard.allow_remote`.
 pub(crate) fn start(
-    core: Arc<Core>,
+    observer: Observer,
     addr: &str,
     token: Option<String>,
     allow_remote: bool,
@@ -132,9 +132,12 @@ pub(crate) fn start(
             local
         },
     });
-    core.add_dashboard(stop.clone());
+    {
+        let stop = stop.clone();
+        observer.on_shutdown(Arc::new(move || stop.stop()));
+    }
     let server = Arc::new(Server {
-        core,
+        observer,
         token,
         history: Mutex::new(BTreeMap::new()),
         clients: AtomicUsize::new(0),
@@ -187,22 +190,17 @@ impl Server {
         while !self.stop.is_stopped() {
             let _ = tick.recv();
             let mut history = self.history.lock();
-            for s in &self.core.services {
-                let now = s.clock.now();
-                let (ok_and_failed, failed) = s.stats.recent.last_second(now);
-                let quantiles = s
-                    .stats
-                    .recent
-                    .latency_quantiles(now, Duration::from_secs(1));
+            let t = self.observer.uptime().as_secs();
+            for pulse in self.observer.pulses() {
                 let sample = Sample {
-                    t: self.core.started.elapsed().as_secs(),
-                    ok: ok_and_failed - failed,
-                    failed,
-                    p50_ms: quantiles.map(|q| q.0),
-                    p99_ms: quantiles.map(|q| q.1),
-                    queued: s.queue.depth(),
+                    t,
+                    ok: pulse.ok,
+                    failed: pulse.failed,
+                    p50_ms: pulse.p50_ms,
+                    p99_ms: pulse.p99_ms,
+                    queued: pulse.queued,
                 };
-                let line = history.entry(s.name.clone()).or_default();
+                let line = history.entry(pulse.service).or_default();
                 if line.len() == HISTORY {
                     line.pop_front();
                 }
@@ -256,7 +254,7 @@ impl Server {
             ("GET", "/metrics") => (
                 200,
                 "text/plain; version=0.0.4",
-                crate::report::prometheus::render(&self.core).into_bytes(),
+                crate::report::prometheus::render(&self.observer.snapshot()).into_bytes(),
             ),
             ("GET", "/status.json") => (200, JSON, self.status_json()),
             ("POST", _) if path.starts_with("/api/") => self.act(r, path),
@@ -268,7 +266,7 @@ impl Server {
     }
 
     fn status_json(&self) -> Vec<u8> {
-        let snapshot = crate::telemetry::counters::snapshot(&self.core);
+        let snapshot = self.observer.snapshot();
         let mut value = serde_json::to_value(&snapshot).unwrap_or_default();
         if let Some(map) = value.as_object_mut() {
             let history = self.history.lock().clone();
@@ -299,14 +297,14 @@ impl Server {
         }
         let parts: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
         let result = match parts.as_slice() {
-            ["circuit", provider, "open"] => self.core.operate(provider, |b| b.force_open()),
-            ["circuit", provider, "close"] => self.core.operate(provider, |b| b.force_close()),
-            ["circuit", provider, "reset"] => self.core.operate(provider, |b| b.reset()),
+            ["circuit", provider, "open"] => self.observer.force_open(provider),
+            ["circuit", provider, "close"] => self.observer.force_close(provider),
+            ["circuit", provider, "reset"] => self.observer.reset_circuit(provider),
             ["service", service, "strategy", name] => {
                 match serde_json::from_value::<StrategyKind>(serde_json::Value::String(
                     (*name).into(),
                 )) {
-                    Ok(kind) => self.core.service(service).map(|s| s.picker.set_kind(kind)),
+                    Ok(kind) => self.observer.set_strategy(service, kind),
                     Err(_) => Err(Error::InvalidArgument(format!("unknown strategy `{name}`"))),
                 }
             }

@@ -2,15 +2,8 @@
 
 use std::fmt::Write;
 
-use crate::balancer::Core;
-use crate::policy::breaker::CircuitState;
-use crate::telemetry::histogram::Histogram;
 use crate::foundation::request::Priority;
-
-/// Histogram bucket bounds, in seconds.
-const BOUNDS: [f64; 14] = [
-    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-];
+use crate::telemetry::snapshot::{Buckets, ProviderSnapshot, Snapshot, EXPORT_BOUNDS};
 
 /// Escapes a label value: backslash, double quote and line feed.
 fn escape(value: &str) -> String {
@@ -49,11 +42,9 @@ impl Out {
         let _ = writeln!(self.0, " {value}");
     }
 
-    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Histogram) {
-        let bounds_us: Vec<u64> = BOUNDS.iter().map(|s| (s * 1e6) as u64).collect();
-        let counts = h.cumulative(&bounds_us);
+    fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Buckets) {
         let bucket = format!("{name}_bucket");
-        for (bound, count) in BOUNDS.iter().zip(counts) {
+        for (bound, &count) in EXPORT_BOUNDS.iter().zip(&h.cumulative) {
             let le = bound.to_string();
             let mut with_le = labels.to_vec();
             with_le.push(("le", &le));
@@ -61,42 +52,38 @@ impl Out {
         }
         let mut with_le = labels.to_vec();
         with_le.push(("le", "+Inf"));
-        self.sample(&bucket, &with_le, h.count());
-        self.sample(&format!("{name}_sum"), labels, h.sum_us() as f64 / 1e6);
-        self.sample(&format!("{name}_count"), labels, h.count());
+        self.sample(&bucket, &with_le, h.count);
+        self.sample(&format!("{name}_sum"), labels, h.sum_us as f64 / 1e6);
+        self.sample(&format!("{name}_count"), labels, h.count);
     }
 }
 
-pub(crate) fn render(core: &Core) -> String {
+/// Renders a snapshot; services and providers in name order.
+pub(crate) fn render(snapshot: &Snapshot) -> String {
     let mut out = Out(String::with_capacity(8192));
-    let services = &core.services;
+    let services = &snapshot.services;
 
     out.family(
         "switchyard_uptime_seconds",
         "gauge",
         "Seconds since the balancer started.",
     );
-    out.sample(
-        "switchyard_uptime_seconds",
-        &[],
-        core.started.elapsed().as_secs_f64(),
-    );
+    out.sample("switchyard_uptime_seconds", &[], snapshot.uptime_secs);
 
     out.family(
         "switchyard_requests_total",
         "counter",
         "Callers' requests by outcome: success, failure, rejected (queue full).",
     );
-    for s in services {
-        let st = &s.stats;
+    for (name, s) in services {
         for (outcome, n) in [
-            ("success", st.successes()),
-            ("failure", st.failures()),
-            ("rejected", st.rejected()),
+            ("success", s.successes),
+            ("failure", s.failures),
+            ("rejected", s.rejected),
         ] {
             out.sample(
                 "switchyard_requests_total",
-                &[("service", &s.name), ("outcome", outcome)],
+                &[("service", name), ("outcome", outcome)],
                 n,
             );
         }
@@ -107,11 +94,11 @@ pub(crate) fn render(core: &Core) -> String {
         "histogram",
         "Whole-request latency: queue wait, attempts and backoff.",
     );
-    for s in services {
+    for (name, s) in services {
         out.histogram(
             "switchyard_request_duration_seconds",
-            &[("service", &s.name)],
-            s.stats.latency(),
+            &[("service", name)],
+            &s.latency_buckets,
         );
     }
 
@@ -120,13 +107,17 @@ pub(crate) fn render(core: &Core) -> String {
         "gauge",
         "Requests waiting for a worker or a connection slot.",
     );
-    for s in services {
-        let depth = s.queue.depth_by_priority();
+    for (name, s) in services {
         for p in Priority::ALL {
+            let depth = s
+                .queue_depth_by_priority
+                .get(p.name())
+                .copied()
+                .unwrap_or(0);
             out.sample(
                 "switchyard_queue_depth",
-                &[("service", &s.name), ("priority", p.name())],
-                depth[p.index()],
+                &[("service", name), ("priority", p.name())],
+                depth,
             );
         }
     }
@@ -136,12 +127,11 @@ pub(crate) fn render(core: &Core) -> String {
         "counter",
         "Attempts sent to another provider after one failed.",
     );
-    for s in services {
-        for ((from, to), n) in s.stats.routes() {
-            let (from, to) = (&s.providers[from].name, &s.providers[to].name);
+    for (name, s) in services {
+        for (from, to, n) in &s.routes {
             out.sample(
                 "switchyard_failovers_total",
-                &[("service", &s.name), ("from", from), ("to", to)],
+                &[("service", name), ("from", from), ("to", to)],
                 n,
             );
         }
@@ -152,22 +142,18 @@ pub(crate) fn render(core: &Core) -> String {
         "counter",
         "Attempts sent to a provider by outcome: success or the failure kind.",
     );
-    for s in services {
-        for p in &s.providers {
+    for (sname, s) in services {
+        for (pname, p) in &s.providers {
             let labels = |o: &'static str| {
                 [
-                    ("service", s.name.as_str()),
-                    ("provider", &*p.name),
+                    ("service", sname.as_str()),
+                    ("provider", pname),
                     ("outcome", o),
                 ]
             };
-            out.sample(
-                "switchyard_attempts_total",
-                &labels("success"),
-                p.stats.successes(),
-            );
-            for (kind, n) in p.stats.failures_by_kind() {
-                out.sample("switchyard_attempts_total", &labels(kind.name()), n);
+            out.sample("switchyard_attempts_total", &labels("success"), p.successes);
+            for (kind, n) in &p.failures_by_kind {
+                out.sample("switchyard_attempts_total", &labels(kind), n);
             }
         }
     }
@@ -177,43 +163,40 @@ pub(crate) fn render(core: &Core) -> String {
         "histogram",
         "Latency of attempts to a provider.",
     );
-    for s in services {
-        for p in &s.providers {
+    for (sname, s) in services {
+        for (pname, p) in &s.providers {
             out.histogram(
                 "switchyard_attempt_duration_seconds",
-                &[("service", &s.name), ("provider", &p.name)],
-                p.stats.latency(),
+                &[("service", sname), ("provider", pname)],
+                &p.latency_buckets,
             );
         }
     }
 
-    out.family(
-        "switchyard_in_flight",
-        "gauge",
-        "Attempts on the wire to a provider now.",
-    );
-    for s in services {
-        for p in &s.providers {
-            out.sample(
-                "switchyard_in_flight",
-                &[("service", &s.name), ("provider", &p.name)],
-                p.in_flight(),
-            );
-        }
-    }
-
-    out.family(
-        "switchyard_max_connections",
-        "gauge",
-        "A provider's connection cap.",
-    );
-    for s in services {
-        for p in &s.providers {
-            out.sample(
-                "switchyard_max_connections",
-                &[("service", &s.name), ("provider", &p.name)],
-                p.pool.max_connections,
-            );
+    type Gauge = fn(&ProviderSnapshot) -> f64;
+    let gauges: [(&str, &str, Gauge); 3] = [
+        (
+            "switchyard_in_flight",
+            "Attempts on the wire to a provider now.",
+            |p| p.in_flight as f64,
+        ),
+        (
+            "switchyard_max_connections",
+            "A provider's connection cap.",
+            |p| p.max_connections as f64,
+        ),
+        (
+            "switchyard_health_up",
+            "0 while health checks mark a provider down, else 1.",
+            |p| f64::from(u8::from(!p.health.down)),
+        ),
+    ];
+    for (family, help, value) in gauges {
+        out.family(family, "gauge", help);
+        for (sname, s) in services {
+            for (pname, p) in &s.providers {
+                out.sample(family, &[("service", sname), ("provider", pname)], value(p));
+            }
         }
     }
 
@@ -222,20 +205,19 @@ pub(crate) fn render(core: &Core) -> String {
         "gauge",
         "1 for the state a provider's circuit is in, 0 for the others.",
     );
-    for s in services {
-        for p in &s.providers {
-            let now = p.breaker.state();
-            for state in [
-                CircuitState::Closed,
-                CircuitState::Open,
-                CircuitState::HalfOpen,
-            ] {
+    for (sname, s) in services {
+        for (pname, p) in &s.providers {
+            for state in ["closed", "open", "half_open"] {
                 let labels = [
-                    ("service", s.name.as_str()),
-                    ("provider", &*p.name),
-                    ("state", state.name()),
+                    ("service", sname.as_str()),
+                    ("provider", pname),
+                    ("state", state),
                 ];
-                out.sample("switchyard_circuit_state", &labels, u8::from(now == state));
+                out.sample(
+                    "switchyard_circuit_state",
+                    &labels,
+                    u8::from(p.circuit.state == state),
+                );
             }
         }
     }
@@ -245,36 +227,17 @@ pub(crate) fn render(core: &Core) -> String {
         "counter",
         "Times a provider's circuit entered a state.",
     );
-    for s in services {
-        for p in &s.providers {
-            let info = p.breaker.info();
+    for (sname, s) in services {
+        for (pname, p) in &s.providers {
+            let c = &p.circuit;
             for (to, n) in [
-                ("open", info.opened),
-                ("half_open", info.half_opened),
-                ("closed", info.closed),
+                ("open", c.opened),
+                ("half_open", c.half_opened),
+                ("closed", c.closed),
             ] {
-                let labels = [
-                    ("service", s.name.as_str()),
-                    ("provider", &*p.name),
-                    ("to", to),
-                ];
+                let labels = [("service", sname.as_str()), ("provider", pname), ("to", to)];
                 out.sample("switchyard_circuit_transitions_total", &labels, n);
             }
-        }
-    }
-
-    out.family(
-        "switchyard_health_up",
-        "gauge",
-        "0 while health checks mark a provider down, else 1.",
-    );
-    for s in services {
-        for p in &s.providers {
-            out.sample(
-                "switchyard_health_up",
-                &[("service", &s.name), ("provider", &p.name)],
-                u8::from(!p.health.is_down()),
-            );
         }
     }
 
@@ -283,13 +246,12 @@ pub(crate) fn render(core: &Core) -> String {
         "counter",
         "cost_per_request times attempts sent.",
     );
-    for s in services {
-        for p in &s.providers {
-            let cost = p.cost_per_request * p.stats.attempts() as f64;
+    for (sname, s) in services {
+        for (pname, p) in &s.providers {
             out.sample(
                 "switchyard_cost_total",
-                &[("service", &s.name), ("provider", &p.name)],
-                cost,
+                &[("service", sname), ("provider", pname)],
+                p.cost_total,
             );
         }
     }

@@ -2,3 +2,4 @@
 
 pub(crate) mod counters;
 pub(crate) mod histogram;
+pub(crate) mod snapshot;

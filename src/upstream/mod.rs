@@ -1,6 +1,9 @@
 //! Upstream: providers, the transport that reaches them, services and their parking lines.
 
+pub(crate) mod admission;
+pub(crate) mod circuit_events;
 pub(crate) mod http;
-pub(crate) mod parking;
 pub(crate) mod provider;
 pub(crate) mod service;
+pub(crate) mod service_snapshot;
+pub(crate) mod slot;

@@ -5,15 +5,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::policy::breaker::Breaker;
 use crate::foundation::clock::{AtomicTime, SharedClock};
 use crate::foundation::config::{PoolConfig, ResolvedProvider};
-use crate::policy::health::HealthState;
-use crate::telemetry::counters::ProviderStats;
 use crate::foundation::request::Request;
-use crate::policy::strategy::LatencyEwma;
 use crate::foundation::template::{encode_component, Template};
+use crate::policy::breaker::Breaker;
+use crate::policy::health::HealthState;
+use crate::policy::latency::LatencyEwma;
+use crate::policy::strategy::Candidate;
+use crate::telemetry::counters::ProviderStats;
 use crate::upstream::http;
+use crate::upstream::slot::Seat;
 
 /// Shortest configured value treated as a secret worth redacting from messages.
 const MIN_SECRET_LEN: usize = 4;
@@ -33,7 +35,7 @@ pub(crate) struct Provider {
     endpoints: HashMap<String, Template>,
     secrets: Vec<String>,
     pub agent: ureq::Agent,
-    in_flight: AtomicUsize,
+    in_flight: Arc<AtomicUsize>,
     pub stats: ProviderStats,
     pub breaker: Breaker,
     /// Set by a `Retry-After`: no attempts before then.
@@ -102,7 +104,7 @@ impl Provider {
                 .collect(),
             secrets,
             agent: http::agent(&config.pool, &config.base_url),
-            in_flight: AtomicUsize::new(0),
+            in_flight: Arc::default(),
             stats: ProviderStats::default(),
             breaker: Breaker::new(config.circuit_breaker.clone(), clock),
             rest_until: AtomicTime::default(),
@@ -162,18 +164,9 @@ impl Provider {
         url
     }
 
-    /// Takes a connection slot if one is free.
-    pub fn try_acquire(&self) -> bool {
-        self.in_flight
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < self.pool.max_connections).then_some(n + 1)
-            })
-            .is_ok()
-    }
-
-    /// Gives a slot back. SeqCst pairs with the parking check in the queue.
-    pub fn release(&self) {
-        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+    /// Takes a connection seat if one is free; dropping it gives it back.
+    pub fn take_seat(&self) -> Option<Seat> {
+        Seat::take(&self.in_flight, self.pool.max_connections)
     }
 
     pub fn in_flight(&self) -> usize {
@@ -192,6 +185,27 @@ impl Provider {
                 *message = message.replace(secret.as_str(), "[redacted]");
             }
         }
+    }
+}
+
+impl Candidate for Provider {
+    fn weight(&self) -> u32 {
+        self.weight
+    }
+    fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+    fn latency(&self) -> &LatencyEwma {
+        &self.latency
+    }
+    fn window_totals(&self) -> (u64, u64) {
+        self.breaker.window_totals()
+    }
+    fn uptime(&self) -> Option<f64> {
+        self.health.uptime()
+    }
+    fn cost(&self) -> f64 {
+        self.cost_per_request
     }
 }
 
@@ -251,10 +265,10 @@ mod tests {
     #[test]
     fn slots_are_capped() {
         let p = provider("pool = { max_connections = 2 }");
-        assert!(p.try_acquire() && p.try_acquire());
-        assert!(!p.try_acquire());
-        p.release();
-        assert!(p.try_acquire());
+        let (a, _b) = (p.take_seat().unwrap(), p.take_seat().unwrap());
+        assert!(p.take_seat().is_none());
+        drop(a);
+        assert!(p.take_seat().is_some());
     }
 
     #[test]

@@ -2,24 +2,27 @@
 //! connection slot on one of them.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
-use crate::policy::breaker::{Listeners, Transition};
-use crate::foundation::clock::SharedClock;
-use crate::foundation::config::{HealthCheckConfig, ResolvedService, RetryConfig};
-use crate::policy::retry::{success_score, RetryBudget};
-use crate::flow::job::{IndexSet, Job, Slot};
-use crate::telemetry::counters::ServiceStats;
-use crate::upstream::provider::Provider;
-use crate::upstream::parking::ServiceQueue;
-use crate::foundation::request::{Fallback, Request};
-use crate::policy::strategy::Picker;
-use crate::flow::ticket::Outcome;
-use crate::foundation::error::Error;
-use crate::foundation::response::Response;
+use std::time::Instant;
 
 use parking_lot::RwLock;
+
+use crate::foundation::clock::SharedClock;
+use crate::foundation::config::{HealthCheckConfig, ResolvedService, RetryConfig};
+use crate::foundation::error::AttemptKind;
+use crate::foundation::error::Error;
+use crate::foundation::index_set::IndexSet;
+use crate::foundation::request::{Fallback, Priority, Request};
+use crate::foundation::response::Response;
+use crate::policy::breaker::{Permit, Transition};
+use crate::policy::retry::{success_score, RetryBudget};
+use crate::policy::strategy::Picker;
+use crate::telemetry::counters::ServiceStats;
+use crate::upstream::admission::Admission;
+use crate::upstream::circuit_events::CircuitOutbox;
+use crate::upstream::provider::Provider;
+use crate::upstream::slot::Slot;
 
 pub(crate) struct Service {
     pub name: String,
@@ -27,11 +30,11 @@ pub(crate) struct Service {
     pub retry: RetryConfig,
     pub health_check: HealthCheckConfig,
     pub providers: Vec<Provider>,
-    pub queue: ServiceQueue,
+    pub admission: Admission,
     pub stats: ServiceStats,
     pub budget: RetryBudget,
     pub clock: SharedClock,
-    listeners: Arc<Listeners>,
+    outbox: CircuitOutbox,
     fallback: RwLock<Option<Fallback>>,
     pub picker: Picker,
     /// Provider indices by tier, lowest tier first.
@@ -47,6 +50,17 @@ pub(crate) struct Service {
 const SAMPLED_ABOVE: usize = 64;
 /// Draws a sampled pick makes before it gives up and scans.
 const SAMPLES: usize = 12;
+
+/// What a job wants of [`Service::acquire`]: where it may go, where it has been.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Want<'a> {
+    /// Providers that serve the request.
+    pub eligible: &'a IndexSet,
+    /// Providers tried in this round of attempts.
+    pub tried: &'a IndexSet,
+    /// Failed attempts so far (0 for a first attempt, which the strategy picks).
+    pub attempts: u32,
+}
 
 /// What [`Service::acquire`] found.
 #[derive(Debug)]
@@ -64,7 +78,7 @@ impl Service {
         config: &ResolvedService,
         seed: u64,
         clock: SharedClock,
-        listeners: Arc<Listeners>,
+        outbox: CircuitOutbox,
     ) -> Service {
         let health_timeout = Duration::from_millis(config.health_check.timeout_ms);
         Service {
@@ -77,11 +91,11 @@ impl Service {
                 .iter()
                 .map(|p| Provider::new(p, health_timeout, clock.clone()))
                 .collect(),
-            queue: ServiceQueue::new(config.queue.max_size),
+            admission: Admission::new(config.queue.max_size),
             stats: ServiceStats::default(),
             budget: RetryBudget::new(&config.retry, clock.clone()),
             clock,
-            listeners,
+            outbox,
             fallback: RwLock::new(None),
             all: {
                 let mut all = IndexSet::default();
@@ -123,9 +137,8 @@ impl Service {
         }
     }
 
-    /// Checks that some provider can serve the request at all.
     /// The providers that can serve the request, or why none can.
-    pub fn check(&self, request: &Request) -> Result<IndexSet, Error> {
+    pub fn eligible_for(&self, request: &Request) -> Result<IndexSet, Error> {
         let listed = if request.is_raw_path() {
             Some(&self.all)
         } else {
@@ -170,7 +183,13 @@ impl Service {
     }
 
     /// What the request's or the service's fallback makes of a failure.
-    pub fn fallback(&self, request: &Request, error: Error, elapsed: Duration) -> Outcome {
+    /// Runs user code: call it with no lock of the balancer held.
+    pub fn fallback(
+        &self,
+        request: &Request,
+        error: Error,
+        elapsed: Duration,
+    ) -> Result<Response, Error> {
         if !matches!(
             error,
             Error::AllProvidersFailed { .. } | Error::NoHealthyProvider { .. }
@@ -196,25 +215,58 @@ impl Service {
     }
 
     /// Counts a caller's request as ended.
-    pub fn record_outcome(&self, job: &Job, ok: bool) {
-        let (latency, wait) = (job.submitted.elapsed(), job.queue_wait);
+    pub fn record_outcome(
+        &self,
+        ok: bool,
+        submitted: Instant,
+        queue_wait: Duration,
+        priority: Priority,
+    ) {
         let now = self.clock.now();
         self.stats
-            .record_outcome(ok, latency, wait, job.request.priority, now);
+            .record_outcome(ok, submitted.elapsed(), queue_wait, priority, now);
     }
 
+    /// Records how an attempt on provider `index` ended, everywhere it counts: breaker,
+    /// counters, latency averages, `Retry-After` rest. `failure` is its kind and rest.
+    pub fn record_attempt(
+        &self,
+        index: usize,
+        permit: Permit,
+        failure: Option<(AttemptKind, Option<Duration>)>,
+        elapsed: Duration,
+    ) {
+        let p = &self.providers[index];
+        let transition = p.breaker.record(permit, failure.is_some(), elapsed);
+        self.notify(index, transition);
+        let now = self.clock.now();
+        match failure {
+            None => {
+                p.stats.record_success(elapsed, now);
+                p.latency.record(elapsed, now);
+            }
+            Some((kind, rest)) => {
+                p.stats.record_failure(kind, elapsed, now);
+                if let Some(rest) = rest {
+                    p.rest_until.set(now + rest);
+                }
+            }
+        }
+    }
+
+    /// Queues a circuit change for the listeners; they run later, on the events thread.
     pub fn notify(&self, provider: usize, transition: Option<Transition>) {
         if let Some(t) = transition {
-            self.listeners
-                .notify(&self.name, &self.providers[provider].name, t);
+            self.outbox
+                .post(&self.name, &self.providers[provider].name, t);
         }
     }
 
     /// Whether the job may go to this provider now, health aside.
-    fn candidate(&self, job: &Job, i: usize, now: Duration, refused: &IndexSet) -> bool {
+    fn candidate(&self, want: &Want, i: usize, now: Duration, refused: &IndexSet) -> bool {
         let p = &self.providers[i];
-        job.eligible.contains(i)
-            && !job.tried.contains(i)
+        want.eligible.contains(i)
+            && !want.tried.contains(i)
             && !refused.contains(i)
             && p.is_available(now)
     }
@@ -224,11 +276,11 @@ impl Service {
     /// a failover, the next one when that one is busy. Providers marked down by health
     /// checks are passed over unless every candidate is down (then all are tried, rather
     /// than failing every request).
-    pub fn acquire(&self, job: &Job) -> Pick {
+    pub fn acquire(&self, want: &Want) -> Pick {
         let n = self.providers.len();
         let now = self.clock.now();
-        if n > SAMPLED_ABOVE && job.attempts() == 0 {
-            if let Some(slot) = self.acquire_sampled(job, now) {
+        if n > SAMPLED_ABOVE && want.attempts == 0 {
+            if let Some(slot) = self.acquire_sampled(want, now) {
                 return Pick::Slot(slot);
             }
         }
@@ -237,10 +289,10 @@ impl Service {
         // Each round refuses or finds busy one more provider, or returns.
         for _ in 0..=n {
             let any_up = (0..n).any(|i| {
-                self.candidate(job, i, now, &refused) && !self.providers[i].health.is_down()
+                self.candidate(want, i, now, &refused) && !self.providers[i].health.is_down()
             });
             let usable = |i: usize| {
-                self.candidate(job, i, now, &refused)
+                self.candidate(want, i, now, &refused)
                     && (!any_up || !self.providers[i].health.is_down())
             };
             let Some(tier) = (0..n)
@@ -251,7 +303,7 @@ impl Service {
                 return Pick::Exhausted;
             };
             let free = |i: usize| self.providers[i].tier == tier && usable(i) && !busy.contains(i);
-            let choice = if job.attempts() == 0 {
+            let choice = if want.attempts == 0 {
                 self.picker.pick(&self.providers, &free, now)
             } else {
                 self.most_reliable(&free)
@@ -266,10 +318,13 @@ impl Service {
                 refused.insert(i);
                 continue;
             };
-            if p.try_acquire() {
-                return Pick::Slot(Slot { index: i, permit });
+            if let Some(seat) = p.take_seat() {
+                return Pick::Slot(Slot {
+                    index: i,
+                    permit,
+                    seat,
+                });
             }
-            p.breaker.cancel(permit);
             busy.insert(i);
         }
         Pick::Busy
@@ -279,7 +334,7 @@ impl Service {
     /// at random and lets the strategy choose between two that are usable, so a pick costs
     /// the same with 1,000 providers as with 10. `None` sends the caller to the full scan
     /// (which also handles health panic mode, busy pools and unavailable tiers).
-    fn acquire_sampled(&self, job: &Job, now: Duration) -> Option<Slot> {
+    fn acquire_sampled(&self, want: &Want, now: Duration) -> Option<Slot> {
         let lowest = &self.by_tier[0];
         let none = IndexSet::default();
         let mut found = [usize::MAX; 2];
@@ -288,7 +343,7 @@ impl Service {
             let i = lowest[self.picker.below(lowest.len())];
             let p = &self.providers[i];
             if found[..count].contains(&i)
-                || !self.candidate(job, i, now, &none)
+                || !self.candidate(want, i, now, &none)
                 || p.health.is_down()
                 || p.in_flight() >= p.pool.max_connections
             {
@@ -316,10 +371,13 @@ impl Service {
             let (permit, transition) = p.breaker.try_acquire();
             self.notify(i, transition);
             let Some(permit) = permit else { continue };
-            if p.try_acquire() {
-                return Some(Slot { index: i, permit });
+            if let Some(seat) = p.take_seat() {
+                return Some(Slot {
+                    index: i,
+                    permit,
+                    seat,
+                });
             }
-            p.breaker.cancel(permit);
         }
         None
     }
@@ -338,10 +396,11 @@ impl Service {
     }
 
     /// Takes a slot of `provider`, just released, for a parked job if it may use it.
-    pub fn acquire_on(&self, job: &Job, provider: usize) -> Option<Slot> {
+    pub fn acquire_on(&self, want: &Want, provider: usize) -> Option<Slot> {
         let now = self.clock.now();
         let none = IndexSet::default();
-        if !self.candidate(job, provider, now, &none) || !self.is_preferred_tier(job, provider, now)
+        if !self.candidate(want, provider, now, &none)
+            || !self.is_preferred_tier(want, provider, now)
         {
             return None;
         }
@@ -349,20 +408,18 @@ impl Service {
         let (permit, transition) = p.breaker.try_acquire();
         self.notify(provider, transition);
         let permit = permit?;
-        if p.try_acquire() {
-            return Some(Slot {
-                index: provider,
-                permit,
-            });
-        }
-        p.breaker.cancel(permit);
-        None
+        let seat = p.take_seat()?;
+        Some(Slot {
+            index: provider,
+            permit,
+            seat,
+        })
     }
 
-    fn is_preferred_tier(&self, job: &Job, provider: usize, now: Duration) -> bool {
+    fn is_preferred_tier(&self, want: &Want, provider: usize, now: Duration) -> bool {
         let tier = self.providers[provider].tier;
         let none = IndexSet::default();
         !(0..self.providers.len())
-            .any(|i| self.providers[i].tier < tier && self.candidate(job, i, now, &none))
+            .any(|i| self.providers[i].tier < tier && self.candidate(want, i, now, &none))
     }
 }

@@ -246,6 +246,8 @@ static void on_circuit(void *user_data, const char *service, const char *provide
 static void circuits(sy_balancer *lb) {
     CHECK(sy_on_circuit_change(lb, on_circuit, NULL) == SY_OK, "listener registered");
     CHECK(sy_force_open(lb, "good1", NULL) == SY_OK, "force open");
+    /* Listeners are called on the balancer's events thread, soon after the change. */
+    for (int i = 0; i < 200 && atomic_load(&transitions) < 1; i++) usleep(10000);
     CHECK(atomic_load(&transitions) == 1, "listener called %d times", atomic_load(&transitions));
     char *json = NULL;
     CHECK(sy_circuit_json(lb, "good1", &json) == SY_OK && strstr(json, "\"state\":\"open\"") != NULL, "circuit %s",

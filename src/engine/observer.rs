@@ -1,0 +1,83 @@
+//! The small handle a status server reads and acts through: snapshots, the last second
+//! of each service, and the operator's actions. It holds the runtime alive, nothing more.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::runtime::Core;
+use crate::foundation::config::StrategyKind;
+use crate::foundation::error::Error;
+use crate::telemetry::snapshot::Snapshot;
+
+#[derive(Clone)]
+pub(crate) struct Observer(Arc<Core>);
+
+/// One service's last second.
+pub(crate) struct Pulse {
+    pub service: String,
+    pub ok: u64,
+    pub failed: u64,
+    /// Latency quantiles of the second's requests, in ms; `None` without requests.
+    pub p50_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    pub queued: usize,
+}
+
+impl Observer {
+    pub fn new(core: Arc<Core>) -> Observer {
+        Observer(core)
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        self.0.snapshot()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.0.uptime()
+    }
+
+    /// Every service's last second, in configuration order.
+    pub fn pulses(&self) -> Vec<Pulse> {
+        self.0
+            .services()
+            .iter()
+            .map(|s| {
+                let now = s.clock.now();
+                let (ended, failed) = s.stats.recent.last_second(now);
+                let quantiles = s
+                    .stats
+                    .recent
+                    .latency_quantiles(now, Duration::from_secs(1));
+                Pulse {
+                    service: s.name.clone(),
+                    ok: ended - failed,
+                    failed,
+                    p50_ms: quantiles.map(|q| q.0),
+                    p99_ms: quantiles.map(|q| q.1),
+                    queued: s.admission.depth(),
+                }
+            })
+            .collect()
+    }
+
+    pub fn force_open(&self, provider: &str) -> Result<(), Error> {
+        self.0.operate(provider, |b| b.force_open())
+    }
+
+    pub fn force_close(&self, provider: &str) -> Result<(), Error> {
+        self.0.operate(provider, |b| b.force_close())
+    }
+
+    pub fn reset_circuit(&self, provider: &str) -> Result<(), Error> {
+        self.0.operate(provider, |b| b.reset())
+    }
+
+    pub fn set_strategy(&self, service: &str, kind: StrategyKind) -> Result<(), Error> {
+        self.0.service(service).map(|s| s.picker.set_kind(kind))
+    }
+
+    /// Runs `stop` when the balancer shuts down.
+    pub fn on_shutdown(&self, stop: Arc<dyn Fn() + Send + Sync>) {
+        self.0.add_dashboard(stop);
+    }
+}

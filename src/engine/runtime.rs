@@ -1,0 +1,240 @@
+//! The runtime: everything the handle, the workers, the timer and the health loop share.
+//! Its fields are the engine's own; the facade and the reporters go through methods.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+#[cfg(feature = "dashboard")]
+use parking_lot::Mutex;
+
+use crate::engine::channels::{Channels, Next};
+use crate::engine::events::Listeners;
+use crate::engine::parking::ParkingLine;
+use crate::engine::schedule::Timer;
+use crate::flow::activity::Activity;
+use crate::flow::job::Job;
+use crate::foundation::clock::SharedClock;
+use crate::foundation::config::{DashboardConfig, Resolved};
+use crate::foundation::error::Error;
+use crate::policy::breaker::{Breaker, CircuitInfo, Transition};
+use crate::telemetry::snapshot::Snapshot;
+use crate::upstream::circuit_events::CircuitOutbox;
+use crate::upstream::service::Service;
+
+/// State shared by the handle, the workers and the jobs.
+pub(crate) struct Core {
+    pub(in crate::engine) services: Vec<Service>,
+    /// Each service's parked jobs, by service index.
+    pub(in crate::engine) lines: Vec<ParkingLine>,
+    service_index: HashMap<String, usize>,
+    pub(in crate::engine) channels: Channels,
+    /// Admission has stopped.
+    pub(in crate::engine) closed: AtomicBool,
+    /// The grace is over: whatever has not started ends with `ShuttingDown`.
+    pub(in crate::engine) stopping: AtomicBool,
+    pub(in crate::engine) activity: Arc<Activity>,
+    pub(in crate::engine) started: Instant,
+    pub(in crate::engine) timer: Timer,
+    /// Disconnects when the grace is over; for waits that must end at shutdown.
+    pub(in crate::engine) stop_signal: Receiver<()>,
+    pub(in crate::engine) listeners: Arc<Listeners>,
+    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
+    pub(in crate::engine) dashboard_config: DashboardConfig,
+    /// Status servers to stop with the balancer.
+    #[cfg(feature = "dashboard")]
+    pub(in crate::engine) dashboards: Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>,
+}
+
+/// What building a runtime leaves for the threads that will drive it.
+pub(crate) struct Wiring {
+    pub timer: Receiver<crate::engine::schedule::Delayed>,
+    pub events: Receiver<crate::policy::breaker::CircuitEvent>,
+    pub stop: crossbeam_channel::Sender<()>,
+}
+
+impl Core {
+    /// A runtime for a resolved configuration, on `clock`; no thread started yet.
+    pub fn new(resolved: &Resolved, clock: SharedClock) -> (Core, Wiring) {
+        let (outbox, events) = CircuitOutbox::new();
+        let services: Vec<Service> = resolved
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                // Each service its own stream, all reproducible from the one seed.
+                let seed = match resolved.random_seed {
+                    0 => 0,
+                    seed => seed.wrapping_add(i as u64),
+                };
+                Service::new(s, seed, clock.clone(), outbox.clone())
+            })
+            .collect();
+        let service_index = services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
+        let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
+        let (timer, timer_rx) = Timer::new();
+        let core = Core {
+            lines: services.iter().map(|_| ParkingLine::default()).collect(),
+            services,
+            service_index,
+            channels: Channels::new(),
+            closed: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            activity: Arc::new(Activity::default()),
+            started: Instant::now(),
+            timer,
+            stop_signal: stop_rx,
+            listeners: Arc::new(Listeners::default()),
+            dashboard_config: resolved.dashboard.clone(),
+            #[cfg(feature = "dashboard")]
+            dashboards: Mutex::new(Vec::new()),
+        };
+        let wiring = Wiring {
+            timer: timer_rx,
+            events,
+            stop: stop_tx,
+        };
+        (core, wiring)
+    }
+
+    /// Connection slots over every provider.
+    pub fn slots(&self) -> usize {
+        self.services
+            .iter()
+            .flat_map(|s| &s.providers)
+            .map(|p| p.pool.max_connections)
+            .sum()
+    }
+
+    /// Ends every queued and parked job with `ShuttingDown`.
+    pub fn drain(&self) {
+        while let Some(next) = self.channels.receivers().try_next() {
+            let (Next::Ready(job) | Next::Queued(job)) = next else {
+                continue;
+            };
+            self.end_stopped(job);
+        }
+        for line in &self.lines {
+            for job in line.drain() {
+                self.end_stopped(job);
+            }
+        }
+    }
+
+    /// Puts a job that waited out a backoff back in its line.
+    pub fn requeue(&self, mut job: Job) {
+        let priority = job.request.priority;
+        let admission = &self.services[job.service].admission;
+        job.place.get_or_insert_with(|| admission.enter(priority));
+        self.channels.send(job);
+        if self.stopping.load(Ordering::SeqCst) {
+            self.drain();
+        }
+    }
+
+    /// A job queued while shutdown was draining would wait for no one: drain again.
+    pub fn recheck_stopping(&self) {
+        if self.stopping.load(Ordering::SeqCst) {
+            self.drain();
+        }
+    }
+
+    /// Ends a job that the stop caught waiting; its slot, if any, goes back on drop.
+    pub fn end_stopped(&self, mut job: Job) {
+        let service = &self.services[job.service];
+        job.reserved = None;
+        job.place = None;
+        service.record_outcome(false, job.submitted, job.queue_wait, job.request.priority);
+        job.finish(Err(Error::ShuttingDown));
+    }
+
+    #[cfg(feature = "dashboard")]
+    pub fn add_dashboard(&self, stop: Arc<dyn Fn() + Send + Sync>) {
+        self.dashboards.lock().push(stop);
+    }
+
+    /// The service and index of a provider, by name.
+    pub fn find_provider(&self, name: &str) -> Result<(usize, usize), Error> {
+        self.services
+            .iter()
+            .enumerate()
+            .find_map(|(s, svc)| {
+                svc.providers
+                    .iter()
+                    .position(|p| &*p.name == name)
+                    .map(|p| (s, p))
+            })
+            .ok_or_else(|| Error::InvalidArgument(format!("no provider is named `{name}`")))
+    }
+
+    pub fn service(&self, name: &str) -> Result<&Service, Error> {
+        self.service_index
+            .get(name)
+            .map(|&i| &self.services[i])
+            .ok_or_else(|| Error::UnknownService(name.to_string()))
+    }
+
+    pub fn service_index(&self, name: &str) -> Option<usize> {
+        self.service_index.get(name).copied()
+    }
+
+    pub fn services(&self) -> &[Service] {
+        &self.services
+    }
+
+    /// Applies an operator's action to a provider's breaker; the listeners hear of it.
+    pub fn operate(
+        &self,
+        provider: &str,
+        act: impl FnOnce(&Breaker) -> Option<Transition>,
+    ) -> Result<(), Error> {
+        let (s, p) = self.find_provider(provider)?;
+        let service = &self.services[s];
+        service.notify(p, act(&service.providers[p].breaker));
+        Ok(())
+    }
+
+    pub fn circuit(&self, provider: &str) -> Result<CircuitInfo, Error> {
+        let (s, p) = self.find_provider(provider)?;
+        Ok(self.services[s].providers[p].breaker.info())
+    }
+
+    pub fn listeners(&self) -> &Listeners {
+        &self.listeners
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    pub fn requests_under_way(&self) -> usize {
+        self.activity.count()
+    }
+
+    pub fn uptime(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
+    pub fn dashboard_config(&self) -> &DashboardConfig {
+        &self.dashboard_config
+    }
+
+    /// Every counter now.
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            uptime_secs: self.uptime().as_secs_f64(),
+            services: self
+                .services
+                .iter()
+                .map(|s| (s.name.clone(), s.snapshot()))
+                .collect(),
+        }
+    }
+}

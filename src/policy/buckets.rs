@@ -1,0 +1,93 @@
+//! The one windowed counter: `N` time slices of `K` counts each, in fixed memory, on
+//! clock time. The breaker's time window, the retry budget and the per-second traffic
+//! windows are all this type.
+
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Buckets<const K: usize, const N: usize> {
+    width_ns: u128,
+    /// Per slot: which slice it holds (slice number + 1; 0 = never used) and its counts.
+    slots: [(u64, [u64; K]); N],
+}
+
+impl<const K: usize, const N: usize> Buckets<K, N> {
+    /// Slices `width` long (at least a nanosecond).
+    pub fn new(width: Duration) -> Self {
+        Buckets {
+            width_ns: width.as_nanos().max(1),
+            slots: [(0, [0; K]); N],
+        }
+    }
+
+    fn slice(&self, now: Duration) -> u64 {
+        (now.as_nanos() / self.width_ns) as u64 + 1
+    }
+
+    /// Adds `counts` to the slice that holds clock time `now`.
+    pub fn add(&mut self, now: Duration, counts: [u64; K]) {
+        let slice = self.slice(now);
+        let slot = &mut self.slots[slice as usize % N];
+        if slot.0 != slice {
+            *slot = (slice, [0; K]);
+        }
+        for (total, n) in slot.1.iter_mut().zip(counts) {
+            *total = total.saturating_add(n);
+        }
+    }
+
+    /// Sums the last `slices` slices before `now`, with the one in progress or without it.
+    /// At most `N` slices are kept, so at most `N` are summed.
+    pub fn sum(&self, now: Duration, slices: u64, with_current: bool) -> [u64; K] {
+        let current = self.slice(now);
+        let newest = if with_current { current } else { current - 1 };
+        let oldest = (newest + 1).saturating_sub(slices.min(N as u64)).max(1);
+        let mut out = [0; K];
+        for (slice, counts) in &self.slots {
+            if (oldest..=newest).contains(slice) {
+                for (total, n) in out.iter_mut().zip(counts) {
+                    *total += n;
+                }
+            }
+        }
+        out
+    }
+
+    pub fn clear(&mut self) {
+        self.slots = [(0, [0; K]); N];
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn slices_expire_as_time_passes() {
+        let mut b: Buckets<2, 4> = Buckets::new(10 * MS);
+        b.add(Duration::ZERO, [1, 0]);
+        b.add(15 * MS, [1, 1]);
+        b.add(19 * MS, [1, 0]);
+        assert_eq!(b.sum(19 * MS, 4, true), [3, 1]);
+        assert_eq!(b.sum(19 * MS, 4, false), [1, 0], "only full slices");
+        assert_eq!(b.sum(19 * MS, 1, true), [2, 1]);
+        // 40 ms on, the first slice's slot is reused and its counts are gone.
+        b.add(40 * MS, [5, 5]);
+        assert_eq!(b.sum(40 * MS, 4, true), [7, 6]);
+        assert_eq!(b.sum(60 * MS, 4, true), [5, 5]);
+        assert_eq!(b.sum(80 * MS, 4, true), [0, 0]);
+    }
+
+    #[test]
+    fn never_more_than_n_slices_count_and_clear_forgets() {
+        let mut b: Buckets<1, 3> = Buckets::new(MS);
+        for i in 0..10u64 {
+            b.add(Duration::from_millis(i), [1]);
+        }
+        assert_eq!(b.sum(9 * MS, 100, true), [3]);
+        b.clear();
+        assert_eq!(b.sum(9 * MS, 3, true), [0]);
+    }
+}

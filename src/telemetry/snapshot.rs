@@ -1,0 +1,151 @@
+//! Every counter at one moment: the [`Snapshot`] that `metrics()`, `/status.json` and the
+//! Prometheus exposition all read.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::policy::window::Throughput;
+use crate::telemetry::histogram::{Histogram, LatencySummary};
+
+/// Bucket bounds of exported latency histograms, in seconds.
+pub(crate) const EXPORT_BOUNDS: [f64; 14] = [
+    0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A histogram as exporters see it: cumulative counts at [`EXPORT_BOUNDS`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Buckets {
+    pub cumulative: Vec<u64>,
+    pub count: u64,
+    pub sum_us: u64,
+}
+
+impl Buckets {
+    pub fn of(h: &Histogram) -> Buckets {
+        let bounds_us: Vec<u64> = EXPORT_BOUNDS.iter().map(|s| (s * 1e6) as u64).collect();
+        Buckets {
+            cumulative: h.cumulative(&bounds_us),
+            count: h.count(),
+            sum_us: h.sum_us(),
+        }
+    }
+}
+
+/// Every counter at one moment; serialises to the documented JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    /// Seconds since the balancer started.
+    pub uptime_secs: f64,
+    /// Per service, by name.
+    pub services: BTreeMap<String, ServiceSnapshot>,
+}
+
+/// One service's counters. Counts are of callers' requests.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceSnapshot {
+    /// Requests admitted.
+    pub requests: u64,
+    /// Requests answered with a response.
+    pub successes: u64,
+    /// Requests that ended with an error after admission.
+    pub failures: u64,
+    /// Requests refused at admission because the queue was full.
+    pub rejected: u64,
+    /// Requests waiting for a worker or a connection slot now.
+    pub queue_depth: usize,
+    /// The same, per priority.
+    pub queue_depth_by_priority: BTreeMap<&'static str, usize>,
+    /// Attempts that went to another provider after a failure.
+    pub failovers: u64,
+    /// The same by route: `"from->to"` -> count.
+    pub failovers_by_route: BTreeMap<String, u64>,
+    /// The same as (from, to, count), for exporters that label each end.
+    #[serde(skip)]
+    pub(crate) routes: Vec<(String, String, u64)>,
+    /// Attempts beyond each request's first (failovers and same-provider retries).
+    pub retries: u64,
+    /// `cost_per_request` x attempts, summed over the providers.
+    pub cost_total: f64,
+    /// The strategy in use.
+    pub strategy: &'static str,
+    /// Callers' requests ended per second.
+    pub throughput: Throughput,
+    /// Whole-request latency (queue wait, attempts, backoff), in ms.
+    pub latency_ms: LatencySummary,
+    /// The same as export buckets.
+    #[serde(skip)]
+    pub(crate) latency_buckets: Buckets,
+    /// Time spent waiting for a worker or a slot, in ms.
+    pub queue_wait_ms: LatencySummary,
+    /// The same per priority.
+    pub queue_wait_ms_by_priority: BTreeMap<&'static str, LatencySummary>,
+    /// Per provider, by name.
+    pub providers: BTreeMap<String, ProviderSnapshot>,
+}
+
+/// One provider's counters. Counts are of attempts sent to it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ProviderSnapshot {
+    /// Attempts sent (a refused connection counts).
+    pub requests: u64,
+    /// Attempts that got an answer.
+    pub successes: u64,
+    /// Attempts that failed.
+    pub failures: u64,
+    /// Failed attempts by kind: connect, timeout, status, reset, protocol, too_large.
+    pub failures_by_kind: BTreeMap<&'static str, u64>,
+    /// Attempts on the wire now.
+    pub in_flight: usize,
+    /// The provider's connection cap.
+    pub max_connections: usize,
+    /// 1, 2 or 3.
+    pub tier: u8,
+    /// Share of traffic.
+    pub weight: u32,
+    /// Attempt latency, in ms.
+    pub latency_ms: LatencySummary,
+    /// The same as export buckets.
+    #[serde(skip)]
+    pub(crate) latency_buckets: Buckets,
+    /// Attempts ended per second.
+    pub throughput: Throughput,
+    /// Mean share of the connection slots in use over the last 10 s.
+    pub utilisation: f64,
+    /// `cost_per_request` x attempts.
+    pub cost_total: f64,
+    /// The circuit breaker.
+    pub circuit: CircuitSnapshot,
+    /// Active health checks.
+    pub health: HealthSnapshot,
+    /// ms left of a `Retry-After` rest; 0 when not resting.
+    pub resting_ms: u64,
+}
+
+/// A circuit breaker's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct CircuitSnapshot {
+    /// `closed`, `open` or `half_open`.
+    pub state: &'static str,
+    /// Whether an operator forced the state.
+    pub forced: bool,
+    /// While open: ms until probes are let through.
+    pub next_attempt_in_ms: Option<u64>,
+    /// Times the circuit opened.
+    pub opened: u64,
+    /// Times it went half-open.
+    pub half_opened: u64,
+    /// Times it closed again.
+    pub closed: u64,
+}
+
+/// Active health checks of a provider.
+#[derive(Debug, Clone, Serialize)]
+pub struct HealthSnapshot {
+    /// Marked down by its checks now.
+    pub down: bool,
+    /// Share of checks passed; `null` before the first check or without a health path.
+    pub uptime: Option<f64>,
+    /// Checks made.
+    pub checks: u64,
+}
