@@ -3,18 +3,20 @@
 //! give them back, record the outcome everywhere a real request records it).
 //! Not part of the supported API.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::foundation::clock::SystemClock;
+use crate::foundation::clock::{SharedClock, SystemClock};
 use crate::foundation::config::{Config, StrategyKind};
 use crate::foundation::index_set::IndexSet;
 use crate::foundation::request::{Priority, Request};
 use crate::upstream::circuit_events::CircuitOutbox;
+use crate::upstream::http;
 use crate::upstream::service::{Pick, Service, Want};
 
 /// One service of `providers` providers and a request to it.
 pub struct Harness {
     service: Service,
+    clock: SharedClock,
     eligible: IndexSet,
 }
 
@@ -33,12 +35,23 @@ impl Harness {
             .unwrap_or_else(|e| panic!("bench configuration: {e}"));
         // Circuit events go nowhere: the benchmark has no listeners.
         let (outbox, _events) = CircuitOutbox::new();
-        let service = Service::new(&resolved.services[0], 7, SystemClock::shared(), outbox);
+        let clock = SystemClock::shared();
+        let service = Service::new(
+            &resolved.services[0],
+            7,
+            clock.clone(),
+            outbox,
+            &http::connect,
+        );
         let request = Request::get("s", "/x");
         let eligible = service
             .eligible_for(&request)
             .unwrap_or_else(|e| panic!("{e}"));
-        let harness = Harness { service, eligible };
+        let harness = Harness {
+            service,
+            clock,
+            eligible,
+        };
         // Warm the latency averages so latency strategies leave their fallback.
         for _ in 0..providers.max(1) * 8 {
             harness.select_and_record();
@@ -55,7 +68,7 @@ impl Harness {
             tried: &none,
             attempts: 0,
         };
-        let submitted = Instant::now();
+        let submitted = self.clock.now();
         let Pick::Slot(slot) = self.service.acquire(&want) else {
             return;
         };

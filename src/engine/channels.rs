@@ -98,3 +98,48 @@ impl Receivers {
             .map(Next::Queued)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::activity::Activity;
+    use crate::flow::ticket::Sink;
+    use crate::foundation::index_set::IndexSet;
+    use crate::foundation::request::{Priority, Request};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn ready_jobs_first_then_most_urgent_first() {
+        let activity = Arc::new(Activity::default());
+        let job = |path: &str, priority| {
+            let request = Request::get("s", path).priority(priority);
+            let times = (Duration::ZERO, Duration::from_secs(1));
+            Job::new(
+                request,
+                0,
+                IndexSet::default(),
+                times,
+                Sink::Caller,
+                activity.enter(),
+            )
+        };
+        let channels = Channels::new();
+        channels.send(job("/low", Priority::Low));
+        channels.send(job("/critical", Priority::Critical));
+        channels.send(job("/normal", Priority::Normal));
+        channels.send_ready(job("/ready", Priority::Low));
+        let receivers = channels.receivers();
+        let order: Vec<String> = std::iter::from_fn(|| receivers.try_next())
+            .map(|next| match next {
+                Next::Ready(j) => format!("ready {}", j.request.endpoint),
+                Next::Queued(j) => j.request.endpoint,
+                Next::Stop => "stop".into(),
+            })
+            .collect();
+        assert_eq!(order, ["ready /ready", "/critical", "/normal", "/low"]);
+        let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
+        drop(stop_tx);
+        assert!(matches!(receivers.next(&stop), Next::Stop));
+    }
+}

@@ -6,7 +6,7 @@
 //! once every available provider was tried, to a new round after a backoff.
 
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::select;
 
@@ -16,9 +16,9 @@ use crate::flow::ticket::{Outcome, Sink, Ticket};
 use crate::foundation::error::{AttemptKind, Error};
 use crate::foundation::response::Response;
 use crate::policy::retry::backoff;
-use crate::upstream::http::{self, Outgoing};
 use crate::upstream::service::{Pick, Service};
 use crate::upstream::slot::Slot;
+use crate::upstream::transport::Outgoing;
 
 /// How a drive ended.
 pub(crate) struct Driven {
@@ -45,7 +45,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
     let service = &core.services[job.service];
     let mut handed: Option<Job> = None;
     loop {
-        let now = Instant::now();
+        let now = core.clock.now();
         if core.stopping.load(Ordering::Acquire) {
             return end(core, job, Err(Error::ShuttingDown), handed);
         }
@@ -121,23 +121,18 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             }
         }
         let url = provider.url(&job.request);
-        let sent = Instant::now();
-        let result = http::send(
-            &provider.agent,
-            provider.request_timeout * http::ATTEMPT_CAP_FACTOR,
-            &provider.name,
-            &Outgoing {
-                method: job.request.method,
-                url: &url,
-                headers: &provider.headers,
-                extra_headers: &job.request.headers,
-                body: job.request.body.as_deref(),
-                timeout: (provider.request_timeout * http::ATTEMPT_CAP_FACTOR)
-                    .min(job.deadline - now),
-                max_response_bytes: provider.pool.max_response_bytes,
-            },
-        );
-        let elapsed = sent.elapsed();
+        let sent = core.clock.now();
+        let result = provider.transport.send(&Outgoing {
+            provider: &provider.name,
+            method: job.request.method,
+            url: &url,
+            headers: &provider.headers,
+            extra_headers: &job.request.headers,
+            body: job.request.body.as_deref(),
+            timeout: provider.attempt_cap.min(job.deadline.saturating_sub(now)),
+            max_response_bytes: provider.pool.max_response_bytes,
+        });
+        let elapsed = core.clock.now().saturating_sub(sent);
         let Slot {
             index,
             permit,
@@ -155,7 +150,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                     body: answer.body,
                     provider: provider.name.clone(),
                     attempts: job.attempts() + 1,
-                    latency: job.submitted.elapsed(),
+                    latency: core.clock.now().saturating_sub(job.submitted),
                     queue_wait: job.queue_wait,
                     fallback: false,
                 };
@@ -183,7 +178,7 @@ fn may_resend(job: &Job) -> bool {
 
 /// Every provider not yet tried this round is unavailable. If attempts and time remain
 /// and some provider is available again, starts a new round after a backoff.
-fn next_round(service: &Service, job: &mut Job, now: Instant) -> Option<Duration> {
+fn next_round(service: &Service, job: &mut Job, now: Duration) -> Option<Duration> {
     if job.attempts() == 0 || job.attempts() >= service.retry.max_attempts || !may_resend(job) {
         return None;
     }
@@ -215,8 +210,9 @@ fn back_off(core: &Core, mut job: Job, delay: Duration) -> Option<Job> {
         }
         return Some(job);
     }
-    job.start_waiting(Instant::now());
-    core.timer.schedule(job, Instant::now() + delay);
+    let now = core.clock.now();
+    job.start_waiting(now);
+    core.timer.schedule(job, now + delay);
     None
 }
 
@@ -246,11 +242,11 @@ fn park(core: &Core, service: &Service, mut job: Job) -> Parked {
                 }
             }
         }
-        let (ticket, sink) = Ticket::new(job.submitted, job.deadline);
+        let (ticket, sink) = Ticket::new(core.clock.clone(), job.submitted, job.deadline);
         job.sink = sink;
         parked = Some(ticket);
     }
-    job.start_waiting(Instant::now());
+    job.start_waiting(core.clock.now());
     let priority = job.request.priority;
     job.place
         .get_or_insert_with(|| service.admission.enter(priority));
@@ -345,7 +341,10 @@ fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driv
     let service = &core.services[job.service];
     job.place = None;
     let outcome = match outcome {
-        Err(e) => service.fallback(&job.request, e, job.submitted.elapsed()),
+        Err(e) => {
+            let elapsed = core.clock.now().saturating_sub(job.submitted);
+            service.fallback(&job.request, e, elapsed)
+        }
         ok => ok,
     };
     service.record_outcome(
@@ -358,5 +357,150 @@ fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driv
         outcome: job.finish(outcome),
         parked: None,
         next: handed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::test_rig::Rig;
+    use crate::foundation::request::{Priority, Request};
+    use crate::policy::breaker::CircuitState;
+    use crate::upstream::fake_transport::Reply;
+
+    #[test]
+    fn a_deadline_passed_in_the_queue_ends_the_job_unsent() {
+        let rig = Rig::new(&Rig::config(&["a"], ""));
+        let mut ticket = rig
+            .core
+            .submit(Request::get("s", "/x").timeout(Duration::from_millis(100)))
+            .unwrap();
+        assert!(ticket.try_wait().is_none());
+        rig.clock.advance(Duration::from_millis(100));
+        assert!(matches!(
+            ticket.try_wait(),
+            Some(Err(Error::Timeout { .. }))
+        ));
+        assert_eq!(rig.work_all(10), 1);
+        assert!(rig.fake("a").sent().is_empty(), "a settled job is not sent");
+        assert_eq!(rig.core.requests_under_way(), 0);
+        assert_eq!(rig.core.snapshot().services["s"].failures, 1);
+    }
+
+    #[test]
+    fn a_parked_job_gets_the_released_slot() {
+        let rig = Rig::new(&Rig::config(&["a"], "pool = { max_connections = 1 }"));
+        let seat = rig.core.services[0].providers[0].take_seat().unwrap();
+        let low = rig
+            .core
+            .submit(Request::get("s", "/low").priority(Priority::Low))
+            .unwrap();
+        let high = rig
+            .core
+            .submit(Request::get("s", "/high").priority(Priority::High))
+            .unwrap();
+        assert_eq!(rig.work_all(10), 2);
+        assert_eq!(
+            rig.core.lines[0].len(),
+            2,
+            "both parked: the only seat is taken"
+        );
+        assert_eq!(rig.core.snapshot().services["s"].queue_depth, 2);
+        let next = hand_over(&rig.core, 0, 0, seat, None).expect("a parked job takes the seat");
+        assert_eq!(next.request.priority, Priority::High);
+        assert!(next.reserved.is_some());
+        let driven = drive(&rig.core, next);
+        let after = driven.next.expect("its release hands the seat on");
+        assert_eq!(drive(&rig.core, after).next.map(|j| j.service), None);
+        assert_eq!(high.wait().unwrap().status(), 200);
+        assert_eq!(low.wait().unwrap().status(), 200);
+        assert_eq!(rig.fake("a").sent().len(), 2);
+        assert_eq!(rig.core.snapshot().services["s"].queue_depth, 0);
+        assert_eq!(rig.core.services[0].providers[0].in_flight(), 0);
+    }
+
+    #[test]
+    fn an_attempt_past_its_deadline_gives_one_timeout() {
+        let rig = Rig::new(&Rig::config(&["a"], ""));
+        let (arrived_tx, arrived) = crossbeam_channel::bounded(1);
+        let (release, release_rx) = crossbeam_channel::bounded(1);
+        rig.fake("a").push(Reply::Held {
+            arrived: arrived_tx,
+            release: release_rx,
+        });
+        let ticket = rig
+            .core
+            .submit(Request::get("s", "/x").timeout(Duration::from_millis(50)))
+            .unwrap();
+        std::thread::scope(|s| {
+            let worker = s.spawn(|| rig.work_once().map(|d| d.outcome.is_none()));
+            arrived.recv_timeout(Duration::from_secs(5)).unwrap();
+            // The attempt is on the wire; its deadline and the overtime pass.
+            rig.clock
+                .advance(Duration::from_millis(50) + crate::flow::ticket::OVERTIME);
+            assert!(matches!(ticket.wait(), Err(Error::Timeout { .. })));
+            let _ = release.send(());
+            assert_eq!(worker.join().unwrap(), Some(true));
+        });
+        assert_eq!(rig.core.requests_under_way(), 0);
+        assert_eq!(rig.core.services[0].providers[0].in_flight(), 0);
+    }
+
+    #[test]
+    fn failover_goes_to_the_next_provider_and_counts_it() {
+        let rig = Rig::new(&Rig::config(&["a", "b"], "strategy = \"round_robin\""));
+        // Smooth round robin starts with `a`.
+        rig.fake("a").push(Reply::Status(503));
+        let r = rig.core.call(Request::get("s", "/x")).unwrap();
+        assert_eq!((r.status(), r.provider(), r.attempts()), (200, "b", 2));
+        let s = &rig.core.snapshot().services["s"];
+        assert_eq!(s.failovers, 1);
+        assert_eq!(s.providers["a"].requests + s.providers["b"].requests, 2);
+    }
+
+    #[test]
+    fn circuit_changes_are_posted_and_run_nothing_in_place() {
+        let rig = Rig::new(&Rig::config(
+            &["a"],
+            "retry = { max_attempts = 1 }\ncircuit_breaker = { failure_threshold = 1 }",
+        ));
+        let called = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        {
+            let called = called.clone();
+            rig.core.listeners().add(std::sync::Arc::new(move |_| {
+                called.store(true, std::sync::atomic::Ordering::SeqCst);
+            }));
+        }
+        rig.fake("a").push(Reply::Fail(AttemptKind::Connect));
+        assert!(rig.core.call(Request::get("s", "/x")).is_err());
+        let event = rig.wiring.events.try_recv().expect("the change is posted");
+        assert_eq!(
+            (event.from, event.to),
+            (CircuitState::Closed, CircuitState::Open)
+        );
+        assert!(
+            !called.load(std::sync::atomic::Ordering::SeqCst),
+            "delivery is the events thread's"
+        );
+    }
+
+    #[test]
+    fn draining_ends_queued_and_parked_jobs_with_shutting_down() {
+        let rig = Rig::new(&Rig::config(&["a"], "pool = { max_connections = 1 }"));
+        let seat = rig.core.services[0].providers[0].take_seat().unwrap();
+        let parked = rig.core.submit(Request::get("s", "/parked")).unwrap();
+        assert_eq!(rig.work_all(1), 1);
+        let queued = rig.core.submit(Request::get("s", "/queued")).unwrap();
+        rig.core
+            .stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        rig.core.drain();
+        for t in [parked, queued] {
+            assert!(matches!(t.wait(), Err(Error::ShuttingDown)));
+        }
+        drop(seat);
+        assert_eq!(rig.core.requests_under_way(), 0);
+        assert!(rig.fake("a").sent().is_empty());
+        assert_eq!(rig.core.snapshot().services["s"].queue_depth, 0);
     }
 }

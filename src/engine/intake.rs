@@ -1,7 +1,7 @@
 //! Admission: checking a request, then running it on the caller's thread or queueing it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use crate::engine::dispatch;
 use crate::engine::runtime::Core;
@@ -21,7 +21,7 @@ impl Core {
         if svc.admission.has_waiting_at_or_above(request.priority) {
             return self.enqueue(service, eligible, request)?.wait();
         }
-        let now = Instant::now();
+        let now = self.clock.now();
         let deadline = request.deadline(now, svc.deadline);
         let active = self.activity.enter();
         let job = Job::new(
@@ -60,7 +60,7 @@ impl Core {
         let (service, eligible) = self.admit(&request)?;
         let phase = Arc::new(JobPhase::default());
         let cell: CallbackCell = Arc::new(parking_lot::Mutex::new(Some(Box::new(callback))));
-        let now = Instant::now();
+        let now = self.clock.now();
         let deadline = request.deadline(now, self.services[service].deadline);
         let sink = Sink::Callback(phase.clone(), cell.clone());
         self.enqueue_sink(service, eligible, request, (now, deadline), sink)?;
@@ -75,9 +75,9 @@ impl Core {
         eligible: IndexSet,
         request: Request,
     ) -> Result<Ticket, Error> {
-        let now = Instant::now();
+        let now = self.clock.now();
         let deadline = request.deadline(now, self.services[service].deadline);
-        let (ticket, sink) = Ticket::new(now, deadline);
+        let (ticket, sink) = Ticket::new(self.clock.clone(), now, deadline);
         self.enqueue_sink(service, eligible, request, (now, deadline), sink)?;
         Ok(ticket)
     }
@@ -87,7 +87,7 @@ impl Core {
         service: usize,
         eligible: IndexSet,
         request: Request,
-        times: (Instant, Instant),
+        times: (Duration, Duration),
         sink: Sink,
     ) -> Result<(), Error> {
         let svc = &self.services[service];
@@ -127,5 +127,59 @@ impl Core {
         let eligible = service.eligible_for(request)?;
         service.budget.deposit();
         Ok((index, eligible))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::test_rig::Rig;
+    use crate::foundation::error::Error;
+    use crate::foundation::request::Request;
+    use std::time::Duration;
+
+    #[test]
+    fn an_inline_call_runs_here_and_reaches_the_provider_once() {
+        let rig = Rig::new(&Rig::config(&["a"], ""));
+        let r = rig
+            .core
+            .call(Request::get("s", "/x").param("q", "1"))
+            .unwrap();
+        assert_eq!((r.status(), r.provider(), r.attempts()), (200, "a", 1));
+        assert_eq!(rig.fake("a").sent(), ["http://10.0.0.1:80/x?q=1"]);
+        assert_eq!(rig.core.requests_under_way(), 0);
+    }
+
+    #[test]
+    fn admission_stops_at_max_size_and_charges_no_provider() {
+        let rig = Rig::new(&Rig::config(&["a"], "queue = { max_size = 2 }"));
+        let _t1 = rig.core.submit(Request::get("s", "/1")).unwrap();
+        let _t2 = rig.core.submit(Request::get("s", "/2")).unwrap();
+        let third = rig.core.submit(Request::get("s", "/3"));
+        assert!(
+            matches!(third, Err(Error::QueueFull { max_size: 2, .. })),
+            "{third:?}"
+        );
+        assert!(rig.fake("a").sent().is_empty());
+        let s = &rig.core.snapshot().services["s"];
+        assert_eq!((s.requests, s.rejected, s.queue_depth), (2, 1, 2));
+    }
+
+    #[test]
+    fn refused_input_reaches_no_provider() {
+        let rig = Rig::new(&Rig::config(&["a"], ""));
+        let bad = [
+            Request::get("nope", "/x"),
+            Request::get("s", "quote"),
+            Request::get("s", "/x").timeout(Duration::MAX),
+            Request::get("s", "/x y"),
+            Request::get("s", "/x").header("X-A", "a\nb"),
+        ];
+        for request in bad {
+            let shown = format!("{request:?}");
+            assert!(rig.core.call(request.clone()).is_err(), "{shown}");
+            assert!(rig.core.submit(request).is_err(), "{shown}");
+        }
+        assert!(rig.fake("a").sent().is_empty());
+        assert_eq!(rig.core.snapshot().services["s"].requests, 0);
     }
 }

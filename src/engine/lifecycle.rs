@@ -13,9 +13,11 @@ use crate::engine::health_loop::{probe_providers, wanted};
 use crate::engine::runtime::Core;
 use crate::engine::timer::keep_time;
 use crate::engine::worker::serve_jobs;
-use crate::foundation::clock::SystemClock;
+use crate::foundation::clock::{SharedClock, SystemClock};
 use crate::foundation::config::Resolved;
 use crate::foundation::error::Error;
+use crate::upstream::http;
+use crate::upstream::transport::Connector;
 
 /// Most worker threads chosen automatically.
 const MAX_AUTO_WORKERS: usize = 1024;
@@ -30,7 +32,16 @@ pub(crate) struct Lifecycle {
 /// Builds the runtime and starts its threads: timer, events, health loop if any provider
 /// has a health path, and the workers.
 pub(crate) fn start(resolved: &Resolved) -> Result<(Arc<Core>, Lifecycle), Error> {
-    let (core, wiring) = Core::new(resolved, SystemClock::shared());
+    start_with(resolved, SystemClock::shared(), &http::connect)
+}
+
+/// [`start`] on a given clock and transports.
+pub(crate) fn start_with(
+    resolved: &Resolved,
+    clock: SharedClock,
+    connect: &Connector,
+) -> Result<(Arc<Core>, Lifecycle), Error> {
+    let (core, wiring) = Core::new(resolved, clock, connect);
     let core = Arc::new(core);
     // One worker per connection slot: a slot handed to a parked job then always finds a
     // free worker.
@@ -108,5 +119,50 @@ impl Lifecycle {
 impl Drop for Lifecycle {
     fn drop(&mut self) {
         self.shutdown(Duration::ZERO);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::foundation::config::Config;
+    use crate::foundation::request::Request;
+    use crate::upstream::fake_transport::FakeTransport;
+    use crate::upstream::transport::Transport;
+
+    #[test]
+    fn every_request_gets_one_outcome_across_a_shutdown() {
+        let toml = "[defaults]\nworkers = 2\n[[services.s.providers]]\nname = \"a\"\n\
+                    base_url = \"http://10.0.0.1\"\npool = { max_connections = 2 }\n";
+        let resolved = Config::from_toml_str(toml).unwrap().resolve().unwrap();
+        let clock = SystemClock::shared();
+        let fake = FakeTransport::new(crate::foundation::clock::ManualClock::shared());
+        let connect = {
+            let fake = fake.clone();
+            move |_: &crate::foundation::config::ResolvedProvider, _| {
+                fake.clone() as Arc<dyn Transport>
+            }
+        };
+        let (core, life) = start_with(&resolved, clock, &connect).unwrap();
+        let tickets: Vec<_> = (0..200)
+            .map(|i| core.submit(Request::get("s", format!("/{i}"))).unwrap())
+            .collect();
+        life.shutdown(Duration::from_secs(5));
+        assert!(core.is_closed());
+        assert!(matches!(
+            core.submit(Request::get("s", "/late")),
+            Err(Error::ShuttingDown)
+        ));
+        let (mut ok, mut stopped) = (0, 0);
+        for t in tickets {
+            match t.wait() {
+                Ok(_) => ok += 1,
+                Err(Error::ShuttingDown) => stopped += 1,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(ok + stopped, 200);
+        assert_eq!(fake.sent().len(), ok, "each answered request was sent once");
+        assert_eq!(core.requests_under_way(), 0);
     }
 }

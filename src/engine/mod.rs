@@ -17,3 +17,5 @@ pub(crate) mod worker;
 pub(crate) mod lifecycle;
 #[cfg(feature = "dashboard")]
 pub(crate) mod observer;
+#[cfg(test)]
+pub(crate) mod test_rig;

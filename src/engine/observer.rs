@@ -81,3 +81,37 @@ impl Observer {
         self.0.add_dashboard(stop);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::test_rig::Rig;
+    use crate::foundation::request::Request;
+
+    #[test]
+    fn pulses_show_the_last_full_second_and_actions_reach_the_runtime() {
+        let rig = Rig::new(&Rig::config(&["a"], ""));
+        let observer = Observer::new(rig.core.clone());
+        for _ in 0..3 {
+            rig.core.call(Request::get("s", "/x")).unwrap();
+        }
+        rig.clock.advance(Duration::from_secs(1));
+        let pulses = observer.pulses();
+        assert_eq!(pulses.len(), 1);
+        assert_eq!(
+            (pulses[0].service.as_str(), pulses[0].ok, pulses[0].failed),
+            ("s", 3, 0)
+        );
+        observer.set_strategy("s", StrategyKind::PeakEwma).unwrap();
+        assert_eq!(observer.snapshot().services["s"].strategy, "peak_ewma");
+        observer.force_open("a").unwrap();
+        assert_eq!(
+            observer.snapshot().services["s"].providers["a"]
+                .circuit
+                .state,
+            "open"
+        );
+        observer.reset_circuit("a").unwrap();
+        assert!(observer.force_close("zz").is_err());
+    }
+}

@@ -88,19 +88,21 @@ mod tests {
     use super::*;
     use crate::flow::activity::Activity;
     use crate::flow::ticket::Ticket;
+    use crate::foundation::clock::SystemClock;
     use crate::foundation::index_set::IndexSet;
     use crate::foundation::request::{Priority, Request};
     use std::sync::Arc;
-    use std::time::{Duration, Instant};
+    use std::time::Duration;
 
     fn job(priority: Priority, activity: &Arc<Activity>) -> (Job, Ticket) {
         job_due(priority, activity, Duration::from_secs(5))
     }
 
     fn job_due(priority: Priority, activity: &Arc<Activity>, within: Duration) -> (Job, Ticket) {
-        let now = Instant::now();
+        let clock = SystemClock::shared();
+        let now = clock.now();
         let deadline = now + within;
-        let (ticket, sink) = Ticket::new(now, deadline);
+        let (ticket, sink) = Ticket::new(clock, now, deadline);
         let request = Request::get("s", "/x").priority(priority);
         let job = Job::new(
             request,

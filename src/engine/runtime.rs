@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::Receiver;
 #[cfg(feature = "dashboard")]
@@ -23,6 +23,7 @@ use crate::policy::breaker::{Breaker, CircuitInfo, Transition};
 use crate::telemetry::snapshot::Snapshot;
 use crate::upstream::circuit_events::CircuitOutbox;
 use crate::upstream::service::Service;
+use crate::upstream::transport::Connector;
 
 /// State shared by the handle, the workers and the jobs.
 pub(crate) struct Core {
@@ -36,7 +37,10 @@ pub(crate) struct Core {
     /// The grace is over: whatever has not started ends with `ShuttingDown`.
     pub(in crate::engine) stopping: AtomicBool,
     pub(in crate::engine) activity: Arc<Activity>,
-    pub(in crate::engine) started: Instant,
+    /// Where time comes from: deadlines, waits, backoffs, health checks.
+    pub(in crate::engine) clock: SharedClock,
+    /// Clock time at start.
+    pub(in crate::engine) started: Duration,
     pub(in crate::engine) timer: Timer,
     /// Disconnects when the grace is over; for waits that must end at shutdown.
     pub(in crate::engine) stop_signal: Receiver<()>,
@@ -56,8 +60,9 @@ pub(crate) struct Wiring {
 }
 
 impl Core {
-    /// A runtime for a resolved configuration, on `clock`; no thread started yet.
-    pub fn new(resolved: &Resolved, clock: SharedClock) -> (Core, Wiring) {
+    /// A runtime for a resolved configuration, on `clock`, reaching providers through
+    /// the transports `connect` makes; no thread started yet.
+    pub fn new(resolved: &Resolved, clock: SharedClock, connect: &Connector) -> (Core, Wiring) {
         let (outbox, events) = CircuitOutbox::new();
         let services: Vec<Service> = resolved
             .services
@@ -69,7 +74,7 @@ impl Core {
                     0 => 0,
                     seed => seed.wrapping_add(i as u64),
                 };
-                Service::new(s, seed, clock.clone(), outbox.clone())
+                Service::new(s, seed, clock.clone(), outbox.clone(), connect)
             })
             .collect();
         let service_index = services
@@ -87,7 +92,8 @@ impl Core {
             closed: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             activity: Arc::new(Activity::default()),
-            started: Instant::now(),
+            started: clock.now(),
+            clock: clock.clone(),
             timer,
             stop_signal: stop_rx,
             listeners: Arc::new(Listeners::default()),
@@ -218,7 +224,7 @@ impl Core {
     }
 
     pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
+        self.clock.now().saturating_sub(self.started)
     }
 
     #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
@@ -236,5 +242,33 @@ impl Core {
                 .map(|s| (s.name.clone(), s.snapshot()))
                 .collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::engine::test_rig::Rig;
+    use crate::foundation::error::Error;
+
+    #[test]
+    fn operators_act_by_provider_name_and_unknown_names_are_refused() {
+        let rig = Rig::new(&Rig::config(&["a", "b"], ""));
+        assert_eq!(rig.core.find_provider("b").unwrap(), (0, 1));
+        let e = rig.core.operate("nope", |b| b.force_open()).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m.contains("nope")),
+            "{e}"
+        );
+        rig.core.operate("a", |b| b.force_open()).unwrap();
+        assert_eq!(rig.core.circuit("a").unwrap().state.name(), "open");
+        let event = rig.wiring.events.try_recv().unwrap();
+        assert_eq!(
+            (event.service.as_str(), event.provider.as_str()),
+            ("s", "a")
+        );
+        let snap = rig.core.snapshot();
+        assert_eq!(snap.services["s"].providers["a"].circuit.state, "open");
+        assert!(rig.core.service("t").is_err());
+        assert_eq!(rig.core.slots(), 2 * 10);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering as CmpOrdering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
@@ -13,7 +13,8 @@ use crate::flow::ticket::{CallbackCell, JobPhase};
 use crate::foundation::error::Error;
 
 pub(crate) struct Delayed {
-    pub due: Instant,
+    /// Clock time.
+    pub due: Duration,
     pub what: Due,
 }
 
@@ -24,7 +25,7 @@ pub(crate) enum Due {
     Expire {
         phase: Arc<JobPhase>,
         callback: CallbackCell,
-        started: Instant,
+        started: Duration,
     },
 }
 
@@ -61,7 +62,7 @@ impl Timer {
     }
 
     /// Hands the job back to the queue at `due`.
-    pub fn schedule(&self, job: Job, due: Instant) {
+    pub fn schedule(&self, job: Job, due: Duration) {
         let what = Due::Requeue(Box::new(job));
         if let Err(e) = self.tx.send(Delayed { due, what }) {
             // The timer thread is gone: the balancer has stopped.
@@ -76,8 +77,8 @@ impl Timer {
         &self,
         phase: Arc<JobPhase>,
         callback: CallbackCell,
-        started: Instant,
-        due: Instant,
+        started: Duration,
+        due: Duration,
     ) {
         let what = Due::Expire {
             phase,
@@ -86,5 +87,53 @@ impl Timer {
         };
         // Without the thread the balancer has stopped, and shutdown ends the job itself.
         let _ = self.tx.send(Delayed { due, what });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::activity::Activity;
+    use crate::flow::ticket::Ticket;
+    use crate::foundation::clock::ManualClock;
+    use crate::foundation::index_set::IndexSet;
+    use crate::foundation::request::Request;
+    use std::collections::BinaryHeap;
+
+    #[test]
+    fn the_earliest_is_fired_first_and_a_stopped_timer_ends_the_job() {
+        let (timer, rx) = Timer::new();
+        let activity = Arc::new(Activity::default());
+        let clock = ManualClock::shared();
+        let job = |ms: u64| {
+            let (ticket, sink) = Ticket::new(clock.clone(), Duration::ZERO, Duration::from_secs(9));
+            let times = (Duration::ZERO, Duration::from_secs(9));
+            let job = Job::new(
+                Request::get("s", "/x"),
+                0,
+                IndexSet::default(),
+                times,
+                sink,
+                activity.enter(),
+            );
+            (job, ticket, Duration::from_millis(ms))
+        };
+        let mut tickets = Vec::new();
+        for ms in [30, 10, 20] {
+            let (j, t, due) = job(ms);
+            timer.schedule(j, due);
+            tickets.push(t);
+        }
+        let mut heap: BinaryHeap<Delayed> = rx.try_iter().collect();
+        let order: Vec<u128> = std::iter::from_fn(|| heap.pop())
+            .map(|d| d.due.as_millis())
+            .collect();
+        assert_eq!(order, [10, 20, 30]);
+        // With the timer thread gone the job cannot wait: it ends at once.
+        drop(rx);
+        let (j, t, due) = job(5);
+        timer.schedule(j, due);
+        assert!(matches!(t.wait(), Err(Error::ShuttingDown)));
+        drop(tickets);
     }
 }

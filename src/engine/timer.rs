@@ -3,7 +3,6 @@
 
 use std::collections::BinaryHeap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use crossbeam_channel::{select, Receiver};
 
@@ -16,9 +15,7 @@ use crate::foundation::error::Error;
 pub(crate) fn keep_time(core: Arc<Core>, rx: Receiver<Delayed>, stop: Receiver<()>) {
     let mut heap: BinaryHeap<Delayed> = BinaryHeap::new();
     loop {
-        let wait = heap
-            .peek()
-            .map(|d| d.due.saturating_duration_since(Instant::now()));
+        let wait = heap.peek().map(|d| d.due.saturating_sub(core.clock.now()));
         let received = match wait {
             Some(wait) => select! {
                 recv(rx) -> d => d.ok(),
@@ -33,16 +30,21 @@ pub(crate) fn keep_time(core: Arc<Core>, rx: Receiver<Delayed>, stop: Receiver<(
         if let Some(d) = received {
             heap.push(d);
         }
-        let now = Instant::now();
-        while heap.peek().is_some_and(|d| d.due <= now) {
-            if let Some(d) = heap.pop() {
-                fire(&core, d.what);
-            }
-        }
+        fire_due(&core, &mut heap);
     }
     for d in heap.into_iter().chain(rx.try_iter()) {
         if let Due::Requeue(job) = d.what {
             core.end_stopped(*job);
+        }
+    }
+}
+
+/// Fires everything due by now, earliest first.
+fn fire_due(core: &Core, heap: &mut BinaryHeap<Delayed>) {
+    let now = core.clock.now();
+    while heap.peek().is_some_and(|d| d.due <= now) {
+        if let Some(d) = heap.pop() {
+            fire(core, d.what);
         }
     }
 }
@@ -56,10 +58,69 @@ fn fire(core: &Core, what: Due) {
             started,
         } => {
             if phase.shift(Phase::Waiting, Phase::Settled) {
-                let elapsed = started.elapsed();
+                let elapsed = core.clock.now().saturating_sub(started);
                 let attempts = Vec::new();
                 call_back(&callback, Err(Error::Timeout { elapsed, attempts }));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::test_rig::Rig;
+    use crate::foundation::request::Request;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    #[test]
+    fn due_callbacks_time_out_and_backed_off_jobs_go_back_in_line() {
+        let rig = Rig::new(&Rig::config(&["a"], ""));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        {
+            let got = got.clone();
+            let r = Request::get("s", "/cb").timeout(Duration::from_millis(30));
+            rig.core
+                .submit_with(r, move |o| got.lock().unwrap().push(o.map(|r| r.status())))
+                .unwrap();
+        }
+        let mut heap: BinaryHeap<Delayed> = rig.wiring.timer.try_iter().collect();
+        assert_eq!(heap.len(), 1, "the callback's deadline is on the timer");
+        fire_due(&rig.core, &mut heap);
+        assert!(got.lock().unwrap().is_empty(), "not due yet");
+        rig.clock.advance(Duration::from_millis(30));
+        fire_due(&rig.core, &mut heap);
+        assert!(matches!(
+            got.lock().unwrap()[..],
+            [Err(Error::Timeout { .. })]
+        ));
+        // The worker that takes the job later finds it settled: no second outcome.
+        assert_eq!(rig.work_all(5), 1);
+        assert_eq!(got.lock().unwrap().len(), 1);
+        assert!(rig.fake("a").sent().is_empty());
+
+        // A job waiting out a backoff returns to its line when due.
+        let t = rig.core.submit(Request::get("s", "/later")).unwrap();
+        let Some(crate::engine::channels::Next::Queued(mut job)) =
+            rig.core.channels.receivers().try_next()
+        else {
+            panic!("queued");
+        };
+        job.place = None;
+        let due = rig.core.clock.now() + Duration::from_millis(5);
+        rig.core.timer.schedule(job, due);
+        heap.extend(rig.wiring.timer.try_iter());
+        fire_due(&rig.core, &mut heap);
+        assert_eq!(rig.work_all(5), 0, "still backing off");
+        rig.clock.advance(Duration::from_millis(5));
+        fire_due(&rig.core, &mut heap);
+        assert_eq!(
+            rig.core.snapshot().services["s"].queue_depth,
+            1,
+            "counted again"
+        );
+        assert_eq!(rig.work_all(5), 1);
+        assert_eq!(t.wait().unwrap().status(), 200);
     }
 }

@@ -27,3 +27,29 @@ pub(crate) fn serve_jobs(core: Arc<Core>, receivers: Receivers, stop: Receiver<(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::test_rig::Rig;
+    use crate::foundation::request::Request;
+
+    #[test]
+    fn a_worker_serves_until_stopped() {
+        let rig = Rig::new(&Rig::config(&["a"], ""));
+        let tickets: Vec<_> = (0..20)
+            .map(|i| rig.core.submit(Request::get("s", format!("/{i}"))).unwrap())
+            .collect();
+        let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
+        let worker = {
+            let (core, receivers) = (rig.core.clone(), rig.core.channels.receivers());
+            std::thread::spawn(move || serve_jobs(core, receivers, stop))
+        };
+        for t in tickets {
+            assert_eq!(t.wait().unwrap().status(), 200);
+        }
+        drop(stop_tx);
+        worker.join().unwrap();
+        assert_eq!(rig.fake("a").sent().len(), 20);
+    }
+}

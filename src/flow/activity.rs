@@ -48,3 +48,21 @@ impl Drop for ActiveGuard {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn waiting_for_idle_ends_when_the_last_request_does_or_at_the_limit() {
+        let activity = Arc::new(Activity::default());
+        assert!(activity.wait_idle(Instant::now()));
+        let guard = activity.enter();
+        assert!(!activity.wait_idle(Instant::now() + Duration::from_millis(5)));
+        let ender = std::thread::spawn(move || drop(guard));
+        assert!(activity.wait_idle(Instant::now() + Duration::from_secs(10)));
+        ender.join().unwrap();
+        assert_eq!(activity.count(), 0);
+    }
+}

@@ -1,6 +1,6 @@
 //! A request on its way through the balancer: what it asked, what happened so far.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::flow::activity::ActiveGuard;
 use crate::flow::ticket::{Outcome, Phase, Sink};
@@ -14,8 +14,9 @@ use crate::upstream::slot::Slot;
 pub(crate) struct Job {
     pub request: Request,
     pub service: usize,
-    pub submitted: Instant,
-    pub deadline: Instant,
+    /// Clock times of submission and deadline.
+    pub submitted: Duration,
+    pub deadline: Duration,
     pub sink: Sink,
     /// Failed attempts so far, in order.
     pub failures: Vec<AttemptError>,
@@ -28,7 +29,7 @@ pub(crate) struct Job {
     /// Whether a non-idempotent request's bytes may have reached a provider.
     pub maybe_sent: bool,
     /// Since when the job has been waiting for a worker or a slot.
-    pub waiting_since: Option<Instant>,
+    pub waiting_since: Option<Duration>,
     pub queue_wait: Duration,
     /// A slot taken for this job by whoever handed it over.
     pub reserved: Option<Slot>,
@@ -43,7 +44,7 @@ impl Job {
         request: Request,
         service: usize,
         eligible: IndexSet,
-        (now, deadline): (Instant, Instant),
+        (now, deadline): (Duration, Duration),
         sink: Sink,
         active: ActiveGuard,
     ) -> Job {
@@ -79,13 +80,13 @@ impl Job {
         }
     }
 
-    pub fn start_waiting(&mut self, now: Instant) {
+    pub fn start_waiting(&mut self, now: Duration) {
         self.waiting_since = Some(now);
     }
 
-    pub fn stop_waiting(&mut self, now: Instant) {
+    pub fn stop_waiting(&mut self, now: Duration) {
         if let Some(since) = self.waiting_since.take() {
-            self.queue_wait += now.saturating_duration_since(since);
+            self.queue_wait += now.saturating_sub(since);
         }
     }
 
@@ -114,5 +115,39 @@ impl Job {
         let Job { sink, _active, .. } = self;
         drop(_active);
         sink.deliver(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::flow::activity::Activity;
+    use std::sync::Arc;
+
+    #[test]
+    fn waits_add_up_and_finishing_ends_the_activity_before_delivery() {
+        let activity = Arc::new(Activity::default());
+        let times = (Duration::ZERO, Duration::from_secs(1));
+        let mut job = Job::new(
+            Request::get("s", "/x"),
+            0,
+            IndexSet::default(),
+            times,
+            Sink::Caller,
+            activity.enter(),
+        );
+        job.start_waiting(Duration::from_millis(10));
+        job.stop_waiting(Duration::from_millis(30));
+        job.stop_waiting(Duration::from_millis(90));
+        job.start_waiting(Duration::from_millis(100));
+        job.stop_waiting(Duration::from_millis(105));
+        assert_eq!(job.queue_wait, Duration::from_millis(25));
+        job.tried.insert(3);
+        assert!(job.want().tried.contains(3) && job.want().attempts == 0);
+        assert!(job.begin_attempt(), "a caller's job has no phase to lose");
+        assert_eq!(activity.count(), 1);
+        let outcome = job.finish(Err(crate::foundation::error::Error::ShuttingDown));
+        assert!(outcome.is_some());
+        assert_eq!(activity.count(), 0);
     }
 }

@@ -7,9 +7,11 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+
+use crate::foundation::clock::SharedClock;
 
 use crate::foundation::error::Error;
 use crate::foundation::response::Response;
@@ -109,22 +111,33 @@ pub(crate) const OVERTIME: Duration = Duration::from_millis(250);
 ///
 /// Every ticket gets exactly one outcome: a [`Response`] or an [`Error`], also at
 /// shutdown. Dropping a ticket does not cancel the request.
-#[derive(Debug)]
 pub struct Ticket {
     phase: Arc<JobPhase>,
     rx: Receiver<Outcome>,
-    started: Instant,
-    deadline: Instant,
+    clock: SharedClock,
+    /// Clock times of submission and deadline.
+    started: Duration,
+    deadline: Duration,
     spent: bool,
 }
 
+impl std::fmt::Debug for Ticket {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ticket")
+            .field("spent", &self.spent)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Ticket {
-    pub(crate) fn new(started: Instant, deadline: Instant) -> (Ticket, Sink) {
+    /// A ticket for a job submitted at clock time `started`, due by `deadline`.
+    pub(crate) fn new(clock: SharedClock, started: Duration, deadline: Duration) -> (Ticket, Sink) {
         let phase = Arc::new(JobPhase::default());
         let (tx, rx) = crossbeam_channel::bounded(1);
         let ticket = Ticket {
             phase: phase.clone(),
             rx,
+            clock,
             started,
             deadline,
             spent: false,
@@ -140,7 +153,7 @@ impl Ticket {
         }
         // Past the deadline with an attempt on the wire: it ends by the deadline on its own
         // and brings its details, unless something holds it up.
-        match self.rx.recv_deadline(self.deadline + OVERTIME) {
+        match self.receive_until(self.deadline + OVERTIME) {
             Ok(outcome) => outcome,
             Err(RecvTimeoutError::Disconnected) => Err(dropped()),
             Err(RecvTimeoutError::Timeout) => self.give_up(),
@@ -151,10 +164,7 @@ impl Ticket {
     fn give_up(&mut self) -> Outcome {
         self.spent = true;
         if self.phase.settle() {
-            return Err(Error::Timeout {
-                elapsed: self.started.elapsed(),
-                attempts: Vec::new(),
-            });
+            return Err(self.timed_out());
         }
         // Settled by the worker at the last moment: its outcome is on its way.
         self.rx
@@ -162,46 +172,52 @@ impl Ticket {
             .unwrap_or_else(|_| Err(dropped()))
     }
 
+    fn timed_out(&self) -> Error {
+        Error::Timeout {
+            elapsed: self.clock.now().saturating_sub(self.started),
+            attempts: Vec::new(),
+        }
+    }
+
     /// Waits at most `timeout`. `None` when the outcome is not there yet; once the
     /// outcome has been returned the ticket is spent and returns `None` for ever.
     pub fn wait_timeout(&mut self, timeout: Duration) -> Option<Result<Response, Error>> {
-        let until = Instant::now() + timeout;
+        let until = self.clock.now().saturating_add(timeout);
         self.poll(until.min(self.deadline))
             .or_else(|| self.poll(until))
     }
 
     /// The outcome if it is there, without blocking; see [`Ticket::wait_timeout`].
     pub fn try_wait(&mut self) -> Option<Result<Response, Error>> {
-        self.poll(Instant::now())
+        self.poll(self.clock.now())
+    }
+
+    /// Receives until clock time `until` (at once when it has passed).
+    fn receive_until(&self, until: Duration) -> Result<Outcome, RecvTimeoutError> {
+        let left = until.saturating_sub(self.clock.now());
+        if left.is_zero() {
+            return self.rx.try_recv().map_err(|e| match e {
+                TryRecvError::Empty => RecvTimeoutError::Timeout,
+                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
+            });
+        }
+        self.rx.recv_timeout(left)
     }
 
     /// Receives until `until`; then, past the deadline, settles a still-waiting job as timed out.
-    fn poll(&mut self, until: Instant) -> Option<Outcome> {
+    fn poll(&mut self, until: Duration) -> Option<Outcome> {
         if self.spent {
             return None;
         }
-        let got = if until <= Instant::now() {
-            match self.rx.try_recv() {
-                Ok(outcome) => Some(outcome),
-                Err(TryRecvError::Empty) => None,
-                Err(TryRecvError::Disconnected) => Some(Err(dropped())),
-            }
-        } else {
-            match self.rx.recv_deadline(until) {
-                Ok(outcome) => Some(outcome),
-                Err(RecvTimeoutError::Timeout) => None,
-                Err(RecvTimeoutError::Disconnected) => Some(Err(dropped())),
-            }
+        let got = match self.receive_until(until) {
+            Ok(outcome) => Some(outcome),
+            Err(RecvTimeoutError::Timeout) => None,
+            Err(RecvTimeoutError::Disconnected) => Some(Err(dropped())),
         };
         let got = got.or_else(|| {
             // A running attempt ends by the deadline on its own and brings its details.
-            (Instant::now() >= self.deadline && self.phase.shift(Phase::Waiting, Phase::Settled))
-                .then(|| {
-                    Err(Error::Timeout {
-                        elapsed: self.started.elapsed(),
-                        attempts: Vec::new(),
-                    })
-                })
+            (self.clock.now() >= self.deadline && self.phase.shift(Phase::Waiting, Phase::Settled))
+                .then(|| Err(self.timed_out()))
         });
         self.spent = got.is_some();
         got
@@ -210,4 +226,92 @@ impl Ticket {
 
 fn dropped() -> Error {
     Error::Internal("the request was dropped without an outcome".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::foundation::clock::ManualClock;
+
+    fn ticket(deadline_ms: u64) -> (Ticket, Sink, Arc<ManualClock>) {
+        let clock = ManualClock::shared();
+        let (t, sink) = Ticket::new(
+            clock.clone(),
+            Duration::ZERO,
+            Duration::from_millis(deadline_ms),
+        );
+        (t, sink, clock)
+    }
+
+    fn answer() -> Outcome {
+        Err(Error::NoHealthyProvider {
+            service: "s".into(),
+        })
+    }
+
+    #[test]
+    fn the_outcome_arrives_once_and_the_ticket_is_then_spent() {
+        let (mut t, sink, _clock) = ticket(1_000);
+        assert!(t.try_wait().is_none());
+        assert!(sink.deliver(answer()).is_none());
+        assert!(matches!(
+            t.try_wait(),
+            Some(Err(Error::NoHealthyProvider { .. }))
+        ));
+        assert!(t.try_wait().is_none());
+        assert!(t.wait_timeout(Duration::ZERO).is_none());
+    }
+
+    #[test]
+    fn a_waiting_job_past_its_deadline_is_settled_by_the_ticket_and_the_late_answer_dropped() {
+        let (mut t, sink, clock) = ticket(100);
+        clock.advance(Duration::from_millis(100));
+        assert!(
+            matches!(t.try_wait(), Some(Err(Error::Timeout { elapsed, .. })) if elapsed == Duration::from_millis(100))
+        );
+        assert!(sink.phase().unwrap().is_settled());
+        assert!(sink.deliver(answer()).is_none(), "the worker lost the race");
+    }
+
+    #[test]
+    fn a_running_job_past_its_overtime_is_given_up() {
+        let (t, sink, clock) = ticket(100);
+        assert!(sink.phase().unwrap().shift(Phase::Waiting, Phase::Running));
+        clock.advance(Duration::from_millis(100) + OVERTIME);
+        assert!(matches!(t.wait(), Err(Error::Timeout { .. })));
+        assert!(sink.deliver(answer()).is_none());
+    }
+
+    #[test]
+    fn a_dropped_job_is_an_internal_error_not_a_hang() {
+        let (t, sink, _clock) = ticket(60_000);
+        drop(sink);
+        assert!(matches!(t.wait(), Err(Error::Internal(_))));
+    }
+
+    #[test]
+    fn exactly_one_side_settles_however_they_race() {
+        for _ in 0..500 {
+            let phase = Arc::new(JobPhase::default());
+            let waiter = {
+                let phase = phase.clone();
+                std::thread::spawn(move || phase.shift(Phase::Waiting, Phase::Settled))
+            };
+            let worker = phase.shift(Phase::Waiting, Phase::Running) && phase.settle();
+            let waiter = waiter.join().unwrap();
+            assert!(worker ^ waiter, "worker {worker}, waiter {waiter}");
+        }
+    }
+
+    #[test]
+    fn a_callback_runs_once_with_its_cell_unlocked() {
+        let cell: CallbackCell = Arc::new(parking_lot::Mutex::new(None));
+        let inner = cell.clone();
+        *cell.lock() = Some(Box::new(move |_| {
+            // Would deadlock if the cell's lock were held while calling.
+            assert!(inner.lock().is_none());
+        }));
+        call_back(&cell, answer());
+        call_back(&cell, answer());
+    }
 }

@@ -100,3 +100,20 @@ impl Response {
         self.queue_wait
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fallback_response_says_so_and_keeps_its_headers() {
+        let r = Response::fallback(203, "cached")
+            .with_header("X-Source", "cache")
+            .with_header("bad name", "ignored");
+        assert!(r.is_fallback());
+        assert_eq!((r.status(), r.body()), (203, &b"cached"[..]));
+        assert_eq!(r.header("x-source"), Some("cache"));
+        assert_eq!(r.headers().count(), 1, "an invalid header is left out");
+        assert_eq!(r.into_body(), b"cached");
+    }
+}

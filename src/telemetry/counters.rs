@@ -128,3 +128,32 @@ impl ServiceStats {
         self.recent.record(now, latency, ok);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn attempts_count_by_outcome_and_kind() {
+        let p = ProviderStats::default();
+        let ms = Duration::from_millis(2);
+        p.record_success(ms, Duration::from_secs(1));
+        p.record_failure(AttemptKind::Reset, ms, Duration::from_secs(1));
+        p.record_failure(AttemptKind::Reset, ms, Duration::from_secs(1));
+        assert_eq!((p.attempts(), p.successes()), (3, 1));
+        let reset = KINDS.iter().position(|k| *k == AttemptKind::Reset).unwrap();
+        assert_eq!(p.failures_by_kind[reset].load(Ordering::Relaxed), 2);
+        assert_eq!(p.latency.count(), 3);
+        let s = ServiceStats::default();
+        s.record_admitted();
+        s.record_rejected();
+        s.record_failover(0, 1);
+        s.record_failover(0, 1);
+        s.record_outcome(false, ms, ms, Priority::High, Duration::from_secs(1));
+        assert_eq!(
+            (s.failures(), s.rejected(), s.routes()),
+            (1, 1, vec![((0, 1), 2)])
+        );
+        assert_eq!(s.queue_wait_by_priority[Priority::High.index()].count(), 1);
+    }
+}

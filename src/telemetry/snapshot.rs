@@ -149,3 +149,28 @@ pub struct HealthSnapshot {
     /// Checks made.
     pub checks: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn export_buckets_are_cumulative_at_the_bounds() {
+        let h = Histogram::default();
+        for ms in [0.2, 0.7, 3.0, 3.0, 2_000.0] {
+            h.record(Duration::from_secs_f64(ms / 1000.0));
+        }
+        let b = Buckets::of(&h);
+        assert_eq!(b.count, 5);
+        assert_eq!(b.cumulative.len(), EXPORT_BOUNDS.len());
+        // 0.5 ms, 1 ms, 2.5 ms, 5 ms ... 2.5 s.
+        assert_eq!(&b.cumulative[..4], &[1, 2, 2, 4]);
+        assert_eq!(
+            b.cumulative[EXPORT_BOUNDS.len() - 3],
+            5,
+            "2.5 s holds all five"
+        );
+        assert!(b.cumulative.windows(2).all(|w| w[0] <= w[1]));
+    }
+}

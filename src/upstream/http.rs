@@ -1,4 +1,5 @@
-//! One HTTP attempt over a provider's ureq agent, and how its failures are classified.
+//! The ureq [`Transport`]: one HTTP attempt over a provider's agent, and how its
+//! failures are classified.
 //!
 //! Two measured costs shape this file: ureq's default resolver spawns a thread per
 //! request whenever a timeout covers resolution, and its default idle pool (3 per host)
@@ -15,9 +16,11 @@ use parking_lot::Mutex;
 use ureq::unversioned::resolver::{DefaultResolver, ResolvedSocketAddrs, Resolver};
 use ureq::unversioned::transport::NextTimeout;
 
-use crate::foundation::config::PoolConfig;
+use std::sync::Arc;
+
+use crate::foundation::config::{PoolConfig, ResolvedProvider};
 use crate::foundation::error::{AttemptError, AttemptKind};
-use crate::foundation::request::Method;
+use crate::upstream::transport::{Answer, Failure, Outgoing, Transport};
 
 /// How long a resolved host name is trusted.
 const NAME_TTL: Duration = Duration::from_secs(60);
@@ -33,7 +36,7 @@ const CONNECTION_BUFFER: usize = 32 * 1024;
 const DRAIN_LIMIT: u64 = 64 * 1024;
 
 /// Builds the agent of one provider, whose URLs start with `base_url`.
-pub(crate) fn agent(pool: &PoolConfig, base_url: &str) -> ureq::Agent {
+fn agent(pool: &PoolConfig, base_url: &str) -> ureq::Agent {
     build_agent(
         pool.max_connections,
         Duration::from_millis(pool.keep_alive_ms),
@@ -44,7 +47,7 @@ pub(crate) fn agent(pool: &PoolConfig, base_url: &str) -> ureq::Agent {
 }
 
 /// Builds the agent of a provider's health checks: one connection of its own.
-pub(crate) fn health_agent(pool: &PoolConfig, timeout: Duration) -> ureq::Agent {
+fn health_agent(pool: &PoolConfig, timeout: Duration) -> ureq::Agent {
     let connect = Duration::from_millis(pool.connect_timeout_ms).min(timeout);
     let keep_alive = Duration::from_millis(pool.keep_alive_ms);
     build_agent(1, keep_alive, connect, timeout, "")
@@ -158,43 +161,55 @@ impl Resolver for CachingResolver {
     }
 }
 
-/// What a provider answered, before it becomes a [`crate::Response`].
-#[derive(Debug)]
-pub(crate) struct Answer {
-    pub status: u16,
-    pub headers: ureq::http::HeaderMap,
-    pub body: Vec<u8>,
+/// A provider's transport over ureq: its agent, and a second one for health checks.
+pub(crate) struct UreqTransport {
+    agent: ureq::Agent,
+    /// The agent's whole-attempt cap: a shorter timeout (a deadline close by) costs a
+    /// per-request configuration.
+    agent_timeout: Duration,
+    health_agent: ureq::Agent,
 }
 
-/// A failed attempt, with what the failover logic needs to know about it.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    pub error: AttemptError,
-    /// Whether any byte of the request may have reached the provider.
-    pub maybe_sent: bool,
-    /// A `Retry-After` of a 429 or 503 answer.
-    pub retry_after: Option<Duration>,
+/// The ureq transport of a provider.
+pub(crate) fn connect(config: &ResolvedProvider, health_timeout: Duration) -> Arc<dyn Transport> {
+    Arc::new(UreqTransport {
+        agent: agent(&config.pool, &config.base_url),
+        agent_timeout: Duration::from_millis(config.pool.request_timeout_ms) * ATTEMPT_CAP_FACTOR,
+        health_agent: health_agent(&config.pool, health_timeout),
+    })
 }
 
-/// What one attempt needs to go on the wire.
-pub(crate) struct Outgoing<'a> {
-    pub method: Method,
-    pub url: &'a str,
-    pub headers: &'a [(String, String)],
-    pub extra_headers: &'a [(String, String)],
-    pub body: Option<&'a [u8]>,
-    pub timeout: Duration,
-    pub max_response_bytes: u64,
+impl Transport for UreqTransport {
+    fn send(&self, out: &Outgoing<'_>) -> Result<Answer, Failure> {
+        send(&self.agent, self.agent_timeout, out)
+    }
+
+    fn check_health(&self, url: &str, headers: &[(String, String)], timeout: Duration) -> bool {
+        let mut req = self.health_agent.get(url);
+        for (name, value) in headers {
+            req = req.header(name.as_str(), value.as_str());
+        }
+        match req.config().timeout_global(Some(timeout)).build().call() {
+            Ok(mut resp) => {
+                let ok = resp.status().is_success();
+                let _ = resp
+                    .body_mut()
+                    .with_config()
+                    .limit(DRAIN_LIMIT)
+                    .read_to_vec();
+                ok
+            }
+            Err(_) => false,
+        }
+    }
 }
 
-/// Sends one attempt. `agent_timeout` is the agent's whole-attempt cap: a shorter
-/// `timeout` (a deadline close by) costs a per-request configuration.
-pub(crate) fn send(
+fn send(
     agent: &ureq::Agent,
     agent_timeout: Duration,
-    provider: &str,
     out: &Outgoing<'_>,
 ) -> Result<Answer, Failure> {
+    let provider = out.provider;
     let started = Instant::now();
     let fail = |kind, status, message: String, maybe_sent| Failure {
         error: AttemptError {

@@ -2,8 +2,11 @@
 
 pub(crate) mod admission;
 pub(crate) mod circuit_events;
+#[cfg(test)]
+pub(crate) mod fake_transport;
 pub(crate) mod http;
 pub(crate) mod provider;
 pub(crate) mod service;
 pub(crate) mod service_snapshot;
 pub(crate) mod slot;
+pub(crate) mod transport;

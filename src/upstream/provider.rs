@@ -16,6 +16,7 @@ use crate::policy::strategy::Candidate;
 use crate::telemetry::counters::ProviderStats;
 use crate::upstream::http;
 use crate::upstream::slot::Seat;
+use crate::upstream::transport::{Connector, Transport};
 
 /// Shortest configured value treated as a secret worth redacting from messages.
 const MIN_SECRET_LEN: usize = 4;
@@ -27,14 +28,15 @@ pub(crate) struct Provider {
     pub reliability: f64,
     pub cost_per_request: f64,
     pub pool: PoolConfig,
-    pub request_timeout: Duration,
     pub headers: Vec<(String, String)>,
     base_url: String,
     /// The provider's own query, encoded once: `k=v&k2=v2`.
     query: String,
     endpoints: HashMap<String, Template>,
     secrets: Vec<String>,
-    pub agent: ureq::Agent,
+    pub transport: Arc<dyn Transport>,
+    /// The longest one attempt may take: `request_timeout_ms` x the attempt cap factor.
+    pub attempt_cap: Duration,
     in_flight: Arc<AtomicUsize>,
     pub stats: ProviderStats,
     pub breaker: Breaker,
@@ -43,7 +45,6 @@ pub(crate) struct Provider {
     pub health: HealthState,
     /// `base_url` + `health_path` + the provider's query; `None` without a health path.
     pub health_url: Option<String>,
-    pub health_agent: ureq::Agent,
     /// Recent latency of successful attempts, for the strategies.
     pub latency: LatencyEwma,
 }
@@ -53,6 +54,7 @@ impl Provider {
         config: &ResolvedProvider,
         health_timeout: Duration,
         clock: SharedClock,
+        connect: &Connector,
     ) -> Provider {
         let mut query = String::new();
         for (k, v) in &config.query {
@@ -92,7 +94,6 @@ impl Provider {
             weight: config.weight,
             reliability: config.reliability,
             cost_per_request: config.cost_per_request,
-            request_timeout: Duration::from_millis(config.pool.request_timeout_ms),
             pool: config.pool.clone(),
             headers: config.headers.clone(),
             base_url: config.base_url.clone(),
@@ -103,14 +104,15 @@ impl Provider {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
             secrets,
-            agent: http::agent(&config.pool, &config.base_url),
+            transport: connect(config, health_timeout),
+            attempt_cap: Duration::from_millis(config.pool.request_timeout_ms)
+                * http::ATTEMPT_CAP_FACTOR,
             in_flight: Arc::default(),
             stats: ProviderStats::default(),
             breaker: Breaker::new(config.circuit_breaker.clone(), clock),
             rest_until: AtomicTime::default(),
             health: HealthState::default(),
             health_url,
-            health_agent: http::health_agent(&config.pool, health_timeout),
             latency: LatencyEwma::default(),
         }
     }
@@ -226,6 +228,7 @@ mod tests {
             &c.resolve().unwrap().services[0].providers[0],
             Duration::from_secs(1),
             crate::foundation::clock::SystemClock::shared(),
+            &http::connect,
         )
     }
 

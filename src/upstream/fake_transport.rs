@@ -1,0 +1,145 @@
+//! An in-memory [`Transport`] for engine unit tests: scripted replies, a log of what was
+//! sent, attempts held on the wire until the test lets them go, and time that passes on
+//! a manual clock instead of the wall.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+
+use crate::foundation::clock::ManualClock;
+use crate::foundation::error::{AttemptError, AttemptKind};
+use crate::upstream::transport::{Answer, Failure, Outgoing, Transport};
+
+/// What the fake does with the next attempt.
+pub(crate) enum Reply {
+    /// Answers with this status (5xx and 429 are failures, as on the wire).
+    Status(u16),
+    /// Fails before any answer, with this kind.
+    Fail(AttemptKind),
+    /// Takes this long on the manual clock, then answers 200.
+    Slow(Duration),
+    /// Says so on `arrived` when it is on the wire, then stays there until `release`
+    /// sends or is dropped, then answers 200.
+    Held {
+        arrived: Sender<()>,
+        release: Receiver<()>,
+    },
+}
+
+pub(crate) struct FakeTransport {
+    clock: Arc<ManualClock>,
+    replies: Mutex<VecDeque<Reply>>,
+    sent: Mutex<Vec<String>>,
+    healthy: Mutex<bool>,
+}
+
+impl FakeTransport {
+    pub fn new(clock: Arc<ManualClock>) -> Arc<FakeTransport> {
+        Arc::new(FakeTransport {
+            clock,
+            replies: Mutex::new(VecDeque::new()),
+            sent: Mutex::new(Vec::new()),
+            healthy: Mutex::new(true),
+        })
+    }
+
+    /// Queues the reply to a coming attempt; with none queued, attempts get 200.
+    pub fn push(&self, reply: Reply) {
+        self.replies.lock().push_back(reply);
+    }
+
+    /// The URLs of the attempts sent so far.
+    pub fn sent(&self) -> Vec<String> {
+        self.sent.lock().clone()
+    }
+
+    pub fn set_healthy(&self, healthy: bool) {
+        *self.healthy.lock() = healthy;
+    }
+}
+
+impl Transport for FakeTransport {
+    fn send(&self, out: &Outgoing<'_>) -> Result<Answer, Failure> {
+        self.sent.lock().push(out.url.to_string());
+        let reply = self
+            .replies
+            .lock()
+            .pop_front()
+            .unwrap_or(Reply::Status(200));
+        let fail = |kind, status: Option<u16>| Failure {
+            error: AttemptError {
+                provider: out.provider.to_string(),
+                kind,
+                status,
+                elapsed: Duration::ZERO,
+                message: format!("fake {kind:?}"),
+            },
+            maybe_sent: kind != AttemptKind::Connect,
+            retry_after: None,
+        };
+        let status = match reply {
+            Reply::Status(status) => status,
+            Reply::Fail(kind) => return Err(fail(kind, None)),
+            Reply::Slow(took) => {
+                self.clock.advance(took);
+                200
+            }
+            Reply::Held { arrived, release } => {
+                let _ = arrived.send(());
+                let _ = release.recv();
+                200
+            }
+        };
+        if status >= 500 || status == 429 {
+            return Err(fail(AttemptKind::Status, Some(status)));
+        }
+        Ok(Answer {
+            status,
+            headers: ureq::http::HeaderMap::new(),
+            body: out.url.as_bytes().to_vec(),
+        })
+    }
+
+    fn check_health(&self, _url: &str, _headers: &[(String, String)], _timeout: Duration) -> bool {
+        *self.healthy.lock()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::foundation::clock::Clock;
+    use crate::foundation::request::Method;
+
+    #[test]
+    fn replies_come_in_order_then_200_and_slow_ones_move_the_clock() {
+        let clock = ManualClock::shared();
+        let fake = FakeTransport::new(clock.clone());
+        fake.push(Reply::Status(503));
+        fake.push(Reply::Slow(Duration::from_millis(300)));
+        let out = Outgoing {
+            provider: "p",
+            method: Method::Get,
+            url: "http://x/1",
+            headers: &[],
+            extra_headers: &[],
+            body: None,
+            timeout: Duration::from_secs(1),
+            max_response_bytes: 1024,
+        };
+        let first = fake.send(&out).unwrap_err();
+        assert_eq!(
+            (first.error.kind, first.error.status),
+            (AttemptKind::Status, Some(503))
+        );
+        assert_eq!(fake.send(&out).unwrap().status, 200);
+        assert_eq!(clock.now(), Duration::from_millis(300));
+        assert_eq!(fake.send(&out).unwrap().body, b"http://x/1");
+        assert_eq!(fake.sent().len(), 3);
+        fake.set_healthy(false);
+        assert!(!fake.check_health("http://x/h", &[], Duration::from_secs(1)));
+    }
+}
