@@ -52,9 +52,10 @@ typedef uint32_t sy_status;
 // frees it with `sy_response_free` or `sy_error_free`.
 typedef void (*sy_callback)(void *user_data, sy_response *response, sy_error *error);
 
-// Called on every circuit state change, on the thread that caused it, with the service,
-// the provider and the states left and entered (`closed`, `open`, `half_open`). The
-// strings live only during the call.
+// Called on every circuit state change with the service, the provider and the states
+// left and entered (`closed`, `open`, `half_open`). Calls come one at a time, in order,
+// on the balancer's events thread, with no lock held: the callback may block or call the
+// balancer. The strings live only during the call.
 typedef void (*sy_circuit_callback)(void *user_data,
                                     const char *service,
                                     const char *provider,
@@ -138,6 +139,11 @@ typedef struct {
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// What a status means, in a sentence: "success" for `SY_OK`, "an unknown status" for a
+// number that is not an `SY_*` code. Never NULL; the string is static: do not free it.
+// Thread-safe.
+const char *sy_status_message(sy_status code);
 
 // The error's kind. 0 for NULL.
 sy_status sy_error_code(const sy_error *error);
@@ -240,7 +246,9 @@ sy_status sy_set_strategy(sy_balancer *balancer,
                           sy_error **error_out);
 
 // Calls `callback` with `user_data` on every circuit state change from now on (see
-// `sy_circuit_callback`). The callback must stay callable until the balancer is freed.
+// `sy_circuit_callback`). The callback and `user_data` must stay valid until
+// `sy_balancer_shutdown` or `sy_balancer_free` returns; neither returns while a call is
+// in progress, and none comes after.
 sy_status sy_on_circuit_change(sy_balancer *balancer,
                                sy_circuit_callback callback,
                                void *user_data);

@@ -152,8 +152,10 @@ impl Balancer {
         self.core.operate(provider, |b| b.reset())
     }
 
-    /// Calls `listener` on every circuit state change, on the thread that caused it
-    /// (outside every lock; keep it short).
+    /// Calls `listener` on every circuit state change. Calls come one at a time, in order,
+    /// on the balancer's events thread, with no lock held: a listener may block or call
+    /// the balancer without holding up any request. [`Balancer::shutdown`] delivers what
+    /// is queued, then no more.
     pub fn on_circuit_change<F>(&self, listener: F)
     where
         F: Fn(&CircuitEvent) + Send + Sync + 'static,

@@ -232,6 +232,56 @@ fn the_cpp_example_runs() {
     assert!(out.contains("answered 10 of 10"), "{out}");
 }
 
+#[test]
+fn the_cpp_wrapper_covers_the_c_api() {
+    let dir = scratch("cpp-api");
+    let s = scenario(&dir);
+    let exe = dir.join("api_test_cpp");
+    compile(
+        "c++",
+        "c++17",
+        &[root().join("tests/cpp/api_test.cpp")],
+        &exe,
+        false,
+    );
+    let out = run(&exe, &[&s.config], false);
+    assert!(out.contains(" passed, 0 failed"), "{out}");
+}
+
+/// Every function the header declares is wrapped in C++ and bound in Python.
+#[test]
+fn every_c_function_is_wrapped_in_cpp_and_python() {
+    let header = std::fs::read_to_string(root().join("include/switchyard.h")).unwrap();
+    let cpp = std::fs::read_to_string(root().join("bindings/cpp/switchyard.hpp")).unwrap();
+    let python =
+        std::fs::read_to_string(root().join("bindings/python/switchyard/__init__.py")).unwrap();
+    let declared: Vec<&str> = header
+        .lines()
+        .filter(|l| {
+            !l.starts_with(' ') && !l.starts_with('#') && l.contains("sy_") && l.contains('(')
+        })
+        .filter_map(|l| {
+            let name_end = l.find('(')?;
+            let name = l[..name_end].rsplit([' ', '*']).next()?;
+            name.starts_with("sy_").then_some(name)
+        })
+        .collect();
+    assert!(declared.len() > 40, "found {declared:?}");
+    let missing = |text: &str| -> Vec<&str> {
+        declared
+            .iter()
+            .copied()
+            .filter(|f| !text.contains(&format!("{f}(")) && !text.contains(&format!("\"{f}\"")))
+            .collect()
+    };
+    assert_eq!(missing(&cpp), Vec::<&str>::new(), "not in the C++ wrapper");
+    assert_eq!(
+        missing(&python),
+        Vec::<&str>::new(),
+        "not in the Python binding"
+    );
+}
+
 /// The scenario the C, C++ and Python tests run, from Rust: the same outcomes and kinds.
 #[test]
 fn the_same_scenario_from_rust() {

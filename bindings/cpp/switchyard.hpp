@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <list>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -22,11 +23,16 @@
 
 namespace switchyard {
 
-// A failed call: what() is the message, code() the SY_ERR_* kind.
+// What a status means, in a sentence ("success" for SY_OK). Never empty.
+inline std::string_view status_message(sy_status code) noexcept { return sy_status_message(code); }
+
+// A failed call: what() is the message (never empty), code() the SY_ERR_* kind.
 class Error : public std::runtime_error {
 public:
     Error(sy_status code, std::string message, std::string attempts_json = "[]")
-        : std::runtime_error(std::move(message)), code_(code), attempts_json_(std::move(attempts_json)) {}
+        : std::runtime_error(message.empty() ? std::string(sy_status_message(code)) : std::move(message)),
+          code_(code),
+          attempts_json_(std::move(attempts_json)) {}
 
     sy_status code() const noexcept { return code_; }
     // Each failed attempt: provider, kind, status, elapsed_ms, message.
@@ -44,8 +50,10 @@ struct FreeResponse { void operator()(sy_response *p) const noexcept { sy_respon
 struct FreeError { void operator()(sy_error *p) const noexcept { sy_error_free(p); } };
 struct FreeString { void operator()(char *p) const noexcept { sy_string_free(p); } };
 
+// Without details (a call that takes no sy_error), the message is the status's own.
 inline Error to_error(sy_status code, sy_error *raw) {
     std::unique_ptr<sy_error, FreeError> e(raw);
+    if (!e) return Error(code, sy_status_message(code));
     return Error(code, sy_error_message(e.get()), sy_error_attempts_json(e.get()));
 }
 
@@ -83,6 +91,20 @@ public:
     std::uint32_t attempts() const noexcept { return sy_response_attempts(p_.get()); }
     std::chrono::microseconds latency() const noexcept {
         return std::chrono::microseconds(sy_response_latency_us(p_.get()));
+    }
+    std::chrono::microseconds queue_wait() const noexcept {
+        return std::chrono::microseconds(sy_response_queue_wait_us(p_.get()));
+    }
+    // Every header as "name: value\n" lines.
+    std::string_view headers_text() const noexcept {
+        const char *text = sy_response_headers(p_.get());
+        return text ? std::string_view(text) : std::string_view();
+    }
+    // Everything at once, in one call across the C boundary.
+    sy_response_view view() const {
+        sy_response_view v{};
+        detail::check(sy_response_view_of(p_.get(), &v));
+        return v;
     }
     std::optional<std::string_view> header(const std::string &name) const noexcept {
         const char *v = sy_response_header(p_.get(), name.c_str());
@@ -213,12 +235,51 @@ public:
         const sy_status code = sy_force_close(p_.get(), provider.c_str(), &e);
         detail::check(code, e);
     }
+    void reset_circuit(const std::string &provider) const {
+        sy_error *e = nullptr;
+        const sy_status code = sy_reset_circuit(p_.get(), provider.c_str(), &e);
+        detail::check(code, e);
+    }
+    // "round_robin", "least_connections", "weighted_response", "health_based", "peak_ewma".
+    void set_strategy(const std::string &service, const std::string &strategy) const {
+        sy_error *e = nullptr;
+        const sy_status code = sy_set_strategy(p_.get(), service.c_str(), strategy.c_str(), &e);
+        detail::check(code, e);
+    }
+    // Starts the status server; returns its URL.
+    std::string serve_dashboard(const std::string &addr = "127.0.0.1:0") const {
+        char *url = nullptr;
+        sy_error *e = nullptr;
+        const sy_status code = sy_serve_dashboard(p_.get(), addr.c_str(), &url, &e);
+        detail::check(code, e);
+        return detail::take(url);
+    }
+    // A circuit changed: service, provider, state left, state entered.
+    struct CircuitEvent {
+        std::string service, provider, from, to;
+    };
+    // Calls `listener` on the balancer's events thread for every circuit change, one at a
+    // time. It may call the balancer; it must not throw. It lives as long as the balancer.
+    void on_circuit_change(std::function<void(const CircuitEvent &)> listener) {
+        listeners_.push_back(std::make_unique<std::function<void(const CircuitEvent &)>>(std::move(listener)));
+        detail::check(sy_on_circuit_change(p_.get(), &Balancer::circuit_trampoline, listeners_.back().get()));
+    }
     void shutdown(std::chrono::milliseconds grace) const {
         detail::check(sy_balancer_shutdown(p_.get(), static_cast<std::uint64_t>(grace.count())));
     }
 
 private:
     explicit Balancer(sy_balancer *raw) : p_(raw) {}
+
+    static void circuit_trampoline(void *user_data, const char *service, const char *provider, const char *from,
+                                   const char *to) {
+        try {
+            (*static_cast<std::function<void(const CircuitEvent &)> *>(user_data))(
+                CircuitEvent{service, provider, from, to});
+        } catch (...) {
+            // An exception must not cross into C.
+        }
+    }
 
     static void trampoline(void *user_data, sy_response *response, sy_error *error) {
         std::unique_ptr<std::function<void(std::optional<Response>, std::optional<Error>)>> done(
@@ -230,6 +291,8 @@ private:
         }
     }
 
+    // Declared before p_ so the balancer (and its events thread) goes first.
+    std::list<std::unique_ptr<std::function<void(const CircuitEvent &)>>> listeners_;
     std::unique_ptr<sy_balancer, detail::FreeBalancer> p_;
 };
 

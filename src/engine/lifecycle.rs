@@ -27,6 +27,8 @@ pub(crate) struct Lifecycle {
     core: Arc<Core>,
     stop: Mutex<Option<Sender<()>>>,
     workers: Mutex<Vec<JoinHandle<()>>>,
+    /// The events thread: joined at shutdown, so no listener runs after it returns.
+    events: Mutex<Option<JoinHandle<()>>>,
 }
 
 /// Builds the runtime and starts its threads: timer, events, health loop if any provider
@@ -62,12 +64,11 @@ pub(crate) fn start_with(
         let body = Box::new(move || keep_time(core, wiring.timer, stop));
         handles.push(spawn("switchyard-timer".into(), body)?);
     }
-    {
-        // Not joined at shutdown: a listener may be the one shutting down.
+    let events = {
         let (listeners, stop) = (core.listeners.clone(), stop.clone());
         let body = Box::new(move || deliver_events(listeners, wiring.events, stop));
-        spawn("switchyard-events".into(), body)?;
-    }
+        spawn("switchyard-events".into(), body)?
+    };
     if wanted(&core) {
         let (core, stop) = (core.clone(), stop.clone());
         let body = Box::new(move || probe_providers(core, stop));
@@ -83,6 +84,7 @@ pub(crate) fn start_with(
         core: core.clone(),
         stop: Mutex::new(Some(wiring.stop)),
         workers: Mutex::new(handles),
+        events: Mutex::new(Some(events)),
     };
     Ok((core, life))
 }
@@ -113,6 +115,16 @@ impl Lifecycle {
         }
         // Otherwise attempts are still on the wire: their workers deliver and exit on their
         // own, each within its attempt timeout, without holding up the caller.
+
+        // Queued circuit events are delivered before this returns, then no more: a C
+        // caller may free its listener's data once the balancer is freed. A listener that
+        // shuts the balancer down is on that thread and cannot wait for itself.
+        let events = self.events.lock().take();
+        if let Some(events) = events {
+            if events.thread().id() != current {
+                let _ = events.join();
+            }
+        }
     }
 }
 

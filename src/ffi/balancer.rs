@@ -24,9 +24,10 @@ pub type sy_callback = Option<
     unsafe extern "C" fn(user_data: *mut c_void, response: *mut sy_response, error: *mut sy_error),
 >;
 
-/// Called on every circuit state change, on the thread that caused it, with the service,
-/// the provider and the states left and entered (`closed`, `open`, `half_open`). The
-/// strings live only during the call.
+/// Called on every circuit state change with the service, the provider and the states
+/// left and entered (`closed`, `open`, `half_open`). Calls come one at a time, in order,
+/// on the balancer's events thread, with no lock held: the callback may block or call the
+/// balancer. The strings live only during the call.
 pub type sy_circuit_callback = Option<
     unsafe extern "C" fn(
         user_data: *mut c_void,
@@ -347,7 +348,9 @@ pub extern "C" fn sy_set_strategy(
 }
 
 /// Calls `callback` with `user_data` on every circuit state change from now on (see
-/// `sy_circuit_callback`). The callback must stay callable until the balancer is freed.
+/// `sy_circuit_callback`). The callback and `user_data` must stay valid until
+/// `sy_balancer_shutdown` or `sy_balancer_free` returns; neither returns while a call is
+/// in progress, and none comes after.
 #[no_mangle]
 pub extern "C" fn sy_on_circuit_change(
     balancer: *mut sy_balancer,

@@ -53,6 +53,31 @@ pub const SY_ERR_RESPONSE_TOO_LARGE: sy_status = 10;
 /// A bug inside switchyard, caught at the boundary.
 pub const SY_ERR_INTERNAL: sy_status = 11;
 
+/// What a status means, in a sentence: "success" for `SY_OK`, "an unknown status" for a
+/// number that is not an `SY_*` code. Never NULL; the string is static: do not free it.
+/// Thread-safe.
+#[no_mangle]
+pub extern "C" fn sy_status_message(code: sy_status) -> *const c_char {
+    static MESSAGES: once_cell::sync::Lazy<Vec<CString>> = once_cell::sync::Lazy::new(|| {
+        let mut all = vec![c_string("success".into())];
+        all.extend(
+            crate::ErrorKind::ALL
+                .iter()
+                .map(|k| c_string(k.describe().into())),
+        );
+        all.push(c_string("an unknown status".into()));
+        all
+    });
+    guarded(c"an unknown status".as_ptr(), || {
+        let index = match crate::ErrorKind::from_code(code) {
+            Some(kind) => kind.code() as usize,
+            None if code == SY_OK => 0,
+            None => MESSAGES.len() - 1,
+        };
+        MESSAGES[index].as_ptr()
+    })
+}
+
 /// An error: its kind and a message. Owned by the caller, freed with `sy_error_free`.
 /// Not shared between threads while in use.
 pub struct sy_error {
@@ -257,6 +282,24 @@ mod tests {
         ];
         let kinds: Vec<u32> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
         assert_eq!(c.to_vec(), kinds);
+    }
+
+    #[test]
+    fn every_status_has_a_message() {
+        let text = |code| {
+            // SAFETY: sy_status_message returns a static NUL-terminated string.
+            unsafe { CStr::from_ptr(sy_status_message(code)) }
+                .to_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(text(SY_OK), "success");
+        assert_eq!(text(SY_ERR_TIMEOUT), "the request's deadline passed");
+        assert_eq!(text(12), "an unknown status");
+        assert_eq!(text(u32::MAX), "an unknown status");
+        for kind in ErrorKind::ALL {
+            assert_eq!(text(kind.code()), kind.describe());
+        }
     }
 
     #[test]

@@ -18,9 +18,6 @@ pub const SY_PRIORITY_LOW: sy_priority = 3;
 /// A request priority: one of the `SY_PRIORITY_*` values.
 pub type sy_priority = u32;
 
-/// The longest per-request timeout accepted: a day.
-const MAX_TIMEOUT_MS: u64 = 86_400_000;
-
 /// A request under construction: service, endpoint, method, parameters, headers, body,
 /// priority, timeout, idempotency. Owned by the caller; free with `sy_request_free`.
 /// Not thread-safe while being built; `sy_call` and `sy_submit` only read it and copy
@@ -56,13 +53,33 @@ pub extern "C" fn sy_request_new(
     })
 }
 
-/// Runs `edit` on the request, checking the pointer first.
-fn edit(req: *mut sy_request, edit: impl FnOnce(&mut Request) -> Result<(), Error>) -> sy_status {
+/// Rebuilds the request with the Rust API's builder, checking the pointer first; on an
+/// error the request is left as it was.
+fn edit(req: *mut sy_request, edit: impl FnOnce(Request) -> Edited) -> sy_status {
     boundary(std::ptr::null_mut(), || {
         // SAFETY: NULL or a live sy_request used by this thread only, per the header.
         let req = unsafe { mut_arg(req, "req") }?;
-        edit(&mut req.inner)
+        let taken = std::mem::replace(&mut req.inner, Request::get(String::new(), String::new()));
+        let (request, result) = edit(taken);
+        req.inner = request;
+        result
     })
+}
+
+/// The request after an edit (unchanged when the edit was refused), and whether it was.
+type Edited = (Request, Result<(), Error>);
+
+fn done(r: Request) -> Edited {
+    (r, Ok(()))
+}
+
+/// Checks one setting as sending the request would, on a request that has only it, so
+/// the setter that would break the request reports it and the request stays as it was.
+fn check_alone(r: Request, setting: impl Fn(Request) -> Request) -> Edited {
+    match setting(Request::get("s", "/")).validate() {
+        Ok(()) => done(setting(r)),
+        Err(e) => (r, Err(e)),
+    }
 }
 
 /// Sets the method: GET, HEAD, POST, PUT, PATCH, DELETE or OPTIONS (any case).
@@ -70,9 +87,10 @@ fn edit(req: *mut sy_request, edit: impl FnOnce(&mut Request) -> Result<(), Erro
 pub extern "C" fn sy_request_set_method(req: *mut sy_request, method: *const c_char) -> sy_status {
     edit(req, |r| {
         // SAFETY: NULL or a NUL-terminated string, per the header.
-        let m: Method = unsafe { str_arg(method, "method") }?.parse()?;
-        r.method = m;
-        Ok(())
+        match unsafe { str_arg(method, "method") }.and_then(|m| m.parse::<Method>()) {
+            Ok(m) => done(r.method(m)),
+            Err(e) => (r, Err(e)),
+        }
     })
 }
 
@@ -86,9 +104,10 @@ pub extern "C" fn sy_request_add_param(
 ) -> sy_status {
     edit(req, |r| {
         // SAFETY: NULL or NUL-terminated strings, per the header.
-        let (n, v) = unsafe { (str_arg(name, "name")?, str_arg(value, "value")?) };
-        r.params.push((n.to_string(), v.to_string()));
-        Ok(())
+        match unsafe { (str_arg(name, "name"), str_arg(value, "value")) } {
+            (Ok(n), Ok(v)) => done(r.param(n, v)),
+            (Err(e), _) | (_, Err(e)) => (r, Err(e)),
+        }
     })
 }
 
@@ -101,10 +120,10 @@ pub extern "C" fn sy_request_add_header(
 ) -> sy_status {
     edit(req, |r| {
         // SAFETY: NULL or NUL-terminated strings, per the header.
-        let (n, v) = unsafe { (str_arg(name, "name")?, str_arg(value, "value")?) };
-        crate::foundation::request::check_header(n, v)?;
-        r.headers.push((n.to_string(), v.to_string()));
-        Ok(())
+        match unsafe { (str_arg(name, "name"), str_arg(value, "value")) } {
+            (Ok(n), Ok(v)) => check_alone(r, |r| r.header(n, v)),
+            (Err(e), _) | (_, Err(e)) => (r, Err(e)),
+        }
     })
 }
 
@@ -117,21 +136,22 @@ pub extern "C" fn sy_request_set_body(
 ) -> sy_status {
     edit(req, |r| {
         if len > isize::MAX as usize {
-            return Err(Error::InvalidArgument(format!("`len` {len} is too large")));
+            return (
+                r,
+                Err(Error::InvalidArgument(format!("`len` {len} is too large"))),
+            );
         }
         let body = if len == 0 {
             Vec::new()
         } else if data.is_null() {
-            return Err(Error::InvalidArgument(
-                "`data` is NULL but `len` is not 0".into(),
-            ));
+            let e = Error::InvalidArgument("`data` is NULL but `len` is not 0".into());
+            return (r, Err(e));
         } else {
             // SAFETY: non-NULL, len <= isize::MAX, and the caller guarantees `len` readable
             // bytes at `data`, per the header.
             unsafe { std::slice::from_raw_parts(data, len) }.to_vec()
         };
-        r.body = Some(body);
-        Ok(())
+        done(r.body(body))
     })
 }
 
@@ -141,13 +161,14 @@ pub extern "C" fn sy_request_set_priority(
     req: *mut sy_request,
     priority: sy_priority,
 ) -> sy_status {
-    edit(req, |r| {
-        r.priority = *Priority::ALL.get(priority as usize).ok_or_else(|| {
-            Error::InvalidArgument(format!(
+    edit(req, |r| match Priority::ALL.get(priority as usize) {
+        Some(&p) => done(r.priority(p)),
+        None => {
+            let e = Error::InvalidArgument(format!(
                 "`priority` {priority} is not one of SY_PRIORITY_CRITICAL..SY_PRIORITY_LOW (0..3)"
-            ))
-        })?;
-        Ok(())
+            ));
+            (r, Err(e))
+        }
     })
 }
 
@@ -156,23 +177,14 @@ pub extern "C" fn sy_request_set_priority(
 #[no_mangle]
 pub extern "C" fn sy_request_set_timeout_ms(req: *mut sy_request, timeout_ms: u64) -> sy_status {
     edit(req, |r| {
-        if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
-            return Err(Error::InvalidArgument(format!(
-                "`timeout_ms` {timeout_ms} is not between 1 and {MAX_TIMEOUT_MS}"
-            )));
-        }
-        r.timeout = Some(Duration::from_millis(timeout_ms));
-        Ok(())
+        check_alone(r, |r| r.timeout(Duration::from_millis(timeout_ms)))
     })
 }
 
 /// Marks the request safe (or not) to send twice. Defaults to what the method implies.
 #[no_mangle]
 pub extern "C" fn sy_request_set_idempotent(req: *mut sy_request, idempotent: bool) -> sy_status {
-    edit(req, |r| {
-        r.idempotent = Some(idempotent);
-        Ok(())
-    })
+    edit(req, |r| done(r.idempotent(idempotent)))
 }
 
 /// Frees a request. Calling with NULL is fine. Must not be called twice with the same value.

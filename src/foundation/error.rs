@@ -110,6 +110,28 @@ impl ErrorKind {
         self as u32
     }
 
+    /// The kind with C status number `code`; `None` for 0 (success) and unknown numbers.
+    pub fn from_code(code: u32) -> Option<ErrorKind> {
+        ErrorKind::ALL.iter().copied().find(|k| k.code() == code)
+    }
+
+    /// What the kind means, in a sentence; for messages that have nothing more specific.
+    pub fn describe(self) -> &'static str {
+        match self {
+            ErrorKind::InvalidArgument => "an argument was missing, malformed or out of range",
+            ErrorKind::Config => "the configuration was refused",
+            ErrorKind::UnknownService => "the request named a service that is not configured",
+            ErrorKind::UnknownEndpoint => "no provider of the service serves the endpoint",
+            ErrorKind::QueueFull => "the service's queue was full",
+            ErrorKind::Timeout => "the request's deadline passed",
+            ErrorKind::NoHealthyProvider => "no provider of the service was available",
+            ErrorKind::AllProvidersFailed => "every allowed attempt failed",
+            ErrorKind::ShuttingDown => "the balancer is shutting down",
+            ErrorKind::ResponseTooLarge => "every answer was over max_response_bytes",
+            ErrorKind::Internal => "an internal error in switchyard",
+        }
+    }
+
     /// A stable snake_case name, as used in metrics and in the Python binding.
     pub fn name(self) -> &'static str {
         match self {

@@ -155,7 +155,14 @@ pub struct Request {
     pub(crate) idempotent: Option<bool>,
 }
 
+/// The longest per-request timeout accepted: a day.
+pub(crate) const MAX_TIMEOUT: Duration = Request::MAX_TIMEOUT;
+
 impl Request {
+    /// The longest [`Request::timeout`] accepted: a day. A longer one is refused with
+    /// [`Error::InvalidArgument`] when the request is sent.
+    pub const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
+
     /// A request with any method. `endpoint` is a name the providers list, or a raw
     /// path starting with `/` that any provider of the service is sent.
     pub fn new(method: Method, service: impl Into<String>, endpoint: impl Into<String>) -> Self {
@@ -272,8 +279,9 @@ impl Request {
         now.saturating_add(self.timeout.unwrap_or(default).min(MAX_TIMEOUT))
     }
 
-    /// Checks what can be checked without the configuration.
-    pub(crate) fn validate(&self) -> Result<(), Error> {
+    /// Checks what can be checked without the configuration: names, raw path, headers,
+    /// timeout. Sending a request checks it too; this names the first problem earlier.
+    pub fn validate(&self) -> Result<(), Error> {
         fn invalid(what: String) -> Result<(), Error> {
             Err(Error::InvalidArgument(what))
         }
@@ -312,9 +320,6 @@ impl Request {
         Ok(())
     }
 }
-
-/// The longest per-request timeout accepted: a day.
-pub(crate) const MAX_TIMEOUT: Duration = Duration::from_secs(86_400);
 
 /// A fallback function, shared cheaply between clones of a request.
 #[derive(Clone)]

@@ -19,6 +19,7 @@ import math
 import os
 import sys
 import threading
+import traceback
 from collections.abc import Mapping
 from concurrent.futures import Future
 from typing import Any, Callable, Dict, Iterator, List, Optional, Union
@@ -39,6 +40,8 @@ __all__ = [
     "ResponseTooLarge",
     "InternalError",
     "version",
+    "status_message",
+    "MAX_TIMEOUT",
 ]
 
 
@@ -177,6 +180,10 @@ _u32 = ctypes.c_uint32
 _u64 = ctypes.c_uint64
 _size = ctypes.c_size_t
 _CALLBACK = ctypes.CFUNCTYPE(None, _p, _p, _p)
+_CIRCUIT_CALLBACK = ctypes.CFUNCTYPE(None, _p, _s, _s, _s, _s)
+
+#: The longest per-request timeout accepted, in seconds (a day).
+MAX_TIMEOUT = 86_400.0
 
 
 def _sig(name: str, restype, *argtypes) -> None:
@@ -186,6 +193,7 @@ def _sig(name: str, restype, *argtypes) -> None:
 
 
 _sig("sy_version", _s)
+_sig("sy_status_message", _s, _u32)
 _sig("sy_error_code", _u32, _p)
 _sig("sy_error_message", _s, _p)
 _sig("sy_error_attempts_json", _s, _p)
@@ -205,6 +213,7 @@ _sig("sy_force_close", _u32, _p, _s, ctypes.POINTER(_p))
 _sig("sy_reset_circuit", _u32, _p, _s, ctypes.POINTER(_p))
 _sig("sy_set_strategy", _u32, _p, _s, _s, ctypes.POINTER(_p))
 _sig("sy_serve_dashboard", _u32, _p, _s, ctypes.POINTER(_p), ctypes.POINTER(_p))
+_sig("sy_on_circuit_change", _u32, _p, _CIRCUIT_CALLBACK, _p)
 _sig("sy_request_new", _p, _s, _s)
 _sig("sy_request_set_method", _u32, _p, _s)
 _sig("sy_request_add_param", _u32, _p, _s, _s)
@@ -238,6 +247,9 @@ _sig("sy_response_header_value", _s, _p, _size)
 _sig("sy_response_provider", _s, _p)
 _sig("sy_response_attempts", _u32, _p)
 _sig("sy_response_latency_us", _u64, _p)
+_sig("sy_response_queue_wait_us", _u64, _p)
+# Bound for completeness; Response.headers already holds every header.
+_sig("sy_response_header", _s, _p, _s)
 _sig("sy_response_free", None, _p)
 
 
@@ -246,9 +258,16 @@ def version() -> str:
     return _lib.sy_version().decode()
 
 
+def status_message(code: int) -> str:
+    """What a C status number means, in a sentence ("success" for 0)."""
+    if not isinstance(code, int) or isinstance(code, bool) or not 0 <= code < 2**32:
+        raise InvalidArgument(f"`code` {code!r} is not a status number")
+    return _lib.sy_status_message(code).decode()
+
+
 def _error_from(code: int, raw: Optional[int]) -> Error:
     """Builds the exception for a status and frees the native error."""
-    message, attempts = f"switchyard error {code}", []
+    message, attempts = status_message(code), []
     if raw:
         try:
             message = _lib.sy_error_message(raw).decode("utf-8", "replace")
@@ -261,7 +280,7 @@ def _error_from(code: int, raw: Optional[int]) -> Error:
 def _check(code: int, raw_error: Optional[int] = None, what: str = "") -> None:
     if code != 0:
         if raw_error is None:
-            raise _BY_CODE.get(code, InternalError)(what or f"switchyard error {code}")
+            raise _BY_CODE.get(code, InternalError)(what or status_message(code))
         raise _error_from(code, raw_error)
 
 
@@ -332,6 +351,8 @@ class Response:
         self.attempts: int = view.attempts
         #: Seconds from submission to answer.
         self.latency: float = view.latency_us / 1e6
+        #: Seconds it waited for a worker or a connection slot.
+        self.queue_wait: float = _lib.sy_response_queue_wait_us(raw) / 1e6
         lines = view.headers.decode("utf-8", "replace").split("\n")
         pairs = [tuple(line.split(": ", 1)) for line in lines if ": " in line]
         #: Case-insensitive headers.
@@ -367,6 +388,8 @@ class Balancer:
         self._lock = threading.Lock()
         self._handle: Optional[int] = None
         self._pending: Dict[int, Any] = {}
+        # Native callbacks of circuit listeners, alive as long as the balancer.
+        self._listeners: List[Any] = []
         if _handle is not None:
             self._handle = _handle
             return
@@ -437,8 +460,12 @@ class Balancer:
             if level != 2:  # normal, the default
                 _check(_lib.sy_request_set_priority(req, level), what=f"`priority` {priority!r} is out of range")
             if timeout is not None:
-                if not (isinstance(timeout, (int, float)) and timeout > 0 and math.isfinite(timeout)):
+                if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
+                    raise InvalidArgument(f"`timeout` {timeout!r} is not a number of seconds")
+                if not (timeout > 0 and math.isfinite(timeout)):
                     raise InvalidArgument(f"`timeout` {timeout!r} is not a positive number of seconds")
+                if timeout > MAX_TIMEOUT:
+                    raise InvalidArgument(f"`timeout` {timeout!r} is longer than the longest accepted, {MAX_TIMEOUT:g} s")
                 _check(_lib.sy_request_set_timeout_ms(req, max(1, math.ceil(timeout * 1000))), what=f"`timeout` {timeout!r} is out of range")
             if idempotent is not None:
                 _check(_lib.sy_request_set_idempotent(req, bool(idempotent)))
@@ -574,6 +601,30 @@ class Balancer:
         code = _lib.sy_serve_dashboard(self._live(), _text(addr, "addr"), ctypes.byref(out), ctypes.byref(err))
         _check(code, err.value)
         return _take_string(out.value)
+
+    def on_circuit_change(self, listener: Callable[[Dict[str, str]], None]) -> None:
+        """Calls ``listener`` with ``{"service", "provider", "from", "to"}`` on every circuit
+        state change, one at a time on the balancer's events thread. It may call the
+        balancer; an exception it raises is printed to stderr and dropped."""
+        if not callable(listener):
+            raise InvalidArgument("`listener` is not callable")
+
+        def heard(_user: int, service: bytes, provider: bytes, frm: bytes, to: bytes) -> None:
+            event = {
+                "service": service.decode("utf-8", "replace"),
+                "provider": provider.decode("utf-8", "replace"),
+                "from": frm.decode(),
+                "to": to.decode(),
+            }
+            try:
+                listener(event)
+            except BaseException:  # never into the native thread
+                traceback.print_exc()
+
+        callback = _CIRCUIT_CALLBACK(heard)
+        with self._lock:
+            self._listeners.append(callback)
+        _check(_lib.sy_on_circuit_change(self._live(), callback, None))
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Stops taking requests and lets queued ones finish for up to ``grace`` seconds."""

@@ -225,6 +225,48 @@ class BindingTest(unittest.TestCase):
         with self.assertRaises(switchyard.InvalidArgument):
             self.lb.serve_dashboard("0.0.0.0:0")
 
+    def test_timeouts_out_of_range_are_invalid_arguments(self):
+        for bad in (1e300, float("inf"), float("nan"), 0, -1, 86_400.5, True, "5"):
+            with self.assertRaises(switchyard.InvalidArgument, msg=repr(bad)):
+                self.lb.get("s", "quote", timeout=bad)
+        self.assertEqual(self.lb.get("s", "quote", timeout=switchyard.MAX_TIMEOUT).status, 200)
+
+    def test_status_messages_and_errors_are_never_empty(self):
+        self.assertEqual(switchyard.status_message(0), "success")
+        self.assertEqual(switchyard.status_message(6), "the request's deadline passed")
+        self.assertEqual(switchyard.status_message(999), "an unknown status")
+        with self.assertRaises(switchyard.InvalidArgument):
+            switchyard.status_message(-1)
+        with self.assertRaises(switchyard.InvalidArgument) as caught:
+            self.lb.get("s", "quote", priority=7)
+        self.assertTrue(str(caught.exception))
+
+    def test_circuit_listeners_hear_changes_and_may_call_the_balancer(self):
+        lb = switchyard.Balancer(self.config)
+        heard = []
+        done = threading.Event()
+
+        def listener(event):
+            heard.append((event["provider"], event["from"], event["to"]))
+            lb.metrics()  # calling back in is allowed
+            if len(heard) == 2:
+                done.set()
+
+        def broken(_event):
+            raise RuntimeError("a listener's bug must not reach the native thread")
+
+        lb.on_circuit_change(broken)
+        lb.on_circuit_change(listener)
+        lb.force_open("good1")
+        lb.reset_circuit("good1")
+        self.assertTrue(done.wait(5))
+        self.assertEqual(heard, [("good1", "closed", "open"), ("good1", "open", "closed")])
+        with self.assertRaises(switchyard.InvalidArgument):
+            lb.on_circuit_change(42)
+        r = lb.get("s", "quote")
+        self.assertGreaterEqual(r.queue_wait, 0.0)
+        lb.close()
+
     def test_version(self):
         self.assertRegex(switchyard.version(), r"^\d+\.\d+\.\d+")
 

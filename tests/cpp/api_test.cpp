@@ -1,0 +1,80 @@
+// The C++ wrapper's whole surface against the shared scenario (tests/c_api.rs starts the
+// servers and writes the configuration): every call, every error path it adds.
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <thread>
+
+#include "switchyard.hpp"
+
+static int passed = 0, failed = 0;
+
+#define CHECK(cond, what)                                          \
+    do {                                                           \
+        if (cond) {                                                \
+            passed++;                                              \
+        } else {                                                   \
+            failed++;                                              \
+            std::printf("FAILED %s (line %d)\n", what, __LINE__);  \
+        }                                                          \
+    } while (0)
+
+int main(int argc, char **argv) {
+    if (argc < 2) return 2;
+    using namespace switchyard;
+    CHECK(status_message(SY_OK) == "success", "status_message(SY_OK)");
+    CHECK(!status_message(SY_ERR_TIMEOUT).empty(), "status_message(timeout)");
+    CHECK(!status_message(4242).empty(), "status_message(unknown)");
+    CHECK(!version().empty(), "version");
+
+    auto lb = Balancer::from_file(argv[1]);
+    std::atomic<int> opened{0};
+    lb.on_circuit_change([&](const Balancer::CircuitEvent &e) {
+        if (e.provider == "good1" && e.from == "closed" && e.to == "open") opened++;
+        // A listener may call the balancer.
+        (void)lb.metrics_json();
+    });
+
+    auto r = lb.call(Request("s", "quote").param("symbol", "X"));
+    CHECK(r.status() == 200, "call");
+    CHECK(r.queue_wait().count() >= 0, "queue_wait");
+    CHECK(r.headers_text().find(':') != std::string_view::npos, "headers_text");
+    const sy_response_view v = r.view();
+    CHECK(v.status == 200 && v.attempts >= 1 && std::string(v.provider) == std::string(r.provider()), "view");
+
+    lb.force_open("good1");
+    for (int i = 0; i < 200 && opened.load() == 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    CHECK(opened.load() == 1, "listener heard the forced open");
+    CHECK(lb.circuit_json("good1").find("\"open\"") != std::string::npos, "circuit_json");
+    lb.reset_circuit("good1");
+    CHECK(lb.circuit_json("good1").find("\"closed\"") != std::string::npos, "reset_circuit");
+    lb.set_strategy("s", "least_connections");
+    CHECK(lb.metrics_json().find("least_connections") != std::string::npos, "set_strategy");
+
+    try {
+        lb.set_strategy("s", "fastest");
+        CHECK(false, "unknown strategy refused");
+    } catch (const Error &e) {
+        CHECK(e.code() == SY_ERR_INVALID_ARGUMENT && std::strlen(e.what()) > 0, "unknown strategy named");
+    }
+    try {
+        // A call whose C function has no error out-parameter: the message is the status's.
+        Request("s", "quote").priority(static_cast<Priority>(9));
+        CHECK(false, "bad priority refused");
+    } catch (const Error &e) {
+        CHECK(e.code() == SY_ERR_INVALID_ARGUMENT && std::strlen(e.what()) > 0, "what() is never empty");
+    }
+    try {
+        lb.reset_circuit("nobody");
+        CHECK(false, "unknown provider refused");
+    } catch (const Error &e) {
+        CHECK(std::string(e.what()).find("nobody") != std::string::npos, "unknown provider named");
+    }
+    const std::string url = lb.serve_dashboard("127.0.0.1:0");
+    CHECK(url.rfind("http://127.0.0.1:", 0) == 0, "serve_dashboard");
+    lb.shutdown(std::chrono::milliseconds(500));
+    std::printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
