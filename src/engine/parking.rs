@@ -6,11 +6,10 @@
 //! line's lock; they only take slots and permits (no user code: circuit events are queued).
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
-use parking_lot::Mutex;
+use std::sync::atomic::Ordering;
 
 use crate::flow::job::Job;
+use crate::foundation::sync::{AtomicUsize, Mutex};
 
 #[derive(Default)]
 pub(crate) struct ParkingLine {
@@ -21,7 +20,8 @@ pub(crate) struct ParkingLine {
 impl ParkingLine {
     /// Parks a job until a slot frees, unless `retry` finds one first. `retry` runs under
     /// the lock after the job is counted as parked, so a release that happens at the same
-    /// moment either is seen by `retry` or sees the parked job (SeqCst on both sides).
+    /// moment either is seen by `retry` or sees the parked job: both sides count with a
+    /// read-modify-write, so whichever comes second sees the first (checked with loom).
     ///
     /// Returns the job with what `retry` acquired, or `None` when parked.
     pub fn park<T>(&self, job: Job, retry: impl FnOnce(&Job) -> Option<T>) -> Option<(Job, T)> {
@@ -43,7 +43,10 @@ impl ParkingLine {
         take: impl Fn(&Job) -> Option<T>,
         settled: &mut Vec<Job>,
     ) -> Option<(Job, T)> {
-        if self.count.load(Ordering::SeqCst) == 0 {
+        // A read-modify-write, not a load: it reads the latest count, and a parker whose
+        // count went in first synchronises with it (a plain load would lean on SeqCst's
+        // store-buffer guarantee, which the model checker cannot verify).
+        if self.count.fetch_add(0, Ordering::SeqCst) == 0 {
             return None;
         }
         let mut parked = self.parked.lock();
@@ -186,5 +189,56 @@ mod tests {
             0,
             "each job counts as under way until dropped"
         );
+    }
+}
+
+/// Model checks (`RUSTFLAGS="--cfg loom" cargo test --lib loom_`): every interleaving of a
+/// job parking while another thread frees the only seat.
+#[cfg(all(test, loom))]
+mod model {
+    use super::*;
+    use crate::flow::activity::Activity;
+    use crate::flow::ticket::Sink;
+    use crate::foundation::index_set::IndexSet;
+    use crate::foundation::request::Request;
+    use crate::upstream::slot::Seat;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    #[test]
+    fn loom_a_freed_seat_never_misses_a_parking_job() {
+        loom::model(|| {
+            let in_flight = Arc::new(AtomicUsize::new(0));
+            let held = Seat::take(&in_flight, 1).expect("the only seat");
+            let line = Arc::new(ParkingLine::default());
+            let activity = Arc::new(Activity::default());
+            let times = (Duration::ZERO, Duration::from_secs(1));
+            let job = Job::new(
+                Request::get("s", "/x"),
+                0,
+                IndexSet::default(),
+                times,
+                Sink::Caller,
+                activity.enter(),
+            );
+            let parker = {
+                let (line, in_flight) = (line.clone(), in_flight.clone());
+                loom::thread::spawn(move || {
+                    line.park(job, |_| Seat::take(&in_flight, 1))
+                        .map(|(_, seat)| seat)
+                })
+            };
+            // The releasing side: free the seat, then look for a parked job.
+            drop(held);
+            let mut settled = Vec::new();
+            let handed = line.unpark(|_| Seat::take(&in_flight, 1), &mut settled);
+            let found = parker.join().unwrap();
+            match (found, handed) {
+                (Some(_), None) | (None, Some(_)) => {}
+                (None, None) => panic!("lost hand-off: the job is parked and the seat is free"),
+                (Some(_), Some(_)) => panic!("one seat went to two"),
+            }
+            assert_eq!(line.len(), 0);
+        });
     }
 }

@@ -5,13 +5,14 @@
 //! the job was still queued) delivers, and the other side sees that it lost.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
 
 use crate::foundation::clock::SharedClock;
+use crate::foundation::sync::AtomicU8;
 
 use crate::foundation::error::Error;
 use crate::foundation::response::Response;
@@ -313,5 +314,55 @@ mod tests {
         }));
         call_back(&cell, answer());
         call_back(&cell, answer());
+    }
+}
+
+/// Model checks (`RUSTFLAGS="--cfg loom" cargo test --lib loom_`): every interleaving of a
+/// worker running a job to its outcome and a waiter whose deadline passes.
+#[cfg(all(test, loom))]
+mod model {
+    use super::*;
+
+    /// A worker's path: claim, attempt, hand back (it failed), claim again, deliver.
+    fn worker(phase: &JobPhase) -> bool {
+        phase.shift(Phase::Waiting, Phase::Running)
+            && phase.shift(Phase::Running, Phase::Waiting)
+            && phase.shift(Phase::Waiting, Phase::Running)
+            && phase.settle()
+    }
+
+    #[test]
+    fn loom_a_waiter_timing_out_a_waiting_job_and_a_worker_settle_once() {
+        loom::model(|| {
+            let phase = loom::sync::Arc::new(JobPhase::default());
+            let waiter = {
+                let phase = phase.clone();
+                loom::thread::spawn(move || phase.shift(Phase::Waiting, Phase::Settled))
+            };
+            let worker_won = worker(&phase);
+            let waiter_won = waiter.join().unwrap();
+            assert!(
+                worker_won ^ waiter_won,
+                "worker {worker_won}, waiter {waiter_won}"
+            );
+            assert!(phase.is_settled());
+        });
+    }
+
+    #[test]
+    fn loom_a_waiter_giving_up_past_the_overtime_and_a_worker_settle_once() {
+        loom::model(|| {
+            let phase = loom::sync::Arc::new(JobPhase::default());
+            let waiter = {
+                let phase = phase.clone();
+                loom::thread::spawn(move || phase.settle())
+            };
+            let worker_won = worker(&phase);
+            let waiter_won = waiter.join().unwrap();
+            assert!(
+                worker_won ^ waiter_won,
+                "worker {worker_won}, waiter {waiter_won}"
+            );
+        });
     }
 }

@@ -1,13 +1,14 @@
 //! One upstream at run time: how it adapts a request, and its connection slots.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::foundation::clock::{AtomicTime, SharedClock};
 use crate::foundation::config::{PoolConfig, ResolvedProvider};
 use crate::foundation::request::Request;
+use crate::foundation::sync::AtomicUsize;
 use crate::foundation::template::{encode_component, Template};
 use crate::policy::breaker::Breaker;
 use crate::policy::health::HealthState;

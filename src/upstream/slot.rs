@@ -2,9 +2,10 @@
 //! [`Permit`], held together as a [`Slot`]. Each gives itself back when dropped, so no
 //! path can leak one or give one back twice.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use crate::foundation::sync::AtomicUsize;
 use crate::policy::breaker::Permit;
 
 /// One of a provider's `max_connections`.
