@@ -117,7 +117,10 @@ impl Balancer {
     /// other than loopback are refused unless `dashboard.allow_remote` is set. The server
     /// stops with the balancer.
     #[cfg(feature = "dashboard")]
-    pub fn serve_dashboard(&self, addr: &str) -> Result<crate::Dashboard, Error> {
+    pub fn serve_dashboard(
+        &self,
+        addr: &str,
+    ) -> Result<crate::report::dashboard::Dashboard, Error> {
         if self.is_shut_down() {
             return Err(Error::ShuttingDown);
         }

@@ -58,6 +58,15 @@ impl Out {
     }
 }
 
+/// Every provider of every service: (service, provider, its snapshot), in name order.
+fn providers(snapshot: &Snapshot) -> impl Iterator<Item = (&str, &str, &ProviderSnapshot)> {
+    snapshot.services.iter().flat_map(|(sname, s)| {
+        s.providers
+            .iter()
+            .map(move |(pname, p)| (sname.as_str(), pname.as_str(), p))
+    })
+}
+
 /// Renders a snapshot; services and providers in name order.
 pub(crate) fn render(snapshot: &Snapshot) -> String {
     let mut out = Out(String::with_capacity(8192));
@@ -142,19 +151,11 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         "counter",
         "Attempts sent to a provider by outcome: success or the failure kind.",
     );
-    for (sname, s) in services {
-        for (pname, p) in &s.providers {
-            let labels = |o: &'static str| {
-                [
-                    ("service", sname.as_str()),
-                    ("provider", pname),
-                    ("outcome", o),
-                ]
-            };
-            out.sample("switchyard_attempts_total", &labels("success"), p.successes);
-            for (kind, n) in &p.failures_by_kind {
-                out.sample("switchyard_attempts_total", &labels(kind), n);
-            }
+    for (sname, pname, p) in providers(snapshot) {
+        let labels = |o: &'static str| [("service", sname), ("provider", pname), ("outcome", o)];
+        out.sample("switchyard_attempts_total", &labels("success"), p.successes);
+        for (kind, n) in &p.failures_by_kind {
+            out.sample("switchyard_attempts_total", &labels(kind), n);
         }
     }
 
@@ -163,40 +164,45 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         "histogram",
         "Latency of attempts to a provider.",
     );
-    for (sname, s) in services {
-        for (pname, p) in &s.providers {
-            out.histogram(
-                "switchyard_attempt_duration_seconds",
-                &[("service", sname), ("provider", pname)],
-                &p.latency_buckets,
-            );
-        }
+    for (sname, pname, p) in providers(snapshot) {
+        out.histogram(
+            "switchyard_attempt_duration_seconds",
+            &[("service", sname), ("provider", pname)],
+            &p.latency_buckets,
+        );
     }
 
-    type Gauge = fn(&ProviderSnapshot) -> f64;
-    let gauges: [(&str, &str, Gauge); 3] = [
+    type Value = fn(&ProviderSnapshot) -> f64;
+    let single: [(&str, &str, &str, Value); 4] = [
         (
             "switchyard_in_flight",
+            "gauge",
             "Attempts on the wire to a provider now.",
             |p| p.in_flight as f64,
         ),
         (
             "switchyard_max_connections",
+            "gauge",
             "A provider's connection cap.",
             |p| p.max_connections as f64,
         ),
         (
             "switchyard_health_up",
+            "gauge",
             "0 while health checks mark a provider down, else 1.",
             |p| f64::from(u8::from(!p.health.down)),
         ),
+        (
+            "switchyard_cost_total",
+            "counter",
+            "cost_per_request times attempts sent.",
+            |p| p.cost_total,
+        ),
     ];
-    for (family, help, value) in gauges {
-        out.family(family, "gauge", help);
-        for (sname, s) in services {
-            for (pname, p) in &s.providers {
-                out.sample(family, &[("service", sname), ("provider", pname)], value(p));
-            }
+    for (family, kind, help, value) in single {
+        out.family(family, kind, help);
+        for (sname, pname, p) in providers(snapshot) {
+            out.sample(family, &[("service", sname), ("provider", pname)], value(p));
         }
     }
 
@@ -205,20 +211,14 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         "gauge",
         "1 for the state a provider's circuit is in, 0 for the others.",
     );
-    for (sname, s) in services {
-        for (pname, p) in &s.providers {
-            for state in ["closed", "open", "half_open"] {
-                let labels = [
-                    ("service", sname.as_str()),
-                    ("provider", pname),
-                    ("state", state),
-                ];
-                out.sample(
-                    "switchyard_circuit_state",
-                    &labels,
-                    u8::from(p.circuit.state == state),
-                );
-            }
+    for (sname, pname, p) in providers(snapshot) {
+        for state in ["closed", "open", "half_open"] {
+            let labels = [("service", sname), ("provider", pname), ("state", state)];
+            out.sample(
+                "switchyard_circuit_state",
+                &labels,
+                u8::from(p.circuit.state == state),
+            );
         }
     }
 
@@ -227,34 +227,18 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         "counter",
         "Times a provider's circuit entered a state.",
     );
-    for (sname, s) in services {
-        for (pname, p) in &s.providers {
-            let c = &p.circuit;
-            for (to, n) in [
-                ("open", c.opened),
-                ("half_open", c.half_opened),
-                ("closed", c.closed),
-            ] {
-                let labels = [("service", sname.as_str()), ("provider", pname), ("to", to)];
-                out.sample("switchyard_circuit_transitions_total", &labels, n);
-            }
+    for (sname, pname, p) in providers(snapshot) {
+        let c = &p.circuit;
+        for (to, n) in [
+            ("open", c.opened),
+            ("half_open", c.half_opened),
+            ("closed", c.closed),
+        ] {
+            let labels = [("service", sname), ("provider", pname), ("to", to)];
+            out.sample("switchyard_circuit_transitions_total", &labels, n);
         }
     }
 
-    out.family(
-        "switchyard_cost_total",
-        "counter",
-        "cost_per_request times attempts sent.",
-    );
-    for (sname, s) in services {
-        for (pname, p) in &s.providers {
-            out.sample(
-                "switchyard_cost_total",
-                &[("service", sname), ("provider", pname)],
-                p.cost_total,
-            );
-        }
-    }
     out.0
 }
 
