@@ -67,7 +67,7 @@ impl Balancer {
     /// the request runs on the calling thread (no hand-off); otherwise it queues like
     /// [`Balancer::submit`] and the caller waits.
     pub fn call(&self, request: Request) -> Result<Response, Error> {
-        self.core.call(request)
+        self.core.drive_call(request)
     }
 
     /// Queues a request for the workers and returns at once with its [`Ticket`].
@@ -75,7 +75,7 @@ impl Balancer {
     /// Fails at once with [`Error::QueueFull`] when the service already has
     /// `queue.max_size` requests waiting; never blocks.
     pub fn submit(&self, request: Request) -> Result<Ticket, Error> {
-        self.core.submit(request)
+        self.core.queue_request(request)
     }
 
     /// Like [`Balancer::submit`], but the outcome goes to `callback`, called exactly once
@@ -85,7 +85,7 @@ impl Balancer {
     where
         F: FnOnce(Result<Response, Error>) + Send + 'static,
     {
-        self.core.submit_with(request, callback)
+        self.core.queue_with_callback(request, callback)
     }
 
     /// Stops taking requests, lets queued and running ones finish for up to `grace`,

@@ -373,7 +373,7 @@ mod tests {
         let rig = Rig::new(&Rig::config(&["a"], ""));
         let mut ticket = rig
             .core
-            .submit(Request::get("s", "/x").timeout(Duration::from_millis(100)))
+            .queue_request(Request::get("s", "/x").timeout(Duration::from_millis(100)))
             .unwrap();
         assert!(ticket.try_wait().is_none());
         rig.clock.advance(Duration::from_millis(100));
@@ -393,11 +393,11 @@ mod tests {
         let seat = rig.core.services[0].providers[0].take_seat().unwrap();
         let low = rig
             .core
-            .submit(Request::get("s", "/low").priority(Priority::Low))
+            .queue_request(Request::get("s", "/low").priority(Priority::Low))
             .unwrap();
         let high = rig
             .core
-            .submit(Request::get("s", "/high").priority(Priority::High))
+            .queue_request(Request::get("s", "/high").priority(Priority::High))
             .unwrap();
         assert_eq!(rig.work_all(10), 2);
         assert_eq!(
@@ -430,7 +430,7 @@ mod tests {
         });
         let ticket = rig
             .core
-            .submit(Request::get("s", "/x").timeout(Duration::from_millis(50)))
+            .queue_request(Request::get("s", "/x").timeout(Duration::from_millis(50)))
             .unwrap();
         std::thread::scope(|s| {
             let worker = s.spawn(|| rig.work_once().map(|d| d.outcome.is_none()));
@@ -451,7 +451,7 @@ mod tests {
         let rig = Rig::new(&Rig::config(&["a", "b"], "strategy = \"round_robin\""));
         // Smooth round robin starts with `a`.
         rig.fake("a").push(Reply::Status(503));
-        let r = rig.core.call(Request::get("s", "/x")).unwrap();
+        let r = rig.core.drive_call(Request::get("s", "/x")).unwrap();
         assert_eq!((r.status(), r.provider(), r.attempts()), (200, "b", 2));
         let s = &rig.core.snapshot().services["s"];
         assert_eq!(s.failovers, 1);
@@ -472,7 +472,7 @@ mod tests {
             }));
         }
         rig.fake("a").push(Reply::Fail(AttemptKind::Connect));
-        assert!(rig.core.call(Request::get("s", "/x")).is_err());
+        assert!(rig.core.drive_call(Request::get("s", "/x")).is_err());
         let event = rig.wiring.events.try_recv().expect("the change is posted");
         assert_eq!(
             (event.from, event.to),
@@ -488,9 +488,15 @@ mod tests {
     fn draining_ends_queued_and_parked_jobs_with_shutting_down() {
         let rig = Rig::new(&Rig::config(&["a"], "pool = { max_connections = 1 }"));
         let seat = rig.core.services[0].providers[0].take_seat().unwrap();
-        let parked = rig.core.submit(Request::get("s", "/parked")).unwrap();
+        let parked = rig
+            .core
+            .queue_request(Request::get("s", "/parked"))
+            .unwrap();
         assert_eq!(rig.work_all(1), 1);
-        let queued = rig.core.submit(Request::get("s", "/queued")).unwrap();
+        let queued = rig
+            .core
+            .queue_request(Request::get("s", "/queued"))
+            .unwrap();
         rig.core
             .stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);

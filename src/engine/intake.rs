@@ -14,8 +14,8 @@ use crate::foundation::response::Response;
 
 impl Core {
     /// Runs a request to its outcome; inline when a slot is free and nothing as urgent
-    /// waits, else queued like [`Core::submit`] with the caller waiting on its ticket.
-    pub fn call(&self, request: Request) -> Outcome {
+    /// waits, else queued like [`Core::queue_request`] with the caller waiting on its ticket.
+    pub fn drive_call(&self, request: Request) -> Outcome {
         let (service, eligible) = self.admit(&request)?;
         let svc = &self.services[service];
         if svc.admission.has_waiting_at_or_above(request.priority) {
@@ -47,13 +47,13 @@ impl Core {
     }
 
     /// Queues a request for the workers; its outcome arrives at the ticket.
-    pub fn submit(&self, request: Request) -> Result<Ticket, Error> {
+    pub fn queue_request(&self, request: Request) -> Result<Ticket, Error> {
         let (service, eligible) = self.admit(&request)?;
         self.enqueue(service, eligible, request)
     }
 
     /// Queues a request whose outcome goes to `callback`, exactly once.
-    pub fn submit_with<F>(&self, request: Request, callback: F) -> Result<(), Error>
+    pub fn queue_with_callback<F>(&self, request: Request, callback: F) -> Result<(), Error>
     where
         F: FnOnce(Result<Response, Error>) + Send + 'static,
     {
@@ -142,7 +142,7 @@ mod tests {
         let rig = Rig::new(&Rig::config(&["a"], ""));
         let r = rig
             .core
-            .call(Request::get("s", "/x").param("q", "1"))
+            .drive_call(Request::get("s", "/x").param("q", "1"))
             .unwrap();
         assert_eq!((r.status(), r.provider(), r.attempts()), (200, "a", 1));
         assert_eq!(rig.fake("a").sent(), ["http://10.0.0.1:80/x?q=1"]);
@@ -152,9 +152,9 @@ mod tests {
     #[test]
     fn admission_stops_at_max_size_and_charges_no_provider() {
         let rig = Rig::new(&Rig::config(&["a"], "queue = { max_size = 2 }"));
-        let _t1 = rig.core.submit(Request::get("s", "/1")).unwrap();
-        let _t2 = rig.core.submit(Request::get("s", "/2")).unwrap();
-        let third = rig.core.submit(Request::get("s", "/3"));
+        let _t1 = rig.core.queue_request(Request::get("s", "/1")).unwrap();
+        let _t2 = rig.core.queue_request(Request::get("s", "/2")).unwrap();
+        let third = rig.core.queue_request(Request::get("s", "/3"));
         assert!(
             matches!(third, Err(Error::QueueFull { max_size: 2, .. })),
             "{third:?}"
@@ -176,8 +176,8 @@ mod tests {
         ];
         for request in bad {
             let shown = format!("{request:?}");
-            assert!(rig.core.call(request.clone()).is_err(), "{shown}");
-            assert!(rig.core.submit(request).is_err(), "{shown}");
+            assert!(rig.core.drive_call(request.clone()).is_err(), "{shown}");
+            assert!(rig.core.queue_request(request).is_err(), "{shown}");
         }
         assert!(rig.fake("a").sent().is_empty());
         assert_eq!(rig.core.snapshot().services["s"].requests, 0);

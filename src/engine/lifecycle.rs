@@ -157,12 +157,15 @@ mod tests {
         };
         let (core, life) = start_with(&resolved, clock, &connect).unwrap();
         let tickets: Vec<_> = (0..200)
-            .map(|i| core.submit(Request::get("s", format!("/{i}"))).unwrap())
+            .map(|i| {
+                core.queue_request(Request::get("s", format!("/{i}")))
+                    .unwrap()
+            })
             .collect();
         life.shutdown(Duration::from_secs(5));
         assert!(core.is_closed());
         assert!(matches!(
-            core.submit(Request::get("s", "/late")),
+            core.queue_request(Request::get("s", "/late")),
             Err(Error::ShuttingDown)
         ));
         let (mut ok, mut stopped) = (0, 0);

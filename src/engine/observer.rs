@@ -93,7 +93,7 @@ mod tests {
         let rig = Rig::new(&Rig::config(&["a"], ""));
         let observer = Observer::new(rig.core.clone());
         for _ in 0..3 {
-            rig.core.call(Request::get("s", "/x")).unwrap();
+            rig.core.drive_call(Request::get("s", "/x")).unwrap();
         }
         rig.clock.advance(Duration::from_secs(1));
         let pulses = observer.pulses();

@@ -82,7 +82,7 @@ mod tests {
             let got = got.clone();
             let r = Request::get("s", "/cb").timeout(Duration::from_millis(30));
             rig.core
-                .submit_with(r, move |o| got.lock().unwrap().push(o.map(|r| r.status())))
+                .queue_with_callback(r, move |o| got.lock().unwrap().push(o.map(|r| r.status())))
                 .unwrap();
         }
         let mut heap: BinaryHeap<Delayed> = rig.wiring.timer.try_iter().collect();
@@ -101,7 +101,7 @@ mod tests {
         assert!(rig.fake("a").sent().is_empty());
 
         // A job waiting out a backoff returns to its line when due.
-        let t = rig.core.submit(Request::get("s", "/later")).unwrap();
+        let t = rig.core.queue_request(Request::get("s", "/later")).unwrap();
         let Some(crate::engine::channels::Next::Queued(mut job)) =
             rig.core.channels.receivers().try_next()
         else {

@@ -38,7 +38,11 @@ mod tests {
     fn a_worker_serves_until_stopped() {
         let rig = Rig::new(&Rig::config(&["a"], ""));
         let tickets: Vec<_> = (0..20)
-            .map(|i| rig.core.submit(Request::get("s", format!("/{i}"))).unwrap())
+            .map(|i| {
+                rig.core
+                    .queue_request(Request::get("s", format!("/{i}")))
+                    .unwrap()
+            })
             .collect();
         let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
         let worker = {

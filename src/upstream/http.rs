@@ -181,7 +181,7 @@ pub(crate) fn connect(config: &ResolvedProvider, health_timeout: Duration) -> Ar
 
 impl Transport for UreqTransport {
     fn send(&self, out: &Outgoing<'_>) -> Result<Answer, Failure> {
-        send(&self.agent, self.agent_timeout, out)
+        exchange(&self.agent, self.agent_timeout, out)
     }
 
     fn check_health(&self, url: &str, headers: &[(String, String)], timeout: Duration) -> bool {
@@ -204,7 +204,7 @@ impl Transport for UreqTransport {
     }
 }
 
-fn send(
+fn exchange(
     agent: &ureq::Agent,
     agent_timeout: Duration,
     out: &Outgoing<'_>,
@@ -232,10 +232,10 @@ fn send(
     let result = match out.body {
         Some(body) => builder
             .body(body)
-            .map(|req| run(agent, agent_timeout, out.timeout, req)),
+            .map(|req| run_on_agent(agent, agent_timeout, out.timeout, req)),
         None => builder
             .body(())
-            .map(|req| run(agent, agent_timeout, out.timeout, req)),
+            .map(|req| run_on_agent(agent, agent_timeout, out.timeout, req)),
     };
     let mut response = match result {
         Ok(Ok(response)) => response,
@@ -297,7 +297,7 @@ fn send(
     })
 }
 
-fn run<B: ureq::AsSendBody>(
+fn run_on_agent<B: ureq::AsSendBody>(
     agent: &ureq::Agent,
     agent_timeout: Duration,
     timeout: Duration,
