@@ -189,6 +189,95 @@ fn operator_actions_need_the_token() {
     assert!(json.contains("\"operator_actions\":true") && !json.contains("let-me-operate"));
 }
 
+/// Sends `head` (request line and headers, without the blank line) on a new connection;
+/// returns the whole answer, head and body.
+fn exchange(host: &str, head: &str) -> String {
+    let mut conn = TcpStream::connect(host).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    conn.write_all(format!("{head}\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let mut out = String::new();
+    let _ = conn.read_to_string(&mut out);
+    out
+}
+
+#[test]
+fn a_rebinding_page_is_refused_and_no_page_can_frame_the_dashboard() {
+    let s = setup("");
+    let host = s.url.trim_start_matches("http://").trim_end_matches('/');
+    let port = host.rsplit(':').next().unwrap();
+    for name in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("LOCALHOST:{port}"),
+    ] {
+        let answer = exchange(host, &format!("GET /status.json HTTP/1.1\r\nHost: {name}"));
+        assert!(answer.starts_with("HTTP/1.1 200"), "{name}: {answer:.80}");
+    }
+    for name in [
+        "evil.example".to_string(),
+        format!("evil.example:{port}"),
+        "127.0.0.1:1".into(),
+    ] {
+        let answer = exchange(host, &format!("GET /status.json HTTP/1.1\r\nHost: {name}"));
+        assert!(answer.starts_with("HTTP/1.1 421"), "{name}: {answer:.80}");
+        assert!(!answer.contains("polygon"), "nothing of the status leaks");
+    }
+    let page = exchange(host, &format!("GET / HTTP/1.1\r\nHost: {host}"));
+    let head = page.split("\r\n\r\n").next().unwrap().to_ascii_lowercase();
+    assert!(head.contains("x-frame-options: deny"), "{head}");
+    assert!(
+        head.contains("content-security-policy:") && head.contains("frame-ancestors 'none'"),
+        "{head}"
+    );
+}
+
+#[test]
+fn idle_connections_never_lock_the_operator_out() {
+    let s = setup("");
+    let host = s
+        .url
+        .trim_start_matches("http://")
+        .trim_end_matches('/')
+        .to_string();
+    // Twice the server's room in connections that say nothing.
+    let idle: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(&host).unwrap())
+        .collect();
+    let started = Instant::now();
+    for _ in 0..5 {
+        assert_eq!(http("GET", &format!("{}healthz", s.url), &[]).0, 200);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    drop(idle);
+}
+
+#[test]
+fn operator_actions_reach_names_that_need_encoding() {
+    let server = TestServer::start();
+    let config = format!(
+        "[dashboard]\ntoken = \"let-me-operate\"\n{}",
+        provider("s", "alpha beta/γ", &server.url(), "")
+    );
+    let lb = Balancer::from_toml_str(&config).unwrap();
+    let url = lb.serve_dashboard("127.0.0.1:0").unwrap().url();
+    let auth = [("Authorization", "Bearer let-me-operate")];
+    let open = format!("{url}api/circuit/alpha%20beta%2F%CE%B3/open");
+    assert_eq!(http("POST", &open, &auth).0, 200);
+    assert_eq!(
+        lb.circuit("alpha beta/γ").unwrap().state,
+        CircuitState::Open
+    );
+    assert_eq!(
+        http("POST", &format!("{url}api/circuit/%ZZ/open"), &auth).0,
+        400
+    );
+}
+
 #[test]
 fn connections_are_kept_alive() {
     let s = setup("");

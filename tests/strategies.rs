@@ -65,14 +65,17 @@ fn shares(servers: &[TestServer]) -> Vec<f64> {
 #[test]
 fn equal_providers_get_equal_shares() {
     let _one_at_a_time = exclusive();
-    for strategy in ["round_robin", "least_connections"] {
+    // Round robin's shares are exact however many callers; least connections' are equal
+    // only while the servers are equally fast, which a loaded machine does not promise
+    // to six concurrent callers, so it is measured where its tie-breaking decides alone.
+    for (strategy, threads) in [("round_robin", 6), ("least_connections", 1)] {
         let servers = servers(3);
         let lb = balancer(
             &format!("[defaults]\nstrategy = \"{strategy}\""),
             &servers,
             &[],
         );
-        drive(&lb, 30_000, 6);
+        drive(&lb, 30_000, threads);
         for share in shares(&servers) {
             assert!(
                 (share - 1.0 / 3.0).abs() <= 0.02,

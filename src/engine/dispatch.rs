@@ -122,6 +122,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         }
         let url = provider.url(&job.request);
         let sent = core.clock.now();
+        let timeout = provider.attempt_cap.min(job.deadline.saturating_sub(now));
         let result = provider.transport.send(&Outgoing {
             provider: &provider.name,
             method: job.request.method,
@@ -129,7 +130,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             headers: &provider.headers,
             extra_headers: &job.request.headers,
             body: job.request.body.as_deref(),
-            timeout: provider.attempt_cap.min(job.deadline.saturating_sub(now)),
+            timeout,
             max_response_bytes: provider.pool.max_response_bytes,
         });
         let elapsed = core.clock.now().saturating_sub(sent);
@@ -138,6 +139,14 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             permit,
             seat,
         } = slot;
+        if let Err(Some(why)) = result.as_ref().map_err(|f| f.refused.as_ref()) {
+            // The caller's input could not be put on the wire: nothing was sent, so no
+            // provider is charged (the permit goes back unused).
+            let error = Error::InvalidArgument(why.clone());
+            drop(permit);
+            handed = hand_over(core, job.service, index, seat, handed);
+            return end(core, job, Err(error), handed);
+        }
         let failure = result.as_ref().err().map(|f| (f.error.kind, f.retry_after));
         service.record_attempt(index, permit, failure, elapsed);
         handed = hand_over(core, job.service, index, seat, handed);
@@ -162,6 +171,14 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 job.tried.insert(index);
                 job.maybe_sent |= failure.maybe_sent;
                 job.end_attempt();
+                let cut_short = kind_was_timeout(&job) && timeout < provider.attempt_cap;
+                if cut_short || core.clock.now() >= job.deadline {
+                    // The request's own deadline ended it, not the providers.
+                    let attempts = std::mem::take(&mut job.failures);
+                    let elapsed = core.clock.now().saturating_sub(job.submitted);
+                    let outcome = Err(Error::Timeout { elapsed, attempts });
+                    return end(core, job, outcome, handed);
+                }
                 if job.attempts() >= service.retry.max_attempts || !may_resend(&job) {
                     let outcome = Err(exhausted(service, &mut job));
                     return end(core, job, outcome, handed);
@@ -169,6 +186,13 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             }
         }
     }
+}
+
+/// Whether the job's last attempt ended by timing out.
+fn kind_was_timeout(job: &Job) -> bool {
+    job.failures
+        .last()
+        .is_some_and(|f| f.kind == AttemptKind::Timeout)
 }
 
 /// A request whose bytes may have reached a provider is sent again only if idempotent.
@@ -508,5 +532,58 @@ mod tests {
         assert_eq!(rig.core.requests_under_way(), 0);
         assert!(rig.fake("a").sent().is_empty());
         assert_eq!(rig.core.snapshot().services["s"].queue_depth, 0);
+    }
+
+    #[test]
+    fn input_the_wire_refuses_is_the_callers_error_and_charges_nobody() {
+        let rig = Rig::new(&Rig::config(
+            &["a"],
+            "circuit_breaker = { failure_threshold = 1 }",
+        ));
+        for _ in 0..5 {
+            rig.fake("a").push(Reply::Refused);
+            let e = rig.core.drive_call(Request::get("s", "/x")).unwrap_err();
+            assert!(
+                matches!(&e, Error::InvalidArgument(m) if m.contains("wire")),
+                "{e}"
+            );
+        }
+        let s = &rig.core.snapshot().services["s"];
+        assert_eq!(s.providers["a"].requests, 0, "no attempt is counted");
+        assert_eq!(s.providers["a"].circuit.state, "closed");
+        assert_eq!(rig.core.services[0].providers[0].in_flight(), 0);
+        assert_eq!(
+            rig.core
+                .drive_call(Request::get("s", "/x"))
+                .unwrap()
+                .status(),
+            200
+        );
+    }
+
+    #[test]
+    fn an_attempt_cut_short_by_the_requests_deadline_is_a_timeout() {
+        let rig = Rig::new(&Rig::config(&["a", "b"], "retry = { max_attempts = 1 }"));
+        rig.fake("a")
+            .push(Reply::TimesOut(Duration::from_millis(100)));
+        rig.fake("b")
+            .push(Reply::TimesOut(Duration::from_millis(100)));
+        let r = Request::get("s", "/x").timeout(Duration::from_millis(100));
+        match rig.core.drive_call(r) {
+            Err(Error::Timeout { attempts, elapsed }) => {
+                assert_eq!(attempts.len(), 1);
+                assert_eq!(attempts[0].kind, AttemptKind::Timeout);
+                assert_eq!(elapsed, Duration::from_millis(100));
+            }
+            other => panic!("{other:?}"),
+        }
+        // A provider's own timeout, well inside the deadline, stays a provider failure.
+        rig.fake("a")
+            .push(Reply::TimesOut(Duration::from_millis(10)));
+        rig.fake("b")
+            .push(Reply::TimesOut(Duration::from_millis(10)));
+        let config_cut = Request::get("s", "/y").timeout(Duration::from_secs(3600));
+        let e = rig.core.drive_call(config_cut);
+        assert!(matches!(e, Err(Error::AllProvidersFailed { .. })), "{e:?}");
     }
 }

@@ -178,12 +178,28 @@ impl Error {
         }
     }
 
+    /// A configuration error; path and reason are capped in length.
     pub(crate) fn config(path: impl Into<String>, reason: impl Into<String>) -> Error {
         Error::Config(ConfigError {
-            path: path.into(),
-            reason: reason.into(),
+            path: capped(path.into()),
+            reason: capped(reason.into()),
         })
     }
+}
+
+/// Longest text an error carries; more is elided (a parser once quoted a 2 MB line).
+pub(crate) const MAX_MESSAGE: usize = 1000;
+
+/// `text` cut to [`MAX_MESSAGE`] bytes at a character boundary, saying how much was left out.
+pub(crate) fn capped(text: String) -> String {
+    if text.len() <= MAX_MESSAGE {
+        return text;
+    }
+    let mut cut = MAX_MESSAGE;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}... ({} more bytes)", &text[..cut], text.len() - cut)
 }
 
 impl fmt::Display for Error {

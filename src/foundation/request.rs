@@ -295,12 +295,11 @@ impl Request {
             if let Some(c) = self
                 .endpoint
                 .chars()
-                .find(|c| c.is_control() || c.is_whitespace() || *c == '#')
+                .find(|c| !c.is_ascii_graphic() || *c == '#')
             {
-                return invalid(format!(
-                    "raw path `{}` contains {c:?}; encode it",
-                    self.endpoint.escape_debug()
-                ));
+                let shown =
+                    crate::foundation::error::capped(self.endpoint.escape_debug().to_string());
+                return invalid(format!("raw path `{shown}` contains {c:?}; encode it"));
             }
         }
         for (name, value) in &self.headers {
@@ -337,17 +336,50 @@ impl fmt::Debug for Fallback {
 /// Checks one header a caller adds; the error names it (never its value).
 pub(crate) fn check_header(name: &str, value: &str) -> Result<(), Error> {
     if name.is_empty() || !name.bytes().all(is_header_name_byte) {
+        let shown = crate::foundation::error::capped(name.escape_debug().to_string());
         return Err(Error::InvalidArgument(format!(
-            "header name `{}` is not a valid token",
-            name.escape_debug()
+            "header name `{shown}` is not a valid token"
         )));
     }
-    if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+    if let Some(why) = header_value_problem(value) {
+        return Err(Error::InvalidArgument(format!("header `{name}` {why}")));
+    }
+    if let Some(reserved) = RESERVED_HEADERS
+        .iter()
+        .find(|r| r.eq_ignore_ascii_case(name))
+    {
         return Err(Error::InvalidArgument(format!(
-            "header `{name}` has a line break or NUL in its value"
+            "header `{name}` is set by switchyard: `{reserved}` frames or routes the request"
         )));
     }
     Ok(())
+}
+
+/// Headers that frame the message or route it: the transport sets them from the request,
+/// and a caller's copy would contradict it (request smuggling, another virtual host).
+const RESERVED_HEADERS: [&str; 9] = [
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "te",
+    "trailer",
+    "upgrade",
+    "proxy-connection",
+];
+
+/// Why a header value cannot go on the wire, if it cannot: HTTP allows visible characters,
+/// spaces and tabs (and bytes above 0x7F), nothing else. Never quotes the value.
+pub(crate) fn header_value_problem(value: &str) -> Option<&'static str> {
+    value
+        .bytes()
+        .find(|&b| (b < 0x20 && b != b'\t') || b == 0x7F)
+        .map(|b| match b {
+            b'\r' | b'\n' => "has a line break in its value",
+            0 => "has a NUL in its value",
+            _ => "has a control character in its value",
+        })
 }
 
 /// RFC 9110 token characters.
@@ -412,6 +444,35 @@ mod tests {
         assert_eq!(
             Request::get("s", "e").deadline(now, Duration::from_secs(3)),
             now + Duration::from_secs(3)
+        );
+    }
+
+    #[test]
+    fn header_values_and_names_the_wire_cannot_carry_are_refused() {
+        for (name, value) in [
+            ("X-A", "a\u{1}b"),
+            ("X-A", "a\u{7f}"),
+            ("X-A", "a\rb"),
+            ("X-A", "nul\0"),
+            ("Content-Length", "5"),
+            ("transfer-encoding", "chunked"),
+            ("Host", "elsewhere.example"),
+            ("Connection", "close"),
+        ] {
+            let e = Request::get("s", "e")
+                .header(name, value)
+                .validate()
+                .unwrap_err();
+            assert!(e.to_string().contains(name), "{e}");
+            assert!(!e.to_string().contains(value) || value.len() < 3, "{e}");
+        }
+        assert!(Request::get("s", "e")
+            .header("X-A", "tab\tand é")
+            .validate()
+            .is_ok());
+        assert!(
+            Request::get("s", "/caf\u{e9}").validate().is_err(),
+            "raw paths are ASCII"
         );
     }
 }

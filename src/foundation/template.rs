@@ -84,7 +84,7 @@ impl Template {
                 Part::Literal(s) => out.push_str(s),
                 Part::Param(name) => {
                     if let Some(i) = params.iter().position(|(n, _)| n == name) {
-                        encode_component(&params[i].1, out);
+                        encode_segment(&params[i].1, out);
                         if i < 64 {
                             used |= 1 << i;
                         }
@@ -93,6 +93,16 @@ impl Template {
             }
         }
         used
+    }
+}
+
+/// Encodes a value that fills a path segment: as a component, and a value of `.` or `..`
+/// fully, so that it cannot become a dot segment that servers resolve to another path.
+pub(crate) fn encode_segment(value: &str, out: &mut String) {
+    match value {
+        "." => out.push_str("%2E"),
+        ".." => out.push_str("%2E%2E"),
+        _ => encode_component(value, out),
     }
 }
 
@@ -139,5 +149,20 @@ mod tests {
         assert!(Template::parse("/a/{b").unwrap_err().contains("no closing"));
         assert!(Template::parse("/a/b}").unwrap_err().contains("no opening"));
         assert!(Template::parse("/a/{b c}").is_err());
+    }
+
+    #[test]
+    fn dot_segments_cannot_come_from_a_parameter() {
+        let t = Template::parse("/v1/items/{id}/detail").unwrap();
+        for (value, sent) in [
+            (".", "%2E"),
+            ("..", "%2E%2E"),
+            ("...", "..."),
+            ("a/../b", "a%2F..%2Fb"),
+        ] {
+            let mut out = String::new();
+            t.render(&p(&[("id", value)]), &mut out);
+            assert_eq!(out, format!("/v1/items/{sent}/detail"), "{value}");
+        }
     }
 }

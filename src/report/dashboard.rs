@@ -5,9 +5,14 @@
 //! A connection gets a thread of its own; each request on it must arrive whole within
 //! [`REQUEST_DEADLINE`] of its first byte and within [`MAX_HEAD`] bytes; an idle kept-alive
 //! connection is closed after [`KEEP_ALIVE_IDLE`]; at most [`MAX_CLIENTS`] connections are
-//! served at once, and past that a client is told 503 at once. So a slow or hostile
-//! client can hold a thread for seconds, never the server, and never the balancer (which
-//! shares no thread or lock with this server beyond reading its counters).
+//! served at once, and a new one past that closes the longest-idle one (503 only when none
+//! is idle). So a slow or hostile client can hold a thread for seconds, never the server,
+//! and never the balancer (which shares no thread or lock with this server beyond reading
+//! its counters).
+//!
+//! Bound to loopback, the server answers only requests whose `Host` is a loopback name
+//! with its port, so a web page that rebinds its own name to 127.0.0.1 cannot read it;
+//! every answer forbids framing and carries a content security policy.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::{Read, Write};
@@ -105,6 +110,18 @@ struct Server {
     history: Mutex<BTreeMap<String, VecDeque<Sample>>>,
     clients: AtomicUsize,
     stop: Arc<StopSignal>,
+    /// `Host` values served; `None` when `allow_remote` lets any through.
+    hosts: Option<Vec<String>>,
+    /// Open connections, for closing the longest-idle one when a new one needs room.
+    connections: Mutex<Vec<Tracked>>,
+    next_id: AtomicUsize,
+}
+
+/// An open connection: a handle to shut it with, and since when it has been idle.
+struct Tracked {
+    id: usize,
+    stream: TcpStream,
+    idle_since: Option<Instant>,
 }
 
 /// Starts a server on `addr`. Non-loopback addresses need `dashboard.allow_remote`.
@@ -136,12 +153,22 @@ pub(crate) fn start(
         let stop = stop.clone();
         observer.on_shutdown(Arc::new(move || stop.stop()));
     }
+    let port = local.port();
+    let hosts = (!allow_remote).then(|| {
+        ["127.0.0.1", "localhost", "[::1]"]
+            .iter()
+            .map(|h| format!("{h}:{port}"))
+            .collect()
+    });
     let server = Arc::new(Server {
         observer,
         token,
         history: Mutex::new(BTreeMap::new()),
         clients: AtomicUsize::new(0),
         stop: stop.clone(),
+        hosts,
+        connections: Mutex::new(Vec::new()),
+        next_id: AtomicUsize::new(0),
     });
     let spawn = |name: &str, f: Box<dyn FnOnce() + Send>| {
         thread::Builder::new()
@@ -166,23 +193,60 @@ impl Server {
                 return;
             }
             let Ok(conn) = conn else { continue };
-            if self.clients.fetch_add(1, Ordering::AcqRel) >= MAX_CLIENTS {
-                self.clients.fetch_sub(1, Ordering::AcqRel);
+            if self.clients.load(Ordering::Acquire) >= MAX_CLIENTS && !self.close_longest_idle() {
                 let _ = respond(&conn, 503, "text/plain", b"busy\n", true);
                 continue;
+            }
+            self.clients.fetch_add(1, Ordering::AcqRel);
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            if let Ok(stream) = conn.try_clone() {
+                let idle_since = Some(Instant::now());
+                self.connections.lock().push(Tracked {
+                    id,
+                    stream,
+                    idle_since,
+                });
             }
             let me = self.clone();
             let spawned = thread::Builder::new()
                 .name("switchyard-dashboard-client".into())
                 .stack_size(256 * 1024)
                 .spawn(move || {
-                    me.serve(conn);
-                    me.clients.fetch_sub(1, Ordering::AcqRel);
+                    me.serve(conn, id);
+                    me.forget(id);
                 });
             if spawned.is_err() {
-                self.clients.fetch_sub(1, Ordering::AcqRel);
+                self.forget(id);
             }
         }
+    }
+
+    /// Makes room: shuts the connection idle the longest; false when none is idle.
+    fn close_longest_idle(&self) -> bool {
+        let connections = self.connections.lock();
+        let oldest = connections
+            .iter()
+            .filter_map(|c| c.idle_since.map(|at| (at, c)))
+            .min_by_key(|(at, _)| *at);
+        match oldest {
+            Some((_, c)) => {
+                // Its thread sees the stream end and leaves; it counts itself out then.
+                let _ = c.stream.shutdown(std::net::Shutdown::Both);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn set_idle(&self, id: usize, idle: bool) {
+        if let Some(c) = self.connections.lock().iter_mut().find(|c| c.id == id) {
+            c.idle_since = idle.then(Instant::now);
+        }
+    }
+
+    fn forget(&self, id: usize) {
+        self.connections.lock().retain(|c| c.id != id);
+        self.clients.fetch_sub(1, Ordering::AcqRel);
     }
 
     fn sample_every_second(&self) {
@@ -211,7 +275,7 @@ impl Server {
 
     /// Serves one connection: requests one after another (keep-alive, as scrapers and
     /// browsers use it), until the client closes, idles, or has made its share.
-    fn serve(&self, conn: TcpStream) {
+    fn serve(&self, conn: TcpStream, id: usize) {
         let _ = conn.set_write_timeout(Some(REQUEST_DEADLINE));
         for served in 0..MAX_REQUESTS_PER_CONNECTION {
             let idle = if served == 0 {
@@ -219,7 +283,10 @@ impl Server {
             } else {
                 KEEP_ALIVE_IDLE
             };
-            let request = match read_request(&conn, idle) {
+            self.set_idle(id, true);
+            let request = read_request(&conn, idle);
+            self.set_idle(id, false);
+            let request = match request {
                 Ok(r) => r,
                 Err(Some(status)) => {
                     let _ = respond(&conn, status, "text/plain", b"bad request\n", true);
@@ -245,6 +312,16 @@ impl Server {
 
     fn route(&self, r: &HttpRequest) -> (u16, &'static str, Vec<u8>) {
         const JSON: &str = "application/json";
+        if let (Some(hosts), Some(host)) = (&self.hosts, r.header("host")) {
+            if !hosts.iter().any(|h| h.eq_ignore_ascii_case(host.trim())) {
+                // A page elsewhere that rebound its name to this address.
+                return (
+                    421,
+                    "text/plain",
+                    b"this server answers only to its loopback address\n".to_vec(),
+                );
+            }
+        }
         let path = r.path.split('?').next().unwrap_or("");
         match (r.method.as_str(), path) {
             ("GET", "/") | ("GET", "/index.html") => {
@@ -295,7 +372,18 @@ impl Server {
         if !presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
             return text(401, "a valid bearer token is required\n".into());
         }
-        let parts: Vec<&str> = path.trim_start_matches("/api/").split('/').collect();
+        let Some(parts) = path
+            .trim_start_matches("/api/")
+            .split('/')
+            .map(percent_decode)
+            .collect::<Option<Vec<String>>>()
+        else {
+            return text(
+                400,
+                "a path segment is not valid percent-encoded UTF-8\n".into(),
+            );
+        };
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
         let result = match parts.as_slice() {
             ["circuit", provider, "open"] => self.observer.force_open(provider),
             ["circuit", provider, "close"] => self.observer.force_close(provider),
@@ -415,6 +503,30 @@ fn read_rest(
     })
 }
 
+/// The page is self-contained: its own inline script and style, requests to this server
+/// only, no frames around it.
+const CSP: &str = "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+                   connect-src 'self'; img-src 'self' data:; frame-ancestors 'none'; \
+                   base-uri 'none'; form-action 'none'";
+
+/// A percent-encoded path segment decoded; `None` for a bad escape or bytes not UTF-8.
+fn percent_decode(segment: &str) -> Option<String> {
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
 fn respond(
     mut conn: &TcpStream,
     status: u16,
@@ -431,13 +543,15 @@ fn respond(
         405 => "Method Not Allowed",
         408 => "Request Timeout",
         413 => "Payload Too Large",
+        421 => "Misdirected Request",
         431 => "Request Header Fields Too Large",
         503 => "Service Unavailable",
         _ => "Status",
     };
     let head = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\n\
-         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: {}\r\n\r\n",
+         Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nX-Frame-Options: DENY\r\n\
+         Content-Security-Policy: {CSP}\r\nReferrer-Policy: no-referrer\r\nConnection: {}\r\n\r\n",
         body.len(),
         if close { "close" } else { "keep-alive" }
     );

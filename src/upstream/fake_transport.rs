@@ -21,6 +21,10 @@ pub(crate) enum Reply {
     Fail(AttemptKind),
     /// Takes this long on the manual clock, then answers 200.
     Slow(Duration),
+    /// Takes this long on the manual clock, then fails as timed out.
+    TimesOut(Duration),
+    /// Is refused before sending: the caller's input cannot go on the wire.
+    Refused,
     /// Says so on `arrived` when it is on the wire, then stays there until `release`
     /// sends or is dropped, then answers 200.
     Held {
@@ -79,10 +83,21 @@ impl Transport for FakeTransport {
             },
             maybe_sent: kind != AttemptKind::Connect,
             retry_after: None,
+            refused: None,
         };
         let status = match reply {
             Reply::Status(status) => status,
             Reply::Fail(kind) => return Err(fail(kind, None)),
+            Reply::TimesOut(took) => {
+                self.clock.advance(took);
+                return Err(fail(AttemptKind::Timeout, None));
+            }
+            Reply::Refused => {
+                let mut f = fail(AttemptKind::Protocol, None);
+                f.refused = Some("a header value the wire cannot carry".into());
+                f.maybe_sent = false;
+                return Err(f);
+            }
             Reply::Slow(took) => {
                 self.clock.advance(took);
                 200

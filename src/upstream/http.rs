@@ -221,6 +221,7 @@ fn exchange(
         },
         maybe_sent,
         retry_after: None,
+        refused: None,
     };
 
     let mut builder = ureq::http::Request::builder()
@@ -244,12 +245,11 @@ fn exchange(
             return Err(fail(kind, None, describe(&e), maybe_sent));
         }
         Err(e) => {
-            return Err(fail(
-                AttemptKind::Protocol,
-                None,
-                format!("request not built: {e}"),
-                false,
-            ))
+            // Validation at admission should make this unreachable; if it is reached, it
+            // is still the caller's input, not the provider's fault.
+            let mut f = fail(AttemptKind::Protocol, None, String::new(), false);
+            f.refused = Some(format!("the request cannot be sent as given: {e}"));
+            return Err(f);
         }
     };
 

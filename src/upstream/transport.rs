@@ -35,6 +35,9 @@ pub(crate) struct Failure {
     pub maybe_sent: bool,
     /// A `Retry-After` of a 429 or 503 answer.
     pub retry_after: Option<Duration>,
+    /// Set when the attempt was never sent because the caller's input cannot go on the
+    /// wire (says why): the caller's error, charged to no provider.
+    pub refused: Option<String>,
 }
 
 /// What one attempt needs to go on the wire.

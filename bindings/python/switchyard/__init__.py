@@ -13,6 +13,7 @@ source tree's ``target/release`` and ``target/debug``.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json as _json
 import math
@@ -292,13 +293,39 @@ def _take_string(raw: ctypes.c_void_p) -> str:
 
 
 def _text(value: Any, name: str) -> bytes:
-    if isinstance(value, bytes):
+    """Text for the native side: str or bytes only, never a silent str() of something else."""
+    if isinstance(value, (bytes, bytearray)):
+        value = bytes(value)
+        if b"\0" in value:
+            raise InvalidArgument(f"`{name}` contains a NUL byte")
         return value
     if not isinstance(value, str):
-        value = str(value)
+        raise InvalidArgument(f"`{name}` must be str or bytes, not {type(value).__name__}")
     if "\0" in value:
         raise InvalidArgument(f"`{name}` contains a NUL character")
-    return value.encode("utf-8")
+    try:
+        return value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidArgument(f"`{name}` is not valid text (a lone surrogate)") from None
+
+
+def _param_text(value: Any, name: str) -> bytes:
+    """A parameter value: text, or a number written as Python writes it; not None or a bool."""
+    if isinstance(value, bool) or value is None:
+        raise InvalidArgument(f"parameter `{name}` is {value!r}; pass text or a number")
+    if isinstance(value, (int, float)):
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidArgument(f"parameter `{name}` is {value!r}; pass a finite number")
+        return str(value).encode()
+    return _text(value, f"parameter {name}")
+
+
+def _mapping(value: Any, name: str) -> Mapping:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidArgument(f"`{name}` must be a mapping, not {type(value).__name__}")
+    return value
 
 
 # ---------------------------------------------------------------------------------------
@@ -386,6 +413,8 @@ class Balancer:
 
     def __init__(self, config: Optional[Dict[str, Any]] = None, *, _handle: Optional[int] = None):
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_use = 0
         self._handle: Optional[int] = None
         self._pending: Dict[int, Any] = {}
         # Native callbacks of circuit listeners, alive as long as the balancer.
@@ -417,11 +446,22 @@ class Balancer:
         """Reads configuration text; ``format`` is "toml", "json" or None to detect it."""
         return cls(_handle=cls._create(text, format))
 
-    def _live(self) -> int:
-        handle = self._handle
-        if handle is None:
-            raise ShuttingDown("the balancer is closed")
-        return handle
+    @contextlib.contextmanager
+    def _using(self) -> Iterator[int]:
+        """The native handle, counted as in use until the block ends: close() waits for
+        every such block, so no call can touch a freed balancer."""
+        with self._lock:
+            handle = self._handle
+            if handle is None:
+                raise ShuttingDown("the balancer is closed")
+            self._in_use += 1
+        try:
+            yield handle
+        finally:
+            with self._lock:
+                self._in_use -= 1
+                if self._in_use == 0:
+                    self._idle.notify_all()
 
     def _build(
         self,
@@ -441,16 +481,28 @@ class Balancer:
         try:
             if method != "GET":  # the default; each native call costs
                 _check(_lib.sy_request_set_method(req, _text(method, "method")), what=f"`method` {method!r} is not an HTTP method")
-            for name, value in (params or {}).items():
-                _check(_lib.sy_request_add_param(req, _text(name, "param"), _text(value, "param")))
-            for name, value in (headers or {}).items():
-                _check(
-                    _lib.sy_request_add_header(req, _text(name, "header"), _text(value, "header")),
-                    what=f"header {name!r} is not a valid header",
-                )
+            for name, value in _mapping(params, "params").items():
+                key = _text(name, "parameter name")
+                _check(_lib.sy_request_add_param(req, key, _param_text(value, str(name))))
+            for name, value in _mapping(headers, "headers").items():
+                key = _text(name, "header name")
+                if not isinstance(value, (str, bytes)):
+                    raise InvalidArgument(f"header `{name}` must be str or bytes, not {type(value).__name__}")
+                code = _lib.sy_request_add_header(req, key, _text(value, f"header {name}"))
+                _check(code, what=f"header {name!r} cannot be sent: {status_message(code)}")
             if body is not None:
-                data = body.encode("utf-8") if isinstance(body, str) else bytes(body)
+                if isinstance(body, str):
+                    try:
+                        data = body.encode("utf-8")
+                    except UnicodeEncodeError:
+                        raise InvalidArgument("`body` is not valid text (a lone surrogate)") from None
+                elif isinstance(body, (bytes, bytearray, memoryview)):
+                    data = bytes(body)
+                else:
+                    raise InvalidArgument(f"`body` must be bytes or str, not {type(body).__name__}")
                 _check(_lib.sy_request_set_body(req, data, len(data)))
+            if isinstance(priority, bool) or not isinstance(priority, (str, int)):
+                raise InvalidArgument(f"`priority` {priority!r} is not one of critical, high, normal, low")
             if isinstance(priority, str):
                 level = _PRIORITIES.get(priority.lower())
                 if level is None:
@@ -468,7 +520,9 @@ class Balancer:
                     raise InvalidArgument(f"`timeout` {timeout!r} is longer than the longest accepted, {MAX_TIMEOUT:g} s")
                 _check(_lib.sy_request_set_timeout_ms(req, max(1, math.ceil(timeout * 1000))), what=f"`timeout` {timeout!r} is out of range")
             if idempotent is not None:
-                _check(_lib.sy_request_set_idempotent(req, bool(idempotent)))
+                if not isinstance(idempotent, bool):
+                    raise InvalidArgument(f"`idempotent` must be True, False or None, not {idempotent!r}")
+                _check(_lib.sy_request_set_idempotent(req, idempotent))
             return req
         except BaseException:
             _lib.sy_request_free(req)
@@ -491,11 +545,11 @@ class Balancer:
         ``endpoint`` is an endpoint name or a raw path starting with "/". ``timeout`` is
         the whole request's deadline in seconds. Raises a subclass of :class:`Error`.
         """
-        handle = self._live()
         req = self._build(service, endpoint, params, method, headers, body, priority, timeout, idempotent)
         out, err = _p(), _p()
         try:
-            code = _lib.sy_call(handle, req, ctypes.byref(out), ctypes.byref(err))
+            with self._using() as handle:
+                code = _lib.sy_call(handle, req, ctypes.byref(out), ctypes.byref(err))
         finally:
             _lib.sy_request_free(req)
         _check(code, err.value)
@@ -511,7 +565,6 @@ class Balancer:
     def submit(self, service: str, endpoint: str, params: Optional[Dict[str, Any]] = None, **kwargs: Any) -> "Future[Response]":
         """Queues a request and returns at once with a Future of its :class:`Response`
         (or its exception). Takes the same arguments as :meth:`request`."""
-        handle = self._live()
         method = kwargs.pop("method", "GET")
         req = self._build(
             service, endpoint, params, method, kwargs.pop("headers", None), kwargs.pop("body", None),
@@ -542,7 +595,12 @@ class Balancer:
             self._pending[key] = callback
         err = _p()
         try:
-            code = _lib.sy_submit(handle, req, callback, None, ctypes.byref(err))
+            with self._using() as handle:
+                code = _lib.sy_submit(handle, req, callback, None, ctypes.byref(err))
+        except BaseException:
+            with self._lock:
+                self._pending.pop(key, None)
+            raise
         finally:
             _lib.sy_request_free(req)
         if code != 0:
@@ -554,26 +612,32 @@ class Balancer:
     def metrics(self) -> Dict[str, Any]:
         """Every counter, as the documented JSON snapshot."""
         out = _p()
-        _check(_lib.sy_metrics_json(self._live(), ctypes.byref(out)))
+        with self._using() as handle:
+            _check(_lib.sy_metrics_json(handle, ctypes.byref(out)))
         return _json.loads(_take_string(out.value))
 
     def prometheus(self) -> str:
         """Every counter in the Prometheus text format 0.0.4."""
         out = _p()
-        _check(_lib.sy_prometheus(self._live(), ctypes.byref(out)))
+        with self._using() as handle:
+            _check(_lib.sy_prometheus(handle, ctypes.byref(out)))
         return _take_string(out.value)
 
     def circuit(self, provider: str) -> Dict[str, Any]:
         """A provider's circuit: state, failures, successes, last_failure, next_attempt, ...
         Raises :class:`InvalidArgument` for an unknown provider."""
         out = _p()
-        code = _lib.sy_circuit_json(self._live(), _text(provider, "provider"), ctypes.byref(out))
+        name = _text(provider, "provider")
+        with self._using() as handle:
+            code = _lib.sy_circuit_json(handle, name, ctypes.byref(out))
         _check(code, what=f"no provider is named {provider!r}")
         return _json.loads(_take_string(out.value))
 
     def _operate(self, fn: Callable, provider: str) -> None:
         err = _p()
-        code = fn(self._live(), _text(provider, "provider"), ctypes.byref(err))
+        name = _text(provider, "provider")
+        with self._using() as handle:
+            code = fn(handle, name, ctypes.byref(err))
         _check(code, err.value)
 
     def force_open(self, provider: str) -> None:
@@ -591,14 +655,18 @@ class Balancer:
     def set_strategy(self, service: str, strategy: str) -> None:
         """Switches a service's load-balancing strategy (e.g. "round_robin")."""
         err = _p()
-        code = _lib.sy_set_strategy(self._live(), _text(service, "service"), _text(strategy, "strategy"), ctypes.byref(err))
+        names = (_text(service, "service"), _text(strategy, "strategy"))
+        with self._using() as handle:
+            code = _lib.sy_set_strategy(handle, names[0], names[1], ctypes.byref(err))
         _check(code, err.value)
 
     def serve_dashboard(self, addr: str = "127.0.0.1:0") -> str:
         """Starts the status server (dashboard, /status.json, /metrics, /healthz) on its own
         threads and returns its URL, e.g. "http://127.0.0.1:PORT/". It stops with the balancer."""
         out, err = _p(), _p()
-        code = _lib.sy_serve_dashboard(self._live(), _text(addr, "addr"), ctypes.byref(out), ctypes.byref(err))
+        where = _text(addr, "addr")
+        with self._using() as handle:
+            code = _lib.sy_serve_dashboard(handle, where, ctypes.byref(out), ctypes.byref(err))
         _check(code, err.value)
         return _take_string(out.value)
 
@@ -624,18 +692,32 @@ class Balancer:
         callback = _CIRCUIT_CALLBACK(heard)
         with self._lock:
             self._listeners.append(callback)
-        _check(_lib.sy_on_circuit_change(self._live(), callback, None))
+        with self._using() as handle:
+            _check(_lib.sy_on_circuit_change(handle, callback, None))
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Stops taking requests and lets queued ones finish for up to ``grace`` seconds."""
-        _check(_lib.sy_balancer_shutdown(self._live(), max(0, int(grace * 1000))))
+        if isinstance(grace, bool) or not isinstance(grace, (int, float)) or not grace >= 0:
+            raise InvalidArgument(f"`grace` {grace!r} is not a number of seconds")
+        with self._using() as handle:
+            _check(_lib.sy_balancer_shutdown(handle, int(min(grace, MAX_TIMEOUT) * 1000)))
 
     def close(self) -> None:
-        """Shuts down (no grace) and frees the native balancer. Safe to call twice."""
+        """Shuts down (no grace) and frees the native balancer, once every call under way
+        on other threads has returned (they end with ShuttingDown). Safe to call twice,
+        and from any thread."""
         with self._lock:
             handle, self._handle = self._handle, None
-        if handle is not None:
-            _lib.sy_balancer_free(handle)
+            if handle is None:
+                return
+            busy = self._in_use > 0
+        if busy:
+            # Calls in flight end soon with ShuttingDown; new ones are refused already.
+            _lib.sy_balancer_shutdown(handle, 0)
+            with self._lock:
+                while self._in_use > 0:
+                    self._idle.wait()
+        _lib.sy_balancer_free(handle)
 
     def __enter__(self) -> "Balancer":
         return self

@@ -267,6 +267,63 @@ class BindingTest(unittest.TestCase):
         self.assertGreaterEqual(r.queue_wait, 0.0)
         lb.close()
 
+    def test_close_waits_for_calls_in_flight_on_other_threads(self):
+        for _ in range(5):
+            lb = switchyard.Balancer(self.config)
+            outcomes, stop = [], threading.Event()
+
+            def caller():
+                while not stop.is_set():
+                    try:
+                        lb.get("lag", "quote")
+                        outcomes.append("ok")
+                    except switchyard.ShuttingDown:
+                        outcomes.append("closed")
+                        return
+                    except switchyard.Error as e:  # any other kind is a finding
+                        outcomes.append(type(e).__name__)
+                        return
+
+            threads = [threading.Thread(target=caller) for _ in range(16)]
+            for t in threads:
+                t.start()
+            time.sleep(0.05)
+            lb.close()
+            stop.set()
+            for t in threads:
+                t.join(10)
+                self.assertFalse(t.is_alive())
+            self.assertTrue(set(outcomes) <= {"ok", "closed"}, outcomes)
+            with self.assertRaises(switchyard.ShuttingDown):
+                lb.metrics()
+            lb.close()
+
+    def test_values_are_never_changed_silently(self):
+        bad = [
+            dict(headers={"X-A": None}),
+            dict(headers={"X-A": 5}),
+            dict(headers={"X-A": "a\x01b"}),
+            dict(headers={"Content-Length": "3"}),
+            dict(headers=[("X-A", "b")]),
+            dict(params={"symbol": None}),
+            dict(params={"symbol": True}),
+            dict(params={"symbol": float("nan")}),
+            dict(params={1: "x"}),
+            dict(params="symbol=X"),
+            dict(body=12),
+            dict(priority=True),
+            dict(priority=None),
+            dict(idempotent="yes"),
+        ]
+        for kwargs in bad:
+            with self.assertRaises(switchyard.InvalidArgument, msg=repr(kwargs)):
+                self.lb.get("s", "quote", **kwargs)
+        with self.assertRaises(switchyard.InvalidArgument):
+            self.lb.get(None, "quote")
+        with self.assertRaises(switchyard.InvalidArgument):
+            self.lb.get("s", 7)
+        self.assertEqual(self.lb.get("s", "quote", params={"n": 5, "x": 1.5}).status, 200)
+
     def test_version(self):
         self.assertRegex(switchyard.version(), r"^\d+\.\d+\.\d+")
 

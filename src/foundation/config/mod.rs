@@ -14,6 +14,7 @@ use crate::foundation::error::Error;
 use crate::foundation::template::Template;
 
 mod resolve;
+mod secrets;
 pub(crate) use resolve::{Resolved, ResolvedProvider, ResolvedService};
 
 /// Defines a settings table twice: complete (with the contract's defaults) and as an
@@ -245,8 +246,9 @@ pub struct ServiceConfig {
     pub providers: Vec<ProviderConfig>,
 }
 
-/// One upstream (`[[services.NAME.providers]]`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One upstream (`[[services.NAME.providers]]`). `Debug` and `Serialize` show header
+/// and query values as `[redacted]`.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProviderConfig {
     /// Unique in the whole configuration. Required.
@@ -269,10 +271,10 @@ pub struct ProviderConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_path: Option<String>,
     /// Headers sent with every request (secret values allowed: they are never shown).
-    #[serde(default)]
+    #[serde(default, serialize_with = "secrets::redacted_values")]
     pub headers: BTreeMap<String, String>,
-    /// Query parameters sent with every request, before the request's own.
-    #[serde(default)]
+    /// Query parameters sent with every request, before the request's own (never shown).
+    #[serde(default, serialize_with = "secrets::redacted_values")]
     pub query: BTreeMap<String, String>,
     /// Endpoint name -> path template with `{param}` placeholders.
     #[serde(default)]
@@ -283,6 +285,25 @@ pub struct ProviderConfig {
     /// Overrides of the service's circuit breaker settings.
     #[serde(default)]
     pub circuit_breaker: BreakerOverrides,
+}
+
+impl std::fmt::Debug for ProviderConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderConfig")
+            .field("name", &self.name)
+            .field("base_url", &secrets::shown_url(&self.base_url))
+            .field("tier", &self.tier)
+            .field("weight", &self.weight)
+            .field("reliability", &self.reliability)
+            .field("cost_per_request", &self.cost_per_request)
+            .field("health_path", &self.health_path)
+            .field("headers", &secrets::RedactedMap(&self.headers))
+            .field("query", &secrets::RedactedMap(&self.query))
+            .field("endpoints", &self.endpoints)
+            .field("pool", &self.pool)
+            .field("circuit_breaker", &self.circuit_breaker)
+            .finish()
+    }
 }
 
 fn default_tier() -> u8 {
@@ -308,16 +329,28 @@ pub struct Config {
     pub dashboard: DashboardConfig,
 }
 
-/// The `[dashboard]` table.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// The `[dashboard]` table. `Debug` and `Serialize` show the token as `[redacted]`.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DashboardConfig {
     /// Enables operator actions (force a circuit open or closed, switch a strategy) for
     /// requests that carry `Authorization: Bearer <token>`. None (the default) turns them off.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "secrets::redacted_token"
+    )]
     pub token: Option<String>,
     /// Lets `serve_dashboard` bind an address other than loopback. Defaults to false.
     pub allow_remote: bool,
+}
+
+impl std::fmt::Debug for DashboardConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DashboardConfig")
+            .field("token", &self.token.as_ref().map(|_| secrets::REDACTED))
+            .field("allow_remote", &self.allow_remote)
+            .finish()
+    }
 }
 
 /// The format of a configuration text.
@@ -362,39 +395,62 @@ impl Config {
             }
         });
         let mut tree: serde_json::Value = match format {
-            Format::Json => serde_json::from_str(text)
-                .map_err(|e| Error::config("", format!("invalid JSON: {e}")))?,
+            Format::Json => serde_json::from_str(text).map_err(|e| {
+                // serde_json names the place, never the text.
+                Error::config("", format!("invalid JSON: {e}"))
+            })?,
             Format::Toml => {
-                let table: toml::Table = toml::from_str(text)
-                    .map_err(|e| Error::config("", format!("invalid TOML: {e}")))?;
+                let table: toml::Table = toml::from_str(text).map_err(|e| {
+                    // toml's own message quotes the line, which may hold a secret.
+                    let at = e.span().map(|s| s.start).unwrap_or(0).min(text.len());
+                    let line = text[..at].matches('\n').count() + 1;
+                    let column = at - text[..at].rfind('\n').map_or(0, |n| n + 1) + 1;
+                    let why = secrets::scrub(e.message(), &[]);
+                    Error::config(
+                        "",
+                        format!("invalid TOML at line {line}, column {column}: {why}"),
+                    )
+                })?;
                 serde_json::to_value(table).map_err(|e| Error::config("", e.to_string()))?
             }
         };
         let mut path = String::new();
-        expand_env(&mut tree, &mut path)?;
-        let config: Config = serde_path_to_error::deserialize(tree).map_err(|e| {
-            let path = e.path().to_string();
-            Error::config(
-                if path == "." { String::new() } else { path },
-                e.into_inner().to_string(),
-            )
-        })?;
-        config.resolve()?;
+        let mut expanded = Vec::new();
+        expand_env(&mut tree, &mut path, &mut expanded)?;
+        let scrubbed = |e: Error| match e {
+            Error::Config(c) => Error::config(c.path, secrets::scrub(&c.reason, &expanded)),
+            other => other,
+        };
+        let config: Config = serde_path_to_error::deserialize(tree)
+            .map_err(|e| {
+                let path = e.path().to_string();
+                Error::config(
+                    if path == "." { String::new() } else { path },
+                    e.into_inner().to_string(),
+                )
+            })
+            .map_err(scrubbed)?;
+        config.resolve().map_err(scrubbed)?;
         Ok(config)
     }
 }
 
 /// Replaces `${VAR}` in every string of the tree; `path` tracks where we are for errors.
-fn expand_env(value: &mut serde_json::Value, path: &mut String) -> Result<(), Error> {
+/// The values brought in are added to `expanded`, to be kept out of messages.
+fn expand_env(
+    value: &mut serde_json::Value,
+    path: &mut String,
+    expanded: &mut Vec<String>,
+) -> Result<(), Error> {
     match value {
         serde_json::Value::String(s) if s.contains("${") => {
-            *s = expand_string(s).map_err(|why| Error::config(path.clone(), why))?;
+            *s = expand_string(s, expanded).map_err(|why| Error::config(path.clone(), why))?;
         }
         serde_json::Value::Array(items) => {
             for (i, item) in items.iter_mut().enumerate() {
                 let len = path.len();
                 path.push_str(&format!("[{i}]"));
-                expand_env(item, path)?;
+                expand_env(item, path, expanded)?;
                 path.truncate(len);
             }
         }
@@ -405,7 +461,7 @@ fn expand_env(value: &mut serde_json::Value, path: &mut String) -> Result<(), Er
                     path.push('.');
                 }
                 path.push_str(key);
-                expand_env(item, path)?;
+                expand_env(item, path, expanded)?;
                 path.truncate(len);
             }
         }
@@ -414,7 +470,7 @@ fn expand_env(value: &mut serde_json::Value, path: &mut String) -> Result<(), Er
     Ok(())
 }
 
-fn expand_string(s: &str) -> Result<String, String> {
+fn expand_string(s: &str, expanded: &mut Vec<String>) -> Result<String, String> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(start) = rest.find("${") {
@@ -432,6 +488,7 @@ fn expand_string(s: &str) -> Result<String, String> {
         let value =
             std::env::var(name).map_err(|_| format!("environment variable {name} is not set"))?;
         out.push_str(&value);
+        expanded.push(value);
         rest = &after[end + 1..];
     }
     out.push_str(rest);
@@ -439,194 +496,4 @@ fn expand_string(s: &str) -> Result<String, String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    fn err(text: &str) -> String {
-        Config::from_toml_str(text).unwrap_err().to_string()
-    }
-
-    const ONE: &str = r#"
-        [[services.s.providers]]
-        name = "a"
-        base_url = "http://127.0.0.1:1"
-    "#;
-
-    #[test]
-    fn defaults_follow_the_contract() {
-        let c = Config::from_toml_str(ONE).unwrap();
-        let r = c.resolve().unwrap();
-        let s = &r.services[0];
-        assert_eq!(s.deadline, Duration::from_secs(45));
-        assert_eq!(s.queue.max_size, 1000);
-        assert_eq!(s.retry.max_attempts, 3);
-        assert_eq!(s.providers[0].pool.max_connections, 10);
-        assert_eq!(s.providers[0].circuit_breaker.failure_threshold, 5);
-        assert_eq!(s.providers[0].weight, 100);
-        assert_eq!(c.defaults.strategy, StrategyKind::HealthBased);
-    }
-
-    #[test]
-    fn overrides_layer_defaults_service_provider() {
-        let c = Config::from_toml_str(
-            r#"
-            [defaults.pool]
-            max_connections = 7
-            request_timeout_ms = 100
-            [services.s.pool]
-            max_connections = 5
-            [[services.s.providers]]
-            name = "a"
-            base_url = "http://127.0.0.1:1/v1/"
-            tier = 2
-            pool = { max_connections = 2 }
-            [[services.s.providers]]
-            name = "b"
-            base_url = "http://127.0.0.1:2"
-        "#,
-        )
-        .unwrap();
-        let r = c.resolve().unwrap();
-        let p = &r.services[0].providers;
-        assert_eq!(
-            (p[0].pool.max_connections, p[1].pool.max_connections),
-            (2, 5)
-        );
-        assert_eq!(p[0].pool.request_timeout_ms, 100);
-        assert_eq!(p[0].weight, 75);
-        assert_eq!(p[0].base_url, "http://127.0.0.1:1/v1");
-    }
-
-    #[test]
-    fn json_and_toml_read_the_same_schema() {
-        let json = r#"{"services": {"s": {"providers": [{"name": "a", "base_url": "http://127.0.0.1:1"}]}}}"#;
-        assert_eq!(
-            Config::from_json_str(json).unwrap(),
-            Config::from_toml_str(ONE).unwrap()
-        );
-        assert_eq!(
-            Config::from_str_as(json, None).unwrap(),
-            Config::from_toml_str(ONE).unwrap()
-        );
-    }
-
-    #[test]
-    fn every_refusal_names_its_path() {
-        let cases = [
-            (
-                r#"[[services.stocks.providers]]
-                name = "a"
-                base_url = "http://h"
-                [[services.stocks.providers]]
-                name = "b"
-                base_url = "htp://x""#,
-                r#"services.stocks.providers[1].base_url: "htp://x" is not an http(s) URL"#,
-            ),
-            (
-                r#"[[services.s.providers]]
-                name = "a"
-                base_url = "http://h"
-                [[services.t.providers]]
-                name = "a"
-                base_url = "http://h""#,
-                "services.t.providers[0].name: provider name `a` is used twice",
-            ),
-            ("[services.s]", "services.s.providers: a service needs at least one provider"),
-            ("", "services: no service is configured"),
-            (
-                r#"[defaults.pool]
-                max_connections = 0"#,
-                "defaults.pool.max_connections: must be greater than 0",
-            ),
-            (
-                r#"[[services.s.providers]]
-                name = "a"
-                base_url = "http://h"
-                pool = { max_connections = 0 }"#,
-                "services.s.providers[0].pool.max_connections: must be greater than 0",
-            ),
-            (
-                r#"[defaults]
-                strategy = "fastest""#,
-                "defaults.strategy: unknown variant `fastest`",
-            ),
-            (
-                r#"[[services.s.providers]]
-                name = "a"
-                base_url = "http://h"
-                tier = 4"#,
-                "services.s.providers[0].tier: 4 is not 1, 2 or 3",
-            ),
-            (
-                r#"[[services.s.providers]]
-                name = "a"
-                base_url = "http://h"
-                endpoints = { quote = "/q/{}" }"#,
-                r#"services.s.providers[0].endpoints.quote: "/q/{}" has an empty placeholder `{}`"#,
-            ),
-            (
-                r#"[[services.s.providers]]
-                name = "a"
-                base_url = "http://h"
-                endpoints = { quote = "/q/{symbol" }"#,
-                "services.s.providers[0].endpoints.quote: \"/q/{symbol\" has a `{` with no closing `}`",
-            ),
-            (
-                r#"[[services.s.providers]]
-                name = "a"
-                base_url = "http://h"
-                tierr = 1"#,
-                "services.s.providers[0].tierr: unknown field `tierr`",
-            ),
-            (
-                r#"[[services.s.providers]]
-                base_url = "http://h""#,
-                "services.s.providers[0]: missing field `name`",
-            ),
-            (
-                r#"[[services.s.providers]]
-                name = "a"
-                base_url = "http://h"
-                headers = { Authorization = "Bearer ${SWITCHYARD_TEST_UNSET_VAR}" }"#,
-                "services.s.providers[0].headers.Authorization: environment variable SWITCHYARD_TEST_UNSET_VAR is not set",
-            ),
-            (
-                r#"[defaults.circuit_breaker]
-                failure_rate_threshold = 1.5"#,
-                "defaults.circuit_breaker.failure_rate_threshold: 1.5 is not above 0 and at most 1",
-            ),
-        ];
-        for (text, want) in cases {
-            let got = err(text);
-            assert!(got.contains(want), "for\n{text}\nwant: {want}\ngot:  {got}");
-        }
-    }
-
-    #[test]
-    fn env_vars_expand_everywhere() {
-        std::env::set_var("SWITCHYARD_TEST_KEY", "k3y");
-        let c = Config::from_toml_str(
-            r#"[[services.s.providers]]
-            name = "a"
-            base_url = "http://127.0.0.1:1"
-            query = { apiKey = "${SWITCHYARD_TEST_KEY}" }
-            headers = { Authorization = "Bearer ${SWITCHYARD_TEST_KEY}!" }"#,
-        )
-        .unwrap();
-        let p = &c.services["s"].providers[0];
-        assert_eq!(p.query["apiKey"], "k3y");
-        assert_eq!(p.headers["Authorization"], "Bearer k3y!");
-    }
-
-    #[test]
-    fn secrets_stay_out_of_header_errors() {
-        std::env::set_var("SWITCHYARD_TEST_SECRET", "s3cr3t\n");
-        let got = err(r#"[[services.s.providers]]
-            name = "a"
-            base_url = "http://h"
-            headers = { Authorization = "${SWITCHYARD_TEST_SECRET}" }"#);
-        assert!(got.contains("headers.Authorization"), "{got}");
-        assert!(!got.contains("s3cr3t"), "{got}");
-    }
-}
+mod tests;

@@ -255,6 +255,9 @@ fn check_breaker(at: &str, b: &BreakerConfig) -> Result<(), Error> {
     Ok(())
 }
 
+/// Provider names that mean something else to callers.
+const RESERVED_NAMES: [&str; 1] = ["fallback"];
+
 fn resolve_provider(
     at: &str,
     p: &ProviderConfig,
@@ -263,6 +266,18 @@ fn resolve_provider(
 ) -> Result<ResolvedProvider, Error> {
     if p.name.trim().is_empty() {
         return Err(Error::config(format!("{at}.name"), "is empty"));
+    }
+    if RESERVED_NAMES
+        .iter()
+        .any(|r| r.eq_ignore_ascii_case(&p.name))
+    {
+        return Err(Error::config(
+            format!("{at}.name"),
+            format!(
+                "`{}` is reserved: answers made by a fallback name it as their provider",
+                p.name
+            ),
+        ));
     }
     if p.name
         .chars()
@@ -277,7 +292,8 @@ fn resolve_provider(
         ));
     }
     let base_url = check_base_url(&p.base_url).map_err(|why| {
-        Error::config(format!("{at}.base_url"), format!("{:?} {why}", p.base_url))
+        let shown = super::secrets::shown_url(&p.base_url);
+        Error::config(format!("{at}.base_url"), format!("{shown:?} {why}"))
     })?;
     if !(1..=3).contains(&p.tier) {
         return Err(Error::config(
@@ -317,12 +333,9 @@ fn resolve_provider(
                 format!("{name:?} is not a valid header name"),
             ));
         }
-        if value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
+        if let Some(why) = crate::foundation::request::header_value_problem(value) {
             // The value may be a secret: name the header only.
-            return Err(Error::config(
-                format!("{at}.headers.{name}"),
-                "has a line break or NUL in its value",
-            ));
+            return Err(Error::config(format!("{at}.headers.{name}"), why));
         }
     }
     for name in p.query.keys() {

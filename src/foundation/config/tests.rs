@@ -1,0 +1,258 @@
+//! The configuration loader's tests: schema, layering, refusals with key paths, secrets.
+
+use super::*;
+use std::time::Duration;
+
+fn err(text: &str) -> String {
+    Config::from_toml_str(text).unwrap_err().to_string()
+}
+
+const ONE: &str = r#"
+    [[services.s.providers]]
+    name = "a"
+    base_url = "http://127.0.0.1:1"
+"#;
+
+#[test]
+fn defaults_follow_the_contract() {
+    let c = Config::from_toml_str(ONE).unwrap();
+    let r = c.resolve().unwrap();
+    let s = &r.services[0];
+    assert_eq!(s.deadline, Duration::from_secs(45));
+    assert_eq!(s.queue.max_size, 1000);
+    assert_eq!(s.retry.max_attempts, 3);
+    assert_eq!(s.providers[0].pool.max_connections, 10);
+    assert_eq!(s.providers[0].circuit_breaker.failure_threshold, 5);
+    assert_eq!(s.providers[0].weight, 100);
+    assert_eq!(c.defaults.strategy, StrategyKind::HealthBased);
+}
+
+#[test]
+fn overrides_layer_defaults_service_provider() {
+    let c = Config::from_toml_str(
+        r#"
+        [defaults.pool]
+        max_connections = 7
+        request_timeout_ms = 100
+        [services.s.pool]
+        max_connections = 5
+        [[services.s.providers]]
+        name = "a"
+        base_url = "http://127.0.0.1:1/v1/"
+        tier = 2
+        pool = { max_connections = 2 }
+        [[services.s.providers]]
+        name = "b"
+        base_url = "http://127.0.0.1:2"
+    "#,
+    )
+    .unwrap();
+    let r = c.resolve().unwrap();
+    let p = &r.services[0].providers;
+    assert_eq!(
+        (p[0].pool.max_connections, p[1].pool.max_connections),
+        (2, 5)
+    );
+    assert_eq!(p[0].pool.request_timeout_ms, 100);
+    assert_eq!(p[0].weight, 75);
+    assert_eq!(p[0].base_url, "http://127.0.0.1:1/v1");
+}
+
+#[test]
+fn json_and_toml_read_the_same_schema() {
+    let json =
+        r#"{"services": {"s": {"providers": [{"name": "a", "base_url": "http://127.0.0.1:1"}]}}}"#;
+    assert_eq!(
+        Config::from_json_str(json).unwrap(),
+        Config::from_toml_str(ONE).unwrap()
+    );
+    assert_eq!(
+        Config::from_str_as(json, None).unwrap(),
+        Config::from_toml_str(ONE).unwrap()
+    );
+}
+
+#[test]
+fn every_refusal_names_its_path() {
+    let cases = [
+        (
+            r#"[[services.stocks.providers]]
+            name = "a"
+            base_url = "http://h"
+            [[services.stocks.providers]]
+            name = "b"
+            base_url = "htp://x""#,
+            r#"services.stocks.providers[1].base_url: "htp://x" is not an http(s) URL"#,
+        ),
+        (
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            [[services.t.providers]]
+            name = "a"
+            base_url = "http://h""#,
+            "services.t.providers[0].name: provider name `a` is used twice",
+        ),
+        (
+            r#"[[services.s.providers]]
+            name = "Fallback"
+            base_url = "http://h""#,
+            "services.s.providers[0].name: `Fallback` is reserved: answers made by a fallback name it as their provider",
+        ),
+        (
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            headers = { X-Key = "a\u0001b" }"#,
+            "services.s.providers[0].headers.X-Key: has a control character in its value",
+        ),
+        ("[services.s]", "services.s.providers: a service needs at least one provider"),
+        ("", "services: no service is configured"),
+        (
+            r#"[defaults.pool]
+            max_connections = 0"#,
+            "defaults.pool.max_connections: must be greater than 0",
+        ),
+        (
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            pool = { max_connections = 0 }"#,
+            "services.s.providers[0].pool.max_connections: must be greater than 0",
+        ),
+        (
+            r#"[defaults]
+            strategy = "fastest""#,
+            "defaults.strategy: unknown variant `fastest`",
+        ),
+        (
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            tier = 4"#,
+            "services.s.providers[0].tier: 4 is not 1, 2 or 3",
+        ),
+        (
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            endpoints = { quote = "/q/{}" }"#,
+            r#"services.s.providers[0].endpoints.quote: "/q/{}" has an empty placeholder `{}`"#,
+        ),
+        (
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            endpoints = { quote = "/q/{symbol" }"#,
+            "services.s.providers[0].endpoints.quote: \"/q/{symbol\" has a `{` with no closing `}`",
+        ),
+        (
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            tierr = 1"#,
+            "services.s.providers[0].tierr: unknown field `tierr`",
+        ),
+        (
+            r#"[[services.s.providers]]
+            base_url = "http://h""#,
+            "services.s.providers[0]: missing field `name`",
+        ),
+        (
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            headers = { Authorization = "Bearer ${SWITCHYARD_TEST_UNSET_VAR}" }"#,
+            "services.s.providers[0].headers.Authorization: environment variable SWITCHYARD_TEST_UNSET_VAR is not set",
+        ),
+        (
+            r#"[defaults.circuit_breaker]
+            failure_rate_threshold = 1.5"#,
+            "defaults.circuit_breaker.failure_rate_threshold: 1.5 is not above 0 and at most 1",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = err(text);
+        assert!(got.contains(want), "for\n{text}\nwant: {want}\ngot:  {got}");
+    }
+}
+
+#[test]
+fn env_vars_expand_everywhere() {
+    std::env::set_var("SWITCHYARD_TEST_KEY", "k3y");
+    let c = Config::from_toml_str(
+        r#"[[services.s.providers]]
+        name = "a"
+        base_url = "http://127.0.0.1:1"
+        query = { apiKey = "${SWITCHYARD_TEST_KEY}" }
+        headers = { Authorization = "Bearer ${SWITCHYARD_TEST_KEY}!" }"#,
+    )
+    .unwrap();
+    let p = &c.services["s"].providers[0];
+    assert_eq!(p.query["apiKey"], "k3y");
+    assert_eq!(p.headers["Authorization"], "Bearer k3y!");
+}
+
+#[test]
+fn secrets_stay_out_of_header_errors() {
+    std::env::set_var("SWITCHYARD_TEST_SECRET", "s3cr3t\n");
+    let got = err(r#"[[services.s.providers]]
+        name = "a"
+        base_url = "http://h"
+        headers = { Authorization = "${SWITCHYARD_TEST_SECRET}" }"#);
+    assert!(got.contains("headers.Authorization"), "{got}");
+    assert!(!got.contains("s3cr3t"), "{got}");
+}
+
+#[test]
+fn no_secret_reaches_an_error_debug_or_serialize() {
+    std::env::set_var("SWITCHYARD_TEST_KEY", "k-7f3a9c1e");
+    let cases = [
+        // The wrong type: serde would quote the expanded value.
+        r#"[[services.s.providers]]
+        name = "a"
+        base_url = "http://h"
+        headers = "Bearer ${SWITCHYARD_TEST_KEY}""#,
+        // A key in the URL's path, refused for another reason.
+        r#"[[services.s.providers]]
+        name = "a"
+        base_url = "ftp://h/${SWITCHYARD_TEST_KEY}/""#,
+        // A literal secret on a line with a syntax error.
+        "[[services.s.providers]]\nname = \"a\"\nheaders = { X = \"k-7f3a9c1e\" \n",
+        // A literal secret of the wrong type.
+        r#"[[services.s.providers]]
+        name = "a"
+        base_url = "http://h"
+        query = { key = ["k-7f3a9c1e"] }"#,
+    ];
+    for text in cases {
+        let got = err(text);
+        assert!(!got.contains("k-7f3a9c1e"), "{got}");
+    }
+    assert!(err(cases[2]).contains("line 3"), "{}", err(cases[2]));
+    let c = Config::from_toml_str(
+        r#"dashboard = { token = "tok-5e5e5e5e" }
+        [[services.s.providers]]
+        name = "a"
+        base_url = "http://h"
+        headers = { Authorization = "Bearer ${SWITCHYARD_TEST_KEY}" }
+        query = { apikey = "q-1234abcd" }"#,
+    )
+    .unwrap();
+    let shown = format!("{c:?} {c:#?} {}", serde_json::to_string(&c).unwrap());
+    for secret in ["k-7f3a9c1e", "q-1234abcd", "tok-5e5e5e5e"] {
+        assert!(!shown.contains(secret), "{secret} in {shown}");
+    }
+    assert!(shown.contains("Authorization") && shown.contains("apikey"));
+}
+
+#[test]
+fn a_huge_line_gives_a_short_message() {
+    let text = format!("x = \"{}", "a".repeat(2_000_000));
+    let got = err(&text);
+    assert!(
+        got.len() < 2 * crate::foundation::error::MAX_MESSAGE,
+        "{} bytes",
+        got.len()
+    );
+}
