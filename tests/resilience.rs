@@ -157,10 +157,11 @@ fn the_breaker_opens_rests_probes_and_closes() {
                 .push((e.provider.clone(), e.from, e.to))
         });
     }
+    // POSTs: nothing the balancer may replay to probe with, so callers do the probing.
     for i in 0..3 {
         assert!(
             matches!(
-                lb.call(Request::get("s", "/q")),
+                lb.call(Request::post("s", "/q")),
                 Err(Error::AllProvidersFailed { .. })
             ),
             "call {i}"
@@ -511,4 +512,66 @@ fn fallbacks_answer_when_no_provider_can() {
     assert!(lb.call(Request::get("s", "/q")).unwrap().is_fallback());
     assert_eq!(server.requests(), before);
     assert!(matches!(lb.circuit("nope"), Err(Error::InvalidArgument(_))));
+}
+
+#[test]
+fn an_open_circuit_recovers_by_itself_once_its_open_time_is_over() {
+    let server = TestServer::start();
+    server.set_fault(Fault::Status(503));
+    let config = format!(
+        "[defaults.retry]\nmax_attempts = 1\n[defaults.circuit_breaker]\nfailure_threshold = 3\n\
+         open_ms = 300\nsuccess_threshold = 2\nhalf_open_max_calls = 1\n{}",
+        provider("s", "a", &server.url(), "")
+    );
+    let lb = Balancer::from_toml_str(&config).unwrap();
+    for _ in 0..3 {
+        assert!(lb.call(Request::get("s", "/q")).is_err());
+    }
+    let opened = Instant::now();
+    server.set_fault(Fault::None);
+    // No caller risks a request: the balancer probes with the GET that failed.
+    let limit = opened + Duration::from_secs(10);
+    while lb.circuit("a").unwrap().state != CircuitState::Closed && Instant::now() < limit {
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(lb.circuit("a").unwrap().state, CircuitState::Closed);
+    assert!(
+        opened.elapsed() >= Duration::from_millis(300),
+        "the rest is kept"
+    );
+    assert_eq!(server.requests(), 5, "three failures, then two probes");
+    assert!(server.seen().iter().all(|s| s.path() == "/q"));
+    let m = lb.metrics();
+    assert_eq!(
+        m.services["s"].providers["a"].requests, 3,
+        "probes are not caller traffic"
+    );
+}
+
+#[test]
+fn passing_health_checks_close_an_open_circuit_and_slow_ones_do_not() {
+    let server = TestServer::start();
+    server.set_fault(Fault::Status(503));
+    let config = format!(
+        "[defaults.retry]\nmax_attempts = 1\n[defaults.circuit_breaker]\nfailure_threshold = 1\n\
+         open_ms = 200\nsuccess_threshold = 1\nslow_call_ms = 300\n{}",
+        provider("s", "a", &server.url(), "health_path = \"/health\"")
+    );
+    let lb = Balancer::from_toml_str(&config).unwrap();
+    assert!(lb.call(Request::post("s", "/q")).is_err());
+    assert_eq!(lb.circuit("a").unwrap().state, CircuitState::Open);
+    // Slow answers: each probe reopens the circuit for longer.
+    server.set_fault(Fault::None);
+    server.set_health_latency(Duration::from_millis(600));
+    thread::sleep(Duration::from_millis(1500));
+    assert_ne!(lb.circuit("a").unwrap().state, CircuitState::Closed);
+    assert!(lb.circuit("a").unwrap().opened >= 2, "a slow probe reopens");
+    // Fast again: the next probe closes it.
+    server.set_health_latency(Duration::ZERO);
+    let limit = Instant::now() + Duration::from_secs(15);
+    while lb.circuit("a").unwrap().state != CircuitState::Closed && Instant::now() < limit {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(lb.circuit("a").unwrap().state, CircuitState::Closed);
+    assert!(server.health_checks() > 0);
 }

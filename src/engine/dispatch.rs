@@ -132,6 +132,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             body: job.request.body.as_deref(),
             timeout,
             max_response_bytes: provider.pool.max_response_bytes,
+            follow_redirects: provider.pool.follow_redirects,
         });
         let elapsed = core.clock.now().saturating_sub(sent);
         let Slot {
@@ -166,6 +167,9 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 return end(core, job, Ok(response), handed);
             }
             Err(mut failure) => {
+                if job.request.method == crate::foundation::request::Method::Get {
+                    *provider.last_failed_get.lock() = Some((url, job.request.headers.clone()));
+                }
                 provider.redact(&mut failure.error.message);
                 job.failures.push(failure.error);
                 job.tried.insert(index);

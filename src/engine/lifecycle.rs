@@ -9,7 +9,7 @@ use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
 use crate::engine::events::deliver_events;
-use crate::engine::health_loop::{probe_providers, wanted};
+use crate::engine::health_loop::probe_providers;
 use crate::engine::runtime::Core;
 use crate::engine::timer::keep_time;
 use crate::engine::worker::serve_jobs;
@@ -31,8 +31,8 @@ pub(crate) struct Lifecycle {
     events: Mutex<Option<JoinHandle<()>>>,
 }
 
-/// Builds the runtime and starts its threads: timer, events, health loop if any provider
-/// has a health path, and the workers.
+/// Builds the runtime and starts its threads: timer, events, the health and probe loop,
+/// and the workers.
 pub(crate) fn start(resolved: &Resolved) -> Result<(Arc<Core>, Lifecycle), Error> {
     start_with(resolved, SystemClock::shared(), &http::connect)
 }
@@ -69,7 +69,7 @@ pub(crate) fn start_with(
         let body = Box::new(move || deliver_events(listeners, wiring.events, stop));
         spawn("switchyard-events".into(), body)?
     };
-    if wanted(&core) {
+    {
         let (core, stop) = (core.clone(), stop.clone());
         let body = Box::new(move || probe_providers(core, stop));
         handles.push(spawn("switchyard-health".into(), body)?);

@@ -301,6 +301,19 @@ impl Request {
                     crate::foundation::error::capped(self.endpoint.escape_debug().to_string());
                 return invalid(format!("raw path `{shown}` contains {c:?}; encode it"));
             }
+            let bytes = self.endpoint.as_bytes();
+            let bad_escape = bytes.iter().enumerate().any(|(i, &b)| {
+                b == b'%'
+                    && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                        && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+            });
+            if bad_escape {
+                let shown =
+                    crate::foundation::error::capped(self.endpoint.escape_debug().to_string());
+                return invalid(format!(
+                    "raw path `{shown}` has a `%` not followed by two hex digits; encode it as %25"
+                ));
+            }
         }
         for (name, value) in &self.headers {
             check_header(name, value)?;

@@ -144,6 +144,7 @@ mod tests {
             body: None,
             timeout: Duration::from_secs(1),
             max_response_bytes: 1024,
+            follow_redirects: false,
         };
         let first = fake.send(&out).unwrap_err();
         assert_eq!(

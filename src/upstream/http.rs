@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crate::foundation::config::{PoolConfig, ResolvedProvider};
 use crate::foundation::error::{AttemptError, AttemptKind};
+use crate::foundation::request::Method;
 use crate::upstream::transport::{Answer, Failure, Outgoing, Transport};
 
 /// How long a resolved host name is trusted.
@@ -62,6 +63,9 @@ fn build_agent(
 ) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        // Redirects are followed here, same origin only, or not at all: ureq's own would
+        // send the provider's headers to wherever a Location points.
+        .max_redirects(0)
         .user_agent(concat!("switchyard/", env!("CARGO_PKG_VERSION")))
         .max_idle_connections(connections)
         .max_idle_connections_per_host(connections)
@@ -224,32 +228,52 @@ fn exchange(
         refused: None,
     };
 
-    let mut builder = ureq::http::Request::builder()
-        .method(out.method.as_str())
-        .uri(out.url);
-    for (name, value) in out.headers.iter().chain(out.extra_headers) {
-        builder = builder.header(name.as_str(), value.as_str());
-    }
-    let result = match out.body {
-        Some(body) => builder
-            .body(body)
-            .map(|req| run_on_agent(agent, agent_timeout, out.timeout, req)),
-        None => builder
-            .body(())
-            .map(|req| run_on_agent(agent, agent_timeout, out.timeout, req)),
-    };
-    let mut response = match result {
-        Ok(Ok(response)) => response,
-        Ok(Err(e)) => {
-            let (kind, maybe_sent) = classify(&e, false);
-            return Err(fail(kind, None, describe(&e), maybe_sent));
+    let mut url = std::borrow::Cow::Borrowed(out.url);
+    let mut hops = 0;
+    let mut response = loop {
+        let mut builder = ureq::http::Request::builder()
+            .method(out.method.as_str())
+            .uri(url.as_ref());
+        for (name, value) in out.headers.iter().chain(out.extra_headers) {
+            builder = builder.header(name.as_str(), value.as_str());
         }
-        Err(e) => {
-            // Validation at admission should make this unreachable; if it is reached, it
-            // is still the caller's input, not the provider's fault.
-            let mut f = fail(AttemptKind::Protocol, None, String::new(), false);
-            f.refused = Some(format!("the request cannot be sent as given: {e}"));
-            return Err(f);
+        let timeout = out.timeout.saturating_sub(started.elapsed());
+        let result = match out.body {
+            Some(body) => builder
+                .body(body)
+                .map(|req| run_on_agent(agent, agent_timeout, timeout, req)),
+            None => builder
+                .body(())
+                .map(|req| run_on_agent(agent, agent_timeout, timeout, req)),
+        };
+        let mut response = match result {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                let (kind, maybe_sent) = classify(&e, false);
+                return Err(fail(kind, None, describe(&e), maybe_sent || hops > 0));
+            }
+            Err(e) => {
+                // Validation at admission should make this unreachable; if it is reached,
+                // it is still the caller's input, not the provider's fault.
+                let mut f = fail(AttemptKind::Protocol, None, String::new(), false);
+                f.refused = Some(format!("the request cannot be sent as given: {e}"));
+                return Err(f);
+            }
+        };
+        let next = out
+            .follow_redirects
+            .then(|| redirect_target(&url, out.method, &response))
+            .flatten();
+        match next {
+            Some(target) if hops < MAX_REDIRECTS => {
+                let _ = std::io::copy(
+                    &mut response.body_mut().as_reader().take(DRAIN_LIMIT),
+                    &mut std::io::sink(),
+                );
+                url = std::borrow::Cow::Owned(target);
+                hops += 1;
+            }
+            _ => break response,
         }
     };
 
@@ -295,6 +319,58 @@ fn exchange(
         headers,
         body,
     })
+}
+
+/// Redirects followed at most, with `pool.follow_redirects`.
+const MAX_REDIRECTS: usize = 5;
+
+/// Where a redirect may be followed to: the same scheme, host and port only; 307 and 308
+/// for any method (kept, with its body), 301, 302 and 303 only for GET and HEAD (which
+/// have no body to lose). `None`: the answer is returned as it is.
+fn redirect_target(
+    from: &str,
+    method: Method,
+    response: &ureq::http::Response<ureq::Body>,
+) -> Option<String> {
+    let status = response.status().as_u16();
+    let safe = matches!(method, Method::Get | Method::Head);
+    if !(matches!(status, 307 | 308) || (matches!(status, 301..=303) && safe)) {
+        return None;
+    }
+    let location = response.headers().get("location")?.to_str().ok()?;
+    let target = resolve(from, location)?;
+    (origin(&target)?.eq_ignore_ascii_case(origin(from)?)).then_some(target)
+}
+
+/// `scheme://authority` of an absolute URL.
+fn origin(url: &str) -> Option<&str> {
+    let after = url.find("://")? + 3;
+    let end = url[after..]
+        .find(['/', '?', '#'])
+        .map_or(url.len(), |i| after + i);
+    Some(&url[..end])
+}
+
+/// A `Location` resolved against the URL it came from (absolute, `//host`, `/path`, or
+/// relative to the current path).
+fn resolve(from: &str, location: &str) -> Option<String> {
+    let location = location.split('#').next()?;
+    if location.contains("://") {
+        return Some(location.to_string());
+    }
+    let base = origin(from)?;
+    if let Some(rest) = location.strip_prefix("//") {
+        let scheme = &base[..base.find("://")?];
+        return Some(format!("{scheme}://{rest}"));
+    }
+    if location.starts_with('/') {
+        return Some(format!("{base}{location}"));
+    }
+    let path = &from[base.len()..];
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let dir = &path[..path.rfind('/').map_or(0, |i| i + 1)];
+    let dir = if dir.is_empty() { "/" } else { dir };
+    Some(format!("{base}{dir}{location}"))
 }
 
 fn run_on_agent<B: ureq::AsSendBody>(

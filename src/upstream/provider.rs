@@ -48,7 +48,13 @@ pub(crate) struct Provider {
     pub health_url: Option<String>,
     /// Recent latency of successful attempts, for the strategies.
     pub latency: LatencyEwma,
+    /// The last GET that failed here, to probe an open circuit with when there is no
+    /// health path: (URL, the caller's headers).
+    pub last_failed_get: parking_lot::Mutex<Option<Replay>>,
 }
+
+/// A GET to send again: its URL and the caller's headers.
+pub(crate) type Replay = (String, Vec<(String, String)>);
 
 impl Provider {
     pub fn new(
@@ -115,6 +121,7 @@ impl Provider {
             health: HealthState::default(),
             health_url,
             latency: LatencyEwma::default(),
+            last_failed_get: parking_lot::Mutex::new(None),
         }
     }
 

@@ -51,4 +51,6 @@ pub(crate) struct Outgoing<'a> {
     pub body: Option<&'a [u8]>,
     pub timeout: Duration,
     pub max_response_bytes: u64,
+    /// Whether to follow a redirect to the same origin (`pool.follow_redirects`).
+    pub follow_redirects: bool,
 }

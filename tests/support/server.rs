@@ -34,6 +34,10 @@ pub enum Fault {
     Garbage,
     /// 200 with a body of this many bytes.
     Big(usize),
+    /// This 3xx status with `Location: target`, every time.
+    Redirect(u16, String),
+    /// The same once; then answers normally again.
+    RedirectOnce(u16, String),
 }
 
 /// One request as the server saw it.
@@ -82,6 +86,7 @@ struct State {
     stopped: AtomicBool,
     /// Status answered on `/health`, whatever the fault.
     health_status: Mutex<u16>,
+    health_latency: Mutex<Duration>,
     health_checks: AtomicUsize,
 }
 
@@ -147,6 +152,11 @@ impl TestServer {
     /// What `/health` answers (200 unless set); health checks are not counted as requests.
     pub fn set_health(&self, status: u16) {
         *self.state.health_status.lock().unwrap() = status;
+    }
+
+    /// How long `/health` takes to answer (none unless set).
+    pub fn set_health_latency(&self, latency: Duration) {
+        *self.state.health_latency.lock().unwrap() = latency;
     }
 
     pub fn health_checks(&self) -> usize {
@@ -237,6 +247,10 @@ fn serve(stream: TcpStream, id: usize, st: &State) {
         }
         if seen.path() == "/health" {
             st.health_checks.fetch_add(1, Ordering::AcqRel);
+            let latency = *st.health_latency.lock().unwrap();
+            if !latency.is_zero() {
+                thread::sleep(latency);
+            }
             let status = *st.health_status.lock().unwrap();
             if !write_response(&mut writer, status, &[], b"health") {
                 return;
@@ -354,6 +368,11 @@ fn respond(w: &mut TcpStream, st: &State) -> bool {
             false
         }
         Fault::Big(n) => write_response(w, 200, &[], &vec![b'x'; n]),
+        Fault::Redirect(code, target) => write_response(w, code, &[("Location", target)], b"moved"),
+        Fault::RedirectOnce(code, target) => {
+            *st.fault.lock().unwrap() = Some(Fault::None);
+            write_response(w, code, &[("Location", target)], b"moved")
+        }
     }
 }
 

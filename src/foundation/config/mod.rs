@@ -73,6 +73,10 @@ layered! {
         request_timeout_ms: u64 = 15_000,
         /// Largest response body accepted, in bytes. Defaults to 10 MiB.
         max_response_bytes: u64 = 10 * 1024 * 1024,
+        /// Follow redirects to the same scheme, host and port (at most 5; 307 and 308
+        /// keep method and body; 301, 302 and 303 only for GET and HEAD). Any other 3xx,
+        /// and every 3xx when off, is returned as the answer. Defaults to false.
+        follow_redirects: bool = false,
     }
 }
 
