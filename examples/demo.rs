@@ -5,6 +5,8 @@
 //!     cargo run --release --example demo                 # about 20 seconds
 //!     cargo run --release --example demo -- --seconds 50
 //!     cargo run --release --example demo -- --serve      # until interrupted
+//!     cargo run --release --example demo -- --serve --write-config target/demo.toml
+//!         # also writes the providers' configuration, for the C, C++ and Python examples
 
 #[path = "../tests/support/server.rs"]
 mod server;
@@ -127,6 +129,18 @@ fn main() {
         ));
     }
     let lb = Balancer::from_toml_str(&config).expect("demo configuration");
+    if let Some(path) = args
+        .iter()
+        .position(|a| a == "--write-config")
+        .and_then(|i| args.get(i + 1))
+    {
+        // Written whole, then renamed: a reader never sees half a file.
+        let partial = format!("{path}.partial");
+        std::fs::write(&partial, &config)
+            .and_then(|()| std::fs::rename(&partial, path))
+            .unwrap_or_else(|e| panic!("cannot write {path}: {e}"));
+        println!("configuration for these providers: {path}");
+    }
     let dashboard = lb.serve_dashboard("127.0.0.1:0").expect("dashboard");
 
     println!(

@@ -232,6 +232,64 @@ fn the_cpp_example_runs() {
     assert!(out.contains("answered 10 of 10"), "{out}");
 }
 
+/// The README's C example as written: the demo serves its providers and writes their
+/// configuration; the C example reads it.
+#[test]
+fn the_readme_c_example_runs_against_the_demo() {
+    let dir = scratch("readme");
+    let demo = lib_dir().join("examples").join("demo");
+    // Built here, fresh: a test binary of one profile does not rebuild the examples.
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.args(["build", "--example", "demo", "--quiet", "--target-dir"])
+        .arg(lib_dir().parent().unwrap())
+        .current_dir(root());
+    if lib_dir().file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    assert!(cmd.status().unwrap().success(), "cargo build --example demo");
+    let config = dir.join("demo.toml");
+    let _ = std::fs::remove_file(&config);
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _demo = Killed(
+        Command::new(&demo)
+            .args(["--serve", "--write-config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !config.exists() && std::time::Instant::now() < until {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let exe = dir.join("demo_c");
+    compile(
+        "cc",
+        "c11",
+        &[root().join("examples/c/demo.c")],
+        &exe,
+        false,
+    );
+    let out = run(
+        &exe,
+        &[
+            &config,
+            Path::new("stocks"),
+            Path::new("quote"),
+            Path::new("10"),
+        ],
+        false,
+    );
+    assert!(out.contains("10 of 10 calls answered"), "{out}");
+}
+
 #[test]
 fn the_cpp_wrapper_covers_the_c_api() {
     let dir = scratch("cpp-api");

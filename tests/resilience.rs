@@ -575,3 +575,33 @@ fn passing_health_checks_close_an_open_circuit_and_slow_ones_do_not() {
     assert_eq!(lb.circuit("a").unwrap().state, CircuitState::Closed);
     assert!(server.health_checks() > 0);
 }
+
+#[test]
+fn a_bodiless_post_says_content_length_zero_and_keeps_its_connection() {
+    let server = TestServer::start();
+    server.set_fault(Fault::Status(503));
+    let config = format!(
+        "[defaults.retry]\nmax_attempts = 1\n[defaults.circuit_breaker]\n\
+         failure_threshold = 1000\nminimum_calls = 1000000\n{}",
+        provider("s", "a", &server.url(), "")
+    );
+    let lb = Balancer::from_toml_str(&config).unwrap();
+    for i in 0..200 {
+        match lb.call(Request::post("s", "/q")) {
+            Err(Error::AllProvidersFailed { attempts }) => {
+                assert_eq!(attempts[0].status, Some(503), "call {i}: {attempts:?}");
+            }
+            other => panic!("call {i}: {other:?}"),
+        }
+    }
+    assert_eq!(server.requests(), 200);
+    let seen = server.seen();
+    let last = seen.last().unwrap();
+    assert_eq!(last.header("content-length"), Some("0"));
+    assert_eq!(last.header("transfer-encoding"), None);
+    assert!(
+        server.connections() <= 2,
+        "{} connections",
+        server.connections()
+    );
+}

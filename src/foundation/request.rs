@@ -94,6 +94,11 @@ impl Method {
         }
     }
 
+    /// Whether requests of this method carry a body (and so a length, even when empty).
+    pub(crate) fn sends_body(self) -> bool {
+        matches!(self, Method::Post | Method::Put | Method::Patch)
+    }
+
     /// Whether HTTP defines the method as idempotent (RFC 9110, 9.2.2).
     pub fn is_idempotent(self) -> bool {
         !matches!(self, Method::Post | Method::Patch)

@@ -238,7 +238,10 @@ fn exchange(
             builder = builder.header(name.as_str(), value.as_str());
         }
         let timeout = out.timeout.saturating_sub(started.elapsed());
-        let result = match out.body {
+        // A POST, PUT or PATCH without a body still says `Content-Length: 0`: ureq would
+        // send an empty chunked body, which some servers and gateways refuse.
+        let body = out.body.or(out.method.sends_body().then_some(&[][..]));
+        let result = match body {
             Some(body) => builder
                 .body(body)
                 .map(|req| run_on_agent(agent, agent_timeout, timeout, req)),
