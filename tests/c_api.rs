@@ -247,7 +247,10 @@ fn the_readme_c_example_runs_against_the_demo() {
     if lib_dir().file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
-    assert!(cmd.status().unwrap().success(), "cargo build --example demo");
+    assert!(
+        cmd.status().unwrap().success(),
+        "cargo build --example demo"
+    );
     let config = dir.join("demo.toml");
     let _ = std::fs::remove_file(&config);
     struct Killed(std::process::Child);

@@ -312,6 +312,14 @@ impl Request {
                     && !(bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
                         && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
             });
+            let parses = ureq::http::Uri::try_from(format!("http://h{}", self.endpoint)).is_ok();
+            if !parses {
+                let shown =
+                    crate::foundation::error::capped(self.endpoint.escape_debug().to_string());
+                return invalid(format!(
+                    "raw path `{shown}` is not a valid URL path; percent-encode its special characters"
+                ));
+            }
             if bad_escape {
                 let shown =
                     crate::foundation::error::capped(self.endpoint.escape_debug().to_string());
@@ -492,5 +500,42 @@ mod tests {
             Request::get("s", "/caf\u{e9}").validate().is_err(),
             "raw paths are ASCII"
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        /// What validation accepts, the HTTP layer accepts too: nothing a caller sends
+        /// can fail at the wire and be charged to a provider.
+        #[test]
+        fn accepted_headers_and_raw_paths_go_on_the_wire(
+            name in "\\PC{0,12}",
+            value in "\\PC{0,24}",
+            path in "/\\PC{0,24}",
+        ) {
+            let header = Request::get("s", "/x").header(name.clone(), value.clone()).validate();
+            if header.is_ok() {
+                proptest::prop_assert!(ureq::http::HeaderName::from_bytes(name.as_bytes()).is_ok());
+                proptest::prop_assert!(ureq::http::HeaderValue::from_str(&value).is_ok());
+            } else {
+                let e = header.unwrap_err().to_string();
+                proptest::prop_assert!(e.contains("header"), "{}", e);
+            }
+            match Request::get("s", path.clone()).validate() {
+                Ok(()) => proptest::prop_assert!(
+                    ureq::http::Uri::try_from(format!("http://h{path}")).is_ok(), "{}", path
+                ),
+                Err(e) => proptest::prop_assert!(e.to_string().contains("raw path")),
+            }
+        }
+
+        #[test]
+        fn any_timeout_is_refused_by_name_or_accepted(nanos in proptest::num::u64::ANY, secs in proptest::num::u64::ANY) {
+            let t = Duration::new(secs, (nanos % 1_000_000_000) as u32);
+            match Request::get("s", "e").timeout(t).validate() {
+                Ok(()) => proptest::prop_assert!(t <= MAX_TIMEOUT && !t.is_zero()),
+                Err(e) => proptest::prop_assert!(e.to_string().contains("timeout")),
+            }
+        }
     }
 }

@@ -165,4 +165,28 @@ mod tests {
             assert_eq!(out, format!("/v1/items/{sent}/detail"), "{value}");
         }
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_template_parses_or_says_why(text in "\\PC{0,40}") {
+            match Template::parse(&text) {
+                Ok(t) => { let _ = t.params().count(); }
+                Err(why) => proptest::prop_assert!(!why.is_empty()),
+            }
+        }
+
+        #[test]
+        fn a_parameter_fills_one_segment_and_never_a_dot_segment(value in "\\PC{0,24}") {
+            let t = Template::parse("/a/{v}/b").unwrap();
+            let mut out = String::new();
+            t.render(&p(&[("v", &value)]), &mut out);
+            let segment = out.strip_prefix("/a/").and_then(|r| r.strip_suffix("/b"));
+            proptest::prop_assert!(segment.is_some(), "{}", out);
+            let segment = segment.unwrap_or_default();
+            proptest::prop_assert!(!segment.contains('/') && segment != "." && segment != "..");
+            proptest::prop_assert!(segment.bytes().all(|b| b.is_ascii_alphanumeric() || b"-._~%".contains(&b)));
+        }
+    }
 }

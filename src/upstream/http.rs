@@ -442,8 +442,9 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
 fn parse_retry_after_at(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     let value = value.trim();
     if let Ok(secs) = value.parse::<f64>() {
+        // Capped before converting: a float of seconds past u64 panics in Duration.
         return (secs.is_finite() && secs >= 0.0)
-            .then(|| Duration::from_secs_f64(secs).min(MAX_REST));
+            .then(|| Duration::from_secs_f64(secs.min(MAX_REST.as_secs_f64())));
     }
     let at = std::time::UNIX_EPOCH + Duration::from_secs(http_date(value)?);
     Some(
@@ -509,5 +510,34 @@ mod tests {
         assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 PST"), None);
         assert_eq!(parse_retry_after("soon"), None);
         assert_eq!(parse_retry_after("-1"), None);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn any_retry_after_is_a_bounded_rest_or_nothing(value in "\\PC{0,40}") {
+            let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+            if let Some(rest) = parse_retry_after_at(&value, now) {
+                proptest::prop_assert!(rest <= MAX_REST);
+            }
+        }
+
+        #[test]
+        fn numeric_retry_afters_never_panic(secs in proptest::num::f64::ANY) {
+            let now = std::time::SystemTime::now();
+            let got = parse_retry_after_at(&secs.to_string(), now);
+            proptest::prop_assert_eq!(got.is_some(), secs.is_finite() && secs >= 0.0);
+        }
+
+        #[test]
+        fn any_location_resolves_or_is_refused_without_panic(
+            location in "\\PC{0,60}",
+            from in "(http|https)://[a-z0-9.]{1,12}(:[0-9]{1,5})?(/[a-z0-9._~-]{0,8}){0,3}",
+        ) {
+            if let Some(target) = resolve(&from, &location) {
+                proptest::prop_assert!(origin(&target).is_some() || !target.contains("://"));
+            }
+        }
     }
 }

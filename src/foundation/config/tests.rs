@@ -256,3 +256,41 @@ fn a_huge_line_gives_a_short_message() {
         got.len()
     );
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// Any text: a configuration or an error that names where and why, short, no panic.
+    #[test]
+    fn any_document_loads_or_is_refused_by_name(text in "\\PC{0,200}") {
+        for format in [Format::Toml, Format::Json] {
+            if let Err(e) = Config::from_str_as(&text, format) {
+                let Error::Config(c) = &e else {
+                    proptest::prop_assert!(false, "not a config error: {}", e);
+                    continue;
+                };
+                proptest::prop_assert!(!c.reason.is_empty());
+                proptest::prop_assert!(e.to_string().len() < 2 * crate::foundation::error::MAX_MESSAGE);
+            }
+        }
+    }
+
+    /// Near-valid documents: one provider with arbitrary values in its fields.
+    #[test]
+    fn any_provider_fields_load_or_name_their_key(
+        name in "\\PC{0,12}",
+        url in "\\PC{0,30}",
+        tier in proptest::num::i64::ANY,
+        header in "\\PC{0,16}",
+    ) {
+        let doc = serde_json::json!({"services": {"s": {"providers": [
+            {"name": name, "base_url": url, "tier": tier, "headers": {"X-K": header}}
+        ]}}});
+        if let Err(Error::Config(c)) = Config::from_json_str(&doc.to_string()) {
+            proptest::prop_assert!(c.path.starts_with("services.s.providers[0]"), "{}", c);
+            if header.len() >= 4 {
+                proptest::prop_assert!(!c.to_string().contains(&header), "{}", c);
+            }
+        }
+    }
+}
