@@ -14,6 +14,7 @@ use crate::foundation::error::Error;
 /// The timer thread: requeues jobs as they fall due; at stop, ends the rest.
 pub(crate) fn keep_time(core: Arc<Core>, rx: Receiver<Delayed>, stop: Receiver<()>) {
     let mut heap: BinaryHeap<Delayed> = BinaryHeap::new();
+    let mut purge_above = PURGE_FLOOR;
     loop {
         let wait = heap.peek().map(|d| d.due.saturating_sub(core.clock.now()));
         let received = match wait {
@@ -31,12 +32,31 @@ pub(crate) fn keep_time(core: Arc<Core>, rx: Receiver<Delayed>, stop: Receiver<(
             heap.push(d);
         }
         fire_due(&core, &mut heap);
+        if heap.len() > purge_above {
+            purge_above = purge_settled(&mut heap);
+        }
     }
     for d in heap.into_iter().chain(rx.try_iter()) {
         if let Due::Requeue(job) = d.what {
             core.end_stopped(*job);
         }
     }
+}
+
+/// The heap is purged of settled entries whenever it grows past twice what it held after
+/// the last purge, and never below this.
+const PURGE_FLOOR: usize = 1024;
+
+/// Drops the deadlines of callback requests that ended already: without this, every
+/// callback request would stay in the heap for its whole deadline, finished or not, and
+/// memory would grow with rate x deadline. Amortised O(1) a request. Returns the next
+/// size to purge at.
+fn purge_settled(heap: &mut BinaryHeap<Delayed>) -> usize {
+    heap.retain(|d| match &d.what {
+        Due::Expire { phase, .. } => !phase.is_settled(),
+        Due::Requeue(_) => true,
+    });
+    (heap.len() * 2).max(PURGE_FLOOR)
 }
 
 /// Fires everything due by now, earliest first.
@@ -122,5 +142,35 @@ mod tests {
         );
         assert_eq!(rig.work_all(5), 1);
         assert_eq!(t.wait().unwrap().status(), 200);
+    }
+
+    #[test]
+    fn finished_callback_requests_leave_the_heap_before_their_deadline() {
+        let rig = Rig::new(&Rig::config(&["a"], "queue = { max_size = 10000 }"));
+        for _ in 0..3000 {
+            rig.core
+                .queue_with_callback(Request::get("s", "/cb"), |_| {})
+                .unwrap();
+        }
+        assert_eq!(rig.work_all(5000), 3000);
+        let mut heap: BinaryHeap<Delayed> = rig.wiring.timer.try_iter().collect();
+        let (ticket, _) = {
+            // One still waiting: its deadline must stay.
+            let t = rig.core.queue_request(Request::get("s", "/waits")).unwrap();
+            (t, ())
+        };
+        rig.core
+            .queue_with_callback(Request::get("s", "/pending"), |_| {})
+            .unwrap();
+        heap.extend(rig.wiring.timer.try_iter());
+        assert_eq!(heap.len(), 3001);
+        let next = purge_settled(&mut heap);
+        assert_eq!(
+            heap.len(),
+            1,
+            "only the pending callback request's deadline is left"
+        );
+        assert_eq!(next, PURGE_FLOOR);
+        drop(ticket);
     }
 }

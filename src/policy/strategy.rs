@@ -38,9 +38,13 @@ const MIN_SAMPLES: u64 = 5;
 /// the better half keep being measured and come back when they recover.
 const EXPLORE: f64 = 0.05;
 
-/// Health scores this close to the best count as equally good: about a fifth of latency,
-/// which loopback and a loaded machine add as noise to equally fast providers.
-const SCORE_TOLERANCE: f64 = 0.05;
+/// Health scores this close to the best count as equally good.
+const SCORE_TOLERANCE: f64 = 0.02;
+
+/// Latencies within this factor of the fastest earn the whole speed term: loopback and a
+/// loaded machine add that much noise to equally fast providers, and a sharper cut
+/// starved one of them for it.
+const SPEED_SLACK: f64 = 1.25;
 
 /// Latency differences well under this are noise to the health score's speed term.
 const SPEED_FLOOR_MS: f64 = 1.0;
@@ -95,7 +99,7 @@ impl Signal {
     /// The one health score: 0.4 uptime + 0.3 speed + 0.2 (1 - error rate) + 0.1 cost
     /// efficiency, speed and efficiency relative to the fastest and cheapest candidate.
     fn score(&self, fastest_ms: f64, cheapest: f64) -> f64 {
-        let speed = fastest_ms / self.latency_ms;
+        let speed = (fastest_ms * SPEED_SLACK / self.latency_ms).min(1.0);
         let efficiency = if self.cost <= 0.0 {
             1.0
         } else {
