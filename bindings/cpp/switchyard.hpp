@@ -8,10 +8,12 @@
 #define SWITCHYARD_HPP
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <list>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -44,7 +46,6 @@ private:
 };
 
 namespace detail {
-struct FreeBalancer { void operator()(sy_balancer *p) const noexcept { sy_balancer_free(p); } };
 struct FreeRequest { void operator()(sy_request *p) const noexcept { sy_request_free(p); } };
 struct FreeResponse { void operator()(sy_response *p) const noexcept { sy_response_free(p); } };
 struct FreeError { void operator()(sy_error *p) const noexcept { sy_error_free(p); } };
@@ -62,6 +63,60 @@ inline Error to_error(sy_status code, sy_error *raw) {
 inline void check(sy_status code, sy_error *raw = nullptr) {
     if (code != SY_OK) throw to_error(code, raw);
 }
+
+// The native balancer, counted while in use: close() (and the destructor) waits for every
+// call under way on other threads, so none touches a freed balancer.
+class Handle {
+public:
+    explicit Handle(sy_balancer *raw) : raw_(raw) {}
+    Handle(const Handle &) = delete;
+    Handle &operator=(const Handle &) = delete;
+    ~Handle() { close(); }
+
+    // One use: throws SY_ERR_SHUTTING_DOWN once the balancer is closed.
+    class Use {
+    public:
+        explicit Use(Handle &h) : h_(h) {
+            std::lock_guard<std::mutex> lock(h_.m_);
+            if (h_.raw_ == nullptr || h_.closing_) throw Error(SY_ERR_SHUTTING_DOWN, "the balancer is closed");
+            h_.in_use_++;
+        }
+        Use(const Use &) = delete;
+        Use &operator=(const Use &) = delete;
+        ~Use() {
+            std::lock_guard<std::mutex> lock(h_.m_);
+            if (--h_.in_use_ == 0) h_.idle_.notify_all();
+        }
+        sy_balancer *get() const noexcept { return h_.raw_; }
+
+    private:
+        Handle &h_;
+    };
+
+    void close() noexcept {
+        sy_balancer *raw = nullptr;
+        {
+            std::unique_lock<std::mutex> lock(m_);
+            if (raw_ == nullptr || closing_) return;
+            closing_ = true;
+            if (in_use_ > 0) {
+                // Calls under way end soon with SY_ERR_SHUTTING_DOWN.
+                sy_balancer_shutdown(raw_, 0);
+                idle_.wait(lock, [this] { return in_use_ == 0; });
+            }
+            raw = raw_;
+            raw_ = nullptr;
+        }
+        sy_balancer_free(raw);
+    }
+
+private:
+    std::mutex m_;
+    std::condition_variable idle_;
+    sy_balancer *raw_;
+    std::size_t in_use_ = 0;
+    bool closing_ = false;
+};
 
 inline std::string take(char *raw) {
     std::unique_ptr<char, FreeString> s(raw);
@@ -170,7 +225,9 @@ private:
     std::unique_ptr<sy_request, detail::FreeRequest> p_;
 };
 
-// The balancer. Thread-safe; movable, not copyable.
+// The balancer. Thread-safe; movable, not copyable. close() or the destructor frees it
+// once calls under way on other threads have returned; later calls throw
+// SY_ERR_SHUTTING_DOWN.
 class Balancer {
 public:
     static Balancer from_file(const std::string &path) {
@@ -191,9 +248,10 @@ public:
     }
 
     Response call(const Request &req) const {
+        detail::Handle::Use use(*h_);
         sy_response *raw = nullptr;
         sy_error *e = nullptr;
-        const sy_status code = sy_call(p_.get(), req.get(), &raw, &e);
+        const sy_status code = sy_call(use.get(), req.get(), &raw, &e);
         detail::check(code, e);
         return Response(raw);
     }
@@ -201,9 +259,10 @@ public:
     // Queues the request; `done` runs exactly once on a worker thread, with a Response or
     // an Error. It must not throw.
     void submit(const Request &req, std::function<void(std::optional<Response>, std::optional<Error>)> done) const {
+        detail::Handle::Use use(*h_);
         auto *boxed = new std::function<void(std::optional<Response>, std::optional<Error>)>(std::move(done));
         sy_error *e = nullptr;
-        sy_status code = sy_submit(p_.get(), req.get(), &Balancer::trampoline, boxed, &e);
+        sy_status code = sy_submit(use.get(), req.get(), &Balancer::trampoline, boxed, &e);
         if (code != SY_OK) {
             delete boxed;
             throw detail::to_error(code, e);
@@ -211,46 +270,54 @@ public:
     }
 
     std::string metrics_json() const {
+        detail::Handle::Use use(*h_);
         char *out = nullptr;
-        detail::check(sy_metrics_json(p_.get(), &out));
+        detail::check(sy_metrics_json(use.get(), &out));
         return detail::take(out);
     }
     std::string prometheus() const {
+        detail::Handle::Use use(*h_);
         char *out = nullptr;
-        detail::check(sy_prometheus(p_.get(), &out));
+        detail::check(sy_prometheus(use.get(), &out));
         return detail::take(out);
     }
     std::string circuit_json(const std::string &provider) const {
+        detail::Handle::Use use(*h_);
         char *out = nullptr;
-        detail::check(sy_circuit_json(p_.get(), provider.c_str(), &out));
+        detail::check(sy_circuit_json(use.get(), provider.c_str(), &out));
         return detail::take(out);
     }
     void force_open(const std::string &provider) const {
+        detail::Handle::Use use(*h_);
         sy_error *e = nullptr;
-        const sy_status code = sy_force_open(p_.get(), provider.c_str(), &e);
+        const sy_status code = sy_force_open(use.get(), provider.c_str(), &e);
         detail::check(code, e);
     }
     void force_close(const std::string &provider) const {
+        detail::Handle::Use use(*h_);
         sy_error *e = nullptr;
-        const sy_status code = sy_force_close(p_.get(), provider.c_str(), &e);
+        const sy_status code = sy_force_close(use.get(), provider.c_str(), &e);
         detail::check(code, e);
     }
     void reset_circuit(const std::string &provider) const {
+        detail::Handle::Use use(*h_);
         sy_error *e = nullptr;
-        const sy_status code = sy_reset_circuit(p_.get(), provider.c_str(), &e);
+        const sy_status code = sy_reset_circuit(use.get(), provider.c_str(), &e);
         detail::check(code, e);
     }
     // "round_robin", "least_connections", "weighted_response", "health_based", "peak_ewma".
     void set_strategy(const std::string &service, const std::string &strategy) const {
+        detail::Handle::Use use(*h_);
         sy_error *e = nullptr;
-        const sy_status code = sy_set_strategy(p_.get(), service.c_str(), strategy.c_str(), &e);
+        const sy_status code = sy_set_strategy(use.get(), service.c_str(), strategy.c_str(), &e);
         detail::check(code, e);
     }
     // Starts the status server; returns its URL.
     std::string serve_dashboard(const std::string &addr = "127.0.0.1:0") const {
+        detail::Handle::Use use(*h_);
         char *url = nullptr;
         sy_error *e = nullptr;
-        const sy_status code = sy_serve_dashboard(p_.get(), addr.c_str(), &url, &e);
+        const sy_status code = sy_serve_dashboard(use.get(), addr.c_str(), &url, &e);
         detail::check(code, e);
         return detail::take(url);
     }
@@ -261,15 +328,23 @@ public:
     // Calls `listener` on the balancer's events thread for every circuit change, one at a
     // time. It may call the balancer; it must not throw. It lives as long as the balancer.
     void on_circuit_change(std::function<void(const CircuitEvent &)> listener) {
+        detail::Handle::Use use(*h_);
         listeners_.push_back(std::make_unique<std::function<void(const CircuitEvent &)>>(std::move(listener)));
-        detail::check(sy_on_circuit_change(p_.get(), &Balancer::circuit_trampoline, listeners_.back().get()));
+        detail::check(sy_on_circuit_change(use.get(), &Balancer::circuit_trampoline, listeners_.back().get()));
     }
+    // Shuts down with no grace and frees the native balancer, after the calls under way on
+    // other threads return. Calling it again is harmless.
+    void close() noexcept {
+        if (h_) h_->close();
+    }
+
     void shutdown(std::chrono::milliseconds grace) const {
-        detail::check(sy_balancer_shutdown(p_.get(), static_cast<std::uint64_t>(grace.count())));
+        detail::Handle::Use use(*h_);
+        detail::check(sy_balancer_shutdown(use.get(), static_cast<std::uint64_t>(grace.count())));
     }
 
 private:
-    explicit Balancer(sy_balancer *raw) : p_(raw) {}
+    explicit Balancer(sy_balancer *raw) : h_(std::make_unique<detail::Handle>(raw)) {}
 
     static void circuit_trampoline(void *user_data, const char *service, const char *provider, const char *from,
                                    const char *to) {
@@ -291,9 +366,9 @@ private:
         }
     }
 
-    // Declared before p_ so the balancer (and its events thread) goes first.
+    // Declared before h_ so the balancer (and its events thread) goes first.
     std::list<std::unique_ptr<std::function<void(const CircuitEvent &)>>> listeners_;
-    std::unique_ptr<sy_balancer, detail::FreeBalancer> p_;
+    std::unique_ptr<detail::Handle> h_;
 };
 
 inline std::string_view version() noexcept { return sy_version(); }

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include "switchyard.hpp"
 
@@ -75,6 +76,33 @@ int main(int argc, char **argv) {
     const std::string url = lb.serve_dashboard("127.0.0.1:0");
     CHECK(url.rfind("http://127.0.0.1:", 0) == 0, "serve_dashboard");
     lb.shutdown(std::chrono::milliseconds(500));
+
+    // close() while eight threads call: each call answers or says the balancer is closed.
+    auto shared = Balancer::from_file(argv[1]);
+    std::atomic<int> odd{0}, closed{0};
+    std::vector<std::thread> callers;
+    for (int t = 0; t < 8; t++) {
+        callers.emplace_back([&] {
+            for (int i = 0; i < 2000; i++) {
+                try {
+                    (void)shared.call(Request("s", "quote"));
+                } catch (const Error &e) {
+                    if (e.code() == SY_ERR_SHUTTING_DOWN) {
+                        closed++;
+                        return;
+                    }
+                    odd++;
+                }
+            }
+        });
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    shared.close();
+    for (auto &c : callers) c.join();
+    CHECK(odd.load() == 0, "calls during close() only answer or say closed");
+    CHECK(closed.load() > 0, "calls after close() say closed");
+    shared.close();
+
     std::printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }
