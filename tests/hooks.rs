@@ -9,15 +9,17 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use support::{provider, Fault, TestServer};
-use switchyard::{Balancer, Error, Request, Response};
+use switchyard::{Balancer, Error, Priority, Request, Response};
 
-/// A service `s` of two providers, `a` failing with 503 and `b` healthy, one connection
-/// each, circuits that open on one failure and probe again after 20 ms.
+/// A service `s` of two providers, `a` failing with 503 and `b` healthy but slow, one
+/// connection each (so requests park), circuits that open on one failure and may probe
+/// again after 1 ms: circuits change state all the time, also while jobs park.
 fn flapping(a: &TestServer, b: &TestServer) -> Balancer {
     a.set_fault(Fault::Status(503));
+    b.set_latency(Duration::from_millis(20));
     let config = format!(
         "[defaults.pool]\nmax_connections = 1\n[defaults.circuit_breaker]\nfailure_threshold = 1\n\
-         open_ms = 20\nsuccess_threshold = 1\nhalf_open_max_calls = 1\n{}{}",
+         open_ms = 1\nsuccess_threshold = 1\nhalf_open_max_calls = 1\n{}{}",
         provider("s", "a", &a.url(), ""),
         provider("s", "b", &b.url(), "")
     );
@@ -33,12 +35,16 @@ fn a_listener_that_calls_the_balancer_holds_nobody_up() {
         let (inner, heard) = (lb.clone(), heard.clone());
         lb.on_circuit_change(move |_| {
             heard.fetch_add(1, Ordering::SeqCst);
-            let _ = inner.call(Request::get("s", "/from-listener").timeout(Duration::from_secs(1)));
+            // Urgent, as an alerting listener's would be: it does not queue behind others.
+            let urgent = Request::get("s", "/from-listener")
+                .priority(Priority::Critical)
+                .timeout(Duration::from_secs(1));
+            let _ = inner.call(urgent);
         });
     }
     let started = Instant::now();
     let outcomes: Vec<(Result<Response, Error>, Duration)> = thread::scope(|s| {
-        let handles: Vec<_> = (0..4)
+        let handles: Vec<_> = (0..8)
             .map(|_| {
                 s.spawn(|| {
                     (0..5)
@@ -58,7 +64,7 @@ fn a_listener_that_calls_the_balancer_holds_nobody_up() {
             .collect()
     });
     let total = started.elapsed();
-    assert_eq!(outcomes.len(), 20);
+    assert_eq!(outcomes.len(), 40);
     assert!(
         total < Duration::from_millis(3_500),
         "20 calls took {total:?}"
