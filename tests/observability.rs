@@ -52,6 +52,16 @@ struct Setup {
     url: String,
 }
 
+impl Setup {
+    /// The status server's `host:port`.
+    fn host(&self) -> String {
+        self.url
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string()
+    }
+}
+
 fn setup(extra: &str) -> Setup {
     std::env::set_var("OBS_TEST_SECRET", SECRET);
     let servers: Vec<TestServer> = (0..3).map(|_| TestServer::start()).collect();
@@ -204,7 +214,7 @@ fn exchange(host: &str, head: &str) -> String {
 #[test]
 fn a_rebinding_page_is_refused_and_no_page_can_frame_the_dashboard() {
     let s = setup("");
-    let host = s.url.trim_start_matches("http://").trim_end_matches('/');
+    let host = &s.host();
     let port = host.rsplit(':').next().unwrap();
     for name in [
         format!("127.0.0.1:{port}"),
@@ -235,11 +245,7 @@ fn a_rebinding_page_is_refused_and_no_page_can_frame_the_dashboard() {
 #[test]
 fn idle_connections_never_lock_the_operator_out() {
     let s = setup("");
-    let host = s
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let host = s.host();
     // Twice the server's room in connections that say nothing.
     let idle: Vec<TcpStream> = (0..64)
         .map(|_| TcpStream::connect(&host).unwrap())
@@ -281,11 +287,7 @@ fn operator_actions_reach_names_that_need_encoding() {
 #[test]
 fn connections_are_kept_alive() {
     let s = setup("");
-    let host = s
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let host = s.host();
     let mut conn = TcpStream::connect(&host).unwrap();
     conn.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     for _ in 0..3 {
@@ -320,11 +322,7 @@ fn only_loopback_unless_allowed() {
 #[test]
 fn hostile_clients_stall_neither_the_server_nor_the_balancer() {
     let s = setup("");
-    let host = s
-        .url
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let host = s.host();
     // Ten clients that trickle their headers, and one that sends far too much.
     let mut slow: Vec<TcpStream> = (0..10)
         .map(|_| {

@@ -137,8 +137,9 @@ fn each_fault_is_classified() {
     }
 }
 
-#[test]
-fn the_breaker_opens_rests_probes_and_closes() {
+/// One provider answering 503, one attempt a request, a breaker that opens after three
+/// failures, rests 300 ms and closes after two successful probes.
+fn failing_behind_a_breaker() -> (TestServer, Balancer) {
     let server = TestServer::start();
     server.set_fault(Fault::Status(503));
     let config = format!(
@@ -147,6 +148,12 @@ fn the_breaker_opens_rests_probes_and_closes() {
         provider("s", "a", &server.url(), "")
     );
     let lb = Balancer::from_toml_str(&config).unwrap();
+    (server, lb)
+}
+
+#[test]
+fn the_breaker_opens_rests_probes_and_closes() {
+    let (server, lb) = failing_behind_a_breaker();
     let events = Arc::new(Mutex::new(Vec::new()));
     {
         let events = events.clone();
@@ -516,14 +523,7 @@ fn fallbacks_answer_when_no_provider_can() {
 
 #[test]
 fn an_open_circuit_recovers_by_itself_once_its_open_time_is_over() {
-    let server = TestServer::start();
-    server.set_fault(Fault::Status(503));
-    let config = format!(
-        "[defaults.retry]\nmax_attempts = 1\n[defaults.circuit_breaker]\nfailure_threshold = 3\n\
-         open_ms = 300\nsuccess_threshold = 2\nhalf_open_max_calls = 1\n{}",
-        provider("s", "a", &server.url(), "")
-    );
-    let lb = Balancer::from_toml_str(&config).unwrap();
+    let (server, lb) = failing_behind_a_breaker();
     for _ in 0..3 {
         assert!(lb.call(Request::get("s", "/q")).is_err());
     }
