@@ -74,8 +74,9 @@ impl Harness {
         };
         let elapsed = Duration::from_micros(250);
         // The calls a real attempt makes, in its order (see engine/dispatch.rs).
+        let now = self.clock.now();
         self.service
-            .record_attempt(slot.index, slot.permit, None, elapsed);
+            .record_attempt(slot.index, slot.permit, None, elapsed, now);
         drop(slot.seat);
         self.service
             .record_outcome(true, submitted, Duration::ZERO, Priority::Normal);

@@ -8,7 +8,7 @@ use std::sync::{mpsc, Arc};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{provider, Fault, TestServer};
+use support::{from_threads, provider, Fault, TestServer};
 use switchyard::{Balancer, Error, Priority, Request, Response};
 
 /// A service `s` of two providers, `a` failing with 503 and `b` healthy but slow, one
@@ -43,31 +43,16 @@ fn a_listener_that_calls_the_balancer_holds_nobody_up() {
         });
     }
     let started = Instant::now();
-    let outcomes: Vec<(Result<Response, Error>, Duration)> = thread::scope(|s| {
-        let handles: Vec<_> = (0..8)
-            .map(|_| {
-                s.spawn(|| {
-                    (0..5)
-                        .map(|_| {
-                            let t = Instant::now();
-                            let r =
-                                lb.call(Request::get("s", "/q").timeout(Duration::from_secs(2)));
-                            (r, t.elapsed())
-                        })
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
+    let outcomes: Vec<(Result<Response, Error>, Duration)> = from_threads(8, 5, || {
+        let t = Instant::now();
+        let r = lb.call(Request::get("s", "/q").timeout(Duration::from_secs(2)));
+        (r, t.elapsed())
     });
     let total = started.elapsed();
     assert_eq!(outcomes.len(), 40);
     assert!(
         total < Duration::from_millis(3_500),
-        "20 calls took {total:?}"
+        "40 calls took {total:?}"
     );
     for (outcome, took) in &outcomes {
         assert!(

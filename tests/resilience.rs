@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{provider, refused_url, Fault, TestServer};
+use support::{from_threads, provider, refused_url, Fault, TestServer};
 use switchyard::{AttemptKind, Balancer, CircuitState, Error, Request, Response};
 
 const FAST_TIMEOUTS: &str = "[defaults.pool]\nrequest_timeout_ms = 150\nconnect_timeout_ms = 150\n\
@@ -15,22 +15,7 @@ const FAST_TIMEOUTS: &str = "[defaults.pool]\nrequest_timeout_ms = 150\nconnect_
 
 /// Sends `n` GETs from `threads` threads; returns every outcome.
 fn load(lb: &Balancer, n: usize, threads: usize) -> Vec<Result<Response, Error>> {
-    let per = n / threads;
-    thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(move || {
-                    (0..per)
-                        .map(|_| lb.call(Request::get("s", "/q")))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().unwrap())
-            .collect()
-    })
+    from_threads(threads, n / threads, || lb.call(Request::get("s", "/q")))
 }
 
 fn faults() -> Vec<(&'static str, Option<Fault>)> {

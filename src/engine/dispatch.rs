@@ -18,7 +18,6 @@ use crate::foundation::response::Response;
 use crate::policy::retry::backoff;
 use crate::upstream::service::{Pick, Service};
 use crate::upstream::slot::Slot;
-use crate::upstream::transport::Outgoing;
 
 /// How a drive ended.
 pub(crate) struct Driven {
@@ -50,9 +49,8 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             return end(core, job, Err(Error::ShuttingDown), handed);
         }
         if now >= job.deadline {
-            let attempts = std::mem::take(&mut job.failures);
-            let elapsed = now - job.submitted;
-            return end(core, job, Err(Error::Timeout { elapsed, attempts }), handed);
+            let outcome = Err(timed_out(&mut job, now));
+            return end(core, job, outcome, handed);
         }
         if job.is_settled() {
             // A waiter gave up on it; its outcome is already delivered.
@@ -123,18 +121,17 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         let url = provider.url(&job.request);
         let sent = core.clock.now();
         let timeout = provider.attempt_cap.min(job.deadline.saturating_sub(now));
-        let result = provider.transport.send(&Outgoing {
-            provider: &provider.name,
-            method: job.request.method,
-            url: &url,
-            headers: &provider.headers,
-            extra_headers: &job.request.headers,
-            body: job.request.body.as_deref(),
+        let r = &job.request;
+        let result = provider.transport.send(&provider.outgoing(
+            r.method,
+            &url,
+            &r.headers,
+            r.body.as_deref(),
             timeout,
-            max_response_bytes: provider.pool.max_response_bytes,
-            follow_redirects: provider.pool.follow_redirects,
-        });
-        let elapsed = core.clock.now().saturating_sub(sent);
+        ));
+        // One reading of the clock for everything this attempt's end records.
+        let finished = core.clock.now();
+        let elapsed = finished.saturating_sub(sent);
         let Slot {
             index,
             permit,
@@ -149,7 +146,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             return end(core, job, Err(error), handed);
         }
         let failure = result.as_ref().err().map(|f| (f.error.kind, f.retry_after));
-        service.record_attempt(index, permit, failure, elapsed);
+        service.record_attempt(index, permit, failure, elapsed, finished);
         handed = hand_over(core, job.service, index, seat, handed);
 
         match result {
@@ -160,7 +157,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                     body: answer.body,
                     provider: provider.name.clone(),
                     attempts: job.attempts() + 1,
-                    latency: core.clock.now().saturating_sub(job.submitted),
+                    latency: finished.saturating_sub(job.submitted),
                     queue_wait: job.queue_wait,
                     fallback: false,
                 };
@@ -176,11 +173,9 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 job.maybe_sent |= failure.maybe_sent;
                 job.end_attempt();
                 let cut_short = kind_was_timeout(&job) && timeout < provider.attempt_cap;
-                if cut_short || core.clock.now() >= job.deadline {
+                if cut_short || finished >= job.deadline {
                     // The request's own deadline ended it, not the providers.
-                    let attempts = std::mem::take(&mut job.failures);
-                    let elapsed = core.clock.now().saturating_sub(job.submitted);
-                    let outcome = Err(Error::Timeout { elapsed, attempts });
+                    let outcome = Err(timed_out(&mut job, finished));
                     return end(core, job, outcome, handed);
                 }
                 if job.attempts() >= service.retry.max_attempts || !may_resend(&job) {
@@ -189,6 +184,14 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 }
             }
         }
+    }
+}
+
+/// The error of a job whose deadline ended it at clock time `now`, with its attempts.
+fn timed_out(job: &mut Job, now: Duration) -> Error {
+    Error::Timeout {
+        elapsed: now.saturating_sub(job.submitted),
+        attempts: std::mem::take(&mut job.failures),
     }
 }
 

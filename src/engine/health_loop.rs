@@ -14,7 +14,6 @@ use crate::engine::runtime::Core;
 use crate::foundation::request::Method;
 use crate::policy::breaker::CircuitState;
 use crate::upstream::provider::Provider;
-use crate::upstream::transport::Outgoing;
 
 /// How often open circuits are looked at, at the most.
 const PROBE_TICK: Duration = Duration::from_millis(100);
@@ -102,17 +101,7 @@ fn probe_open_circuits(core: &Core) {
                 (Some(url), _) => p.transport.check_health(url, &p.headers, timeout),
                 (None, Some((url, headers))) => p
                     .transport
-                    .send(&Outgoing {
-                        provider: &p.name,
-                        method: Method::Get,
-                        url: &url,
-                        headers: &p.headers,
-                        extra_headers: &headers,
-                        body: None,
-                        timeout,
-                        max_response_bytes: p.pool.max_response_bytes,
-                        follow_redirects: p.pool.follow_redirects,
-                    })
+                    .send(&p.outgoing(Method::Get, &url, &headers, None, timeout))
                     .is_ok(),
                 (None, None) => continue,
             };

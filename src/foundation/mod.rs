@@ -6,5 +6,6 @@ pub(crate) mod error;
 pub(crate) mod index_set;
 pub(crate) mod request;
 pub(crate) mod response;
+pub(crate) mod secrets;
 pub(crate) mod sync;
 pub(crate) mod template;

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use crate::foundation::clock::{AtomicTime, SharedClock};
 use crate::foundation::config::{PoolConfig, ResolvedProvider};
-use crate::foundation::request::Request;
+use crate::foundation::request::{Method, Request};
+use crate::foundation::secrets::Secrets;
 use crate::foundation::sync::AtomicUsize;
 use crate::foundation::template::{encode_component, Template};
 use crate::policy::breaker::Breaker;
@@ -17,10 +18,7 @@ use crate::policy::strategy::Candidate;
 use crate::telemetry::counters::ProviderStats;
 use crate::upstream::http;
 use crate::upstream::slot::Seat;
-use crate::upstream::transport::{Connector, Transport};
-
-/// Shortest configured value treated as a secret worth redacting from messages.
-const MIN_SECRET_LEN: usize = 4;
+use crate::upstream::transport::{Connector, Outgoing, Transport};
 
 pub(crate) struct Provider {
     pub name: Arc<str>,
@@ -34,7 +32,7 @@ pub(crate) struct Provider {
     /// The provider's own query, encoded once: `k=v&k2=v2`.
     query: String,
     endpoints: HashMap<String, Template>,
-    secrets: Vec<String>,
+    secrets: Secrets,
     pub transport: Arc<dyn Transport>,
     /// The longest one attempt may take: `request_timeout_ms` x the attempt cap factor.
     pub attempt_cap: Duration,
@@ -72,21 +70,18 @@ impl Provider {
             query.push('=');
             encode_component(v, &mut query);
         }
-        let mut secrets: Vec<String> = config
-            .headers
-            .iter()
-            .chain(&config.query)
-            .map(|(_, v)| v.clone())
-            .chain(config.query.iter().map(|(_, v)| {
-                let mut encoded = String::new();
-                encode_component(v, &mut encoded);
-                encoded
-            }))
-            .filter(|v| v.len() >= MIN_SECRET_LEN)
-            .collect();
-        // Longest first, so a secret that contains another is redacted whole.
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        secrets.dedup();
+        let secrets = Secrets::new(
+            config
+                .headers
+                .iter()
+                .chain(&config.query)
+                .map(|(_, v)| v.clone())
+                .chain(config.query.iter().map(|(_, v)| {
+                    let mut encoded = String::new();
+                    encode_component(v, &mut encoded);
+                    encoded
+                })),
+        );
         let health_url = config.health_path.as_ref().map(|path| {
             let mut url = format!("{}{path}", config.base_url);
             if !query.is_empty() {
@@ -190,10 +185,29 @@ impl Provider {
 
     /// Removes every configured header and query value from a message.
     pub fn redact(&self, message: &mut String) {
-        for secret in &self.secrets {
-            if message.contains(secret.as_str()) {
-                *message = message.replace(secret.as_str(), "[redacted]");
-            }
+        self.secrets.hide(message);
+    }
+
+    /// One attempt to this provider: its headers, then the caller's; its response limit
+    /// and redirect setting.
+    pub fn outgoing<'a>(
+        &'a self,
+        method: Method,
+        url: &'a str,
+        caller_headers: &'a [(String, String)],
+        body: Option<&'a [u8]>,
+        timeout: Duration,
+    ) -> Outgoing<'a> {
+        Outgoing {
+            provider: &self.name,
+            method,
+            url,
+            headers: &self.headers,
+            extra_headers: caller_headers,
+            body,
+            timeout,
+            max_response_bytes: self.pool.max_response_bytes,
+            follow_redirects: self.pool.follow_redirects,
         }
     }
 }

@@ -228,19 +228,20 @@ impl Service {
             .record_outcome(ok, latency, queue_wait, priority, now);
     }
 
-    /// Records how an attempt on provider `index` ended, everywhere it counts: breaker,
-    /// counters, latency averages, `Retry-After` rest. `failure` is its kind and rest.
+    /// Records how an attempt on provider `index` that took `elapsed` and ended at clock
+    /// time `now` went, everywhere it counts: breaker, counters, latency averages,
+    /// `Retry-After` rest. `failure` is its kind and rest.
     pub fn record_attempt(
         &self,
         index: usize,
         permit: Permit,
         failure: Option<(AttemptKind, Option<Duration>)>,
         elapsed: Duration,
+        now: Duration,
     ) {
         let p = &self.providers[index];
         let transition = p.breaker.record(permit, failure.is_some(), elapsed);
         self.notify(index, transition);
-        let now = self.clock.now();
         match failure {
             None => {
                 p.stats.record_success(elapsed, now);

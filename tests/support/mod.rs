@@ -7,6 +7,19 @@ pub mod server;
 
 pub use server::{refused_url, Fault, Seen, TestServer};
 
+/// Runs `each` `per` times on each of `threads` threads at once; returns every result.
+pub fn from_threads<T: Send>(threads: usize, per: usize, each: impl Fn() -> T + Sync) -> Vec<T> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| s.spawn(|| (0..per).map(|_| each()).collect::<Vec<_>>()))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap())
+            .collect()
+    })
+}
+
 /// A TOML provider entry for `service` pointing at `url`.
 pub fn provider(service: &str, name: &str, url: &str, extra: &str) -> String {
     format!("[[services.{service}.providers]]\nname = \"{name}\"\nbase_url = \"{url}\"\n{extra}\n")

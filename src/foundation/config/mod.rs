@@ -11,10 +11,10 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::foundation::error::Error;
+use crate::foundation::secrets;
 use crate::foundation::template::Template;
 
 mod resolve;
-mod secrets;
 pub(crate) use resolve::{Resolved, ResolvedProvider, ResolvedService};
 
 /// Defines a settings table twice: complete (with the contract's defaults) and as an

@@ -292,7 +292,7 @@ fn resolve_provider(
         ));
     }
     let base_url = check_base_url(&p.base_url).map_err(|why| {
-        let shown = super::secrets::shown_url(&p.base_url);
+        let shown = crate::foundation::secrets::shown_url(&p.base_url);
         Error::config(format!("{at}.base_url"), format!("{shown:?} {why}"))
     })?;
     if !(1..=3).contains(&p.tier) {

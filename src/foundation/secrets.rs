@@ -1,5 +1,6 @@
 //! Keeping configured secrets (header and query values, the dashboard token, whatever a
-//! `${VAR}` brought in) out of error messages, `Debug` and `Serialize`.
+//! `${VAR}` brought in) out of error messages, `Debug` and `Serialize`: for the
+//! configuration, and for every attempt's error message.
 
 use std::collections::BTreeMap;
 
@@ -41,21 +42,38 @@ impl std::fmt::Debug for RedactedMap<'_> {
     }
 }
 
+/// Values to hide wherever they appear in a text.
+#[derive(Debug, Default)]
+pub(crate) struct Secrets(Vec<String>);
+
+impl Secrets {
+    /// The values long enough to be worth hiding, longest first, so a secret that
+    /// contains another is hidden whole.
+    pub fn new(values: impl IntoIterator<Item = String>) -> Secrets {
+        let mut kept: Vec<String> = values
+            .into_iter()
+            .filter(|v| v.len() >= MIN_SECRET_LEN)
+            .collect();
+        kept.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        kept.dedup();
+        Secrets(kept)
+    }
+
+    /// Replaces every secret in `text` with [`REDACTED`].
+    pub fn hide(&self, text: &mut String) {
+        for secret in &self.0 {
+            if text.contains(secret.as_str()) {
+                *text = text.replace(secret.as_str(), REDACTED);
+            }
+        }
+    }
+}
+
 /// Removes secrets from a message about a configuration: the values of `${VAR}`s, and
 /// every string a parser quoted (it may be a secret written into the file).
 pub(crate) fn scrub(message: &str, expanded: &[String]) -> String {
     let mut out = without_quoted_strings(message);
-    let mut secrets: Vec<&String> = expanded
-        .iter()
-        .filter(|v| v.len() >= MIN_SECRET_LEN)
-        .collect();
-    // Longest first, so a secret that contains another is hidden whole.
-    secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
-    for secret in secrets {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), REDACTED);
-        }
-    }
+    Secrets::new(expanded.iter().cloned()).hide(&mut out);
     out
 }
 
