@@ -120,6 +120,11 @@ typedef struct {
 // A bug inside switchyard, caught at the boundary.
 #define SY_ERR_INTERNAL 11
 
+// Nothing could be tried: every eligible provider was out of rate or quota (or what is
+// left is reserved for critical and high requests); the message names each provider and
+// when it frees up.
+#define SY_ERR_QUOTA_EXHAUSTED 12
+
 // Most critical: served before everything else.
 #define SY_PRIORITY_CRITICAL 0
 
@@ -152,10 +157,16 @@ sy_status sy_error_code(const sy_error *error);
 const char *sy_error_message(const sy_error *error);
 
 // The failed attempts as a JSON array of objects with keys `provider`, `kind`
-// (`connect`, `timeout`, `status`, `reset`, `protocol`, `too_large`), `status` (a number
-// or null), `elapsed_ms` and `message`; `[]` for kinds that touch no network.
+// (`connect`, `timeout`, `status`, `reset`, `protocol`, `too_large`, `quota`), `status`
+// (a number or null), `elapsed_ms` and `message`; `[]` for kinds that touch no network.
 // Valid until `sy_error_free`; "[]" for NULL.
 const char *sy_error_attempts_json(const sy_error *error);
+
+// For `SY_ERR_QUOTA_EXHAUSTED`: the providers held back, as a JSON array of objects with
+// keys `provider`, `reason` (`quota`, `reserve`, `rate`, `rate_headers`) and
+// `frees_in_ms` (a number, or null when never for this priority); `[]` for other kinds.
+// Valid until `sy_error_free`; "[]" for NULL.
+const char *sy_error_waits_json(const sy_error *error);
 
 // Frees an error. Calling with NULL is fine. Must not be called twice with the same value.
 void sy_error_free(sy_error *error);

@@ -11,7 +11,7 @@ use crate::foundation::index_set::IndexSet;
 use crate::foundation::request::{Priority, Request};
 use crate::upstream::circuit_events::CircuitOutbox;
 use crate::upstream::http;
-use crate::upstream::service::{Pick, Service, Want};
+use crate::upstream::service::{AttemptEnd, Pick, Service, Want};
 
 /// One service of `providers` providers and a request to it.
 pub struct Harness {
@@ -67,6 +67,8 @@ impl Harness {
             eligible: &self.eligible,
             tried: &none,
             attempts: 0,
+            urgent: false,
+            deadline: Duration::MAX,
         };
         let submitted = self.clock.now();
         let Pick::Slot(slot) = self.service.acquire(&want) else {
@@ -75,8 +77,13 @@ impl Harness {
         let elapsed = Duration::from_micros(250);
         // The calls a real attempt makes, in its order (see engine/dispatch.rs).
         let now = self.clock.now();
+        let end = AttemptEnd {
+            elapsed,
+            now,
+            ..AttemptEnd::default()
+        };
         self.service
-            .record_attempt(slot.index, slot.permit, None, elapsed, now);
+            .record_attempt(slot.index, slot.permit, slot.grant, &end);
         drop(slot.seat);
         self.service
             .record_outcome(true, submitted, Duration::ZERO, Priority::Normal);

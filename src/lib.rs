@@ -49,7 +49,7 @@ pub mod config {
 pub use balancer::Balancer;
 pub use flow::ticket::Ticket;
 pub use foundation::config::{Config, StrategyKind};
-pub use foundation::error::{AttemptError, AttemptKind, ConfigError, Error, ErrorKind};
+pub use foundation::error::{AttemptError, AttemptKind, ConfigError, Error, ErrorKind, QuotaWait};
 pub use foundation::request::{Method, Priority, Request};
 pub use foundation::response::Response;
 pub use policy::breaker::{CircuitEvent, CircuitInfo, CircuitState};
@@ -58,7 +58,8 @@ pub use policy::window::{Recent, Throughput};
 pub use report::dashboard::Dashboard;
 pub use telemetry::histogram::LatencySummary;
 pub use telemetry::snapshot::{
-    CircuitSnapshot, HealthSnapshot, ProviderSnapshot, ServiceSnapshot, Snapshot,
+    CircuitSnapshot, HealthSnapshot, ProviderSnapshot, QuotaWindow, RateWindow, ServiceSnapshot,
+    Snapshot,
 };
 
 /// The crate's version, as in `Cargo.toml`.

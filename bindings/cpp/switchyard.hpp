@@ -31,18 +31,23 @@ inline std::string_view status_message(sy_status code) noexcept { return sy_stat
 // A failed call: what() is the message (never empty), code() the SY_ERR_* kind.
 class Error : public std::runtime_error {
 public:
-    Error(sy_status code, std::string message, std::string attempts_json = "[]")
+    Error(sy_status code, std::string message, std::string attempts_json = "[]",
+          std::string waits_json = "[]")
         : std::runtime_error(message.empty() ? std::string(sy_status_message(code)) : std::move(message)),
           code_(code),
-          attempts_json_(std::move(attempts_json)) {}
+          attempts_json_(std::move(attempts_json)),
+          waits_json_(std::move(waits_json)) {}
 
     sy_status code() const noexcept { return code_; }
     // Each failed attempt: provider, kind, status, elapsed_ms, message.
     const std::string &attempts_json() const noexcept { return attempts_json_; }
+    // For SY_ERR_QUOTA_EXHAUSTED, each provider held back: provider, reason, frees_in_ms.
+    const std::string &waits_json() const noexcept { return waits_json_; }
 
 private:
     sy_status code_;
     std::string attempts_json_;
+    std::string waits_json_;
 };
 
 namespace detail {
@@ -55,7 +60,8 @@ struct FreeString { void operator()(char *p) const noexcept { sy_string_free(p);
 inline Error to_error(sy_status code, sy_error *raw) {
     std::unique_ptr<sy_error, FreeError> e(raw);
     if (!e) return Error(code, sy_status_message(code));
-    return Error(code, sy_error_message(e.get()), sy_error_attempts_json(e.get()));
+    return Error(code, sy_error_message(e.get()), sy_error_attempts_json(e.get()),
+                 sy_error_waits_json(e.get()));
 }
 
 // Takes ownership of `raw`. Evaluate the C call before passing its error here: argument

@@ -16,7 +16,7 @@ use crate::flow::ticket::{Outcome, Sink, Ticket};
 use crate::foundation::error::{AttemptKind, Error};
 use crate::foundation::response::Response;
 use crate::policy::retry::backoff;
-use crate::upstream::service::{Pick, Service};
+use crate::upstream::service::{AttemptEnd, Pick, Service};
 use crate::upstream::slot::Slot;
 
 /// How a drive ended.
@@ -77,6 +77,14 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                         }
                     }
                 },
+                Pick::Wait(due) => match back_off(core, job, due.saturating_sub(now)) {
+                    // Only a rate limit holds it back: wait for the token, queued.
+                    Some(j) => {
+                        job = j;
+                        continue;
+                    }
+                    None => return Driven::left(None, handed),
+                },
                 Pick::Exhausted => match next_round(service, &mut job, now) {
                     Some(delay) => match back_off(core, job, delay) {
                         Some(j) => {
@@ -122,31 +130,51 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         let sent = core.clock.now();
         let timeout = provider.attempt_cap.min(job.deadline.saturating_sub(now));
         let r = &job.request;
-        let result = provider.transport.send(&provider.outgoing(
+        let result = provider.judge(provider.transport.send(&provider.outgoing(
             r.method,
             &url,
             &r.headers,
             r.body.as_deref(),
             timeout,
-        ));
+        )));
         // One reading of the clock for everything this attempt's end records.
         let finished = core.clock.now();
         let elapsed = finished.saturating_sub(sent);
         let Slot {
             index,
             permit,
+            grant,
             seat,
         } = slot;
         if let Err(Some(why)) = result.as_ref().map_err(|f| f.refused.as_ref()) {
             // The caller's input could not be put on the wire: nothing was sent, so no
-            // provider is charged (the permit goes back unused).
+            // provider is charged (permit, rate and quota go back unused).
             let error = Error::InvalidArgument(why.clone());
-            drop(permit);
+            drop((permit, grant));
             handed = hand_over(core, job.service, index, seat, handed);
             return end(core, job, Err(error), handed);
         }
-        let failure = result.as_ref().err().map(|f| (f.error.kind, f.retry_after));
-        service.record_attempt(index, permit, failure, elapsed, finished);
+        let attempt_end = match &result {
+            Ok(answer) => AttemptEnd {
+                failure: None,
+                status: Some(answer.status),
+                announced: provider.announced(&answer.headers, finished),
+                elapsed,
+                now: finished,
+            },
+            Err(f) => AttemptEnd {
+                failure: Some(f.error.kind),
+                status: f.error.status,
+                announced: f
+                    .headers
+                    .as_ref()
+                    .map(|h| provider.announced(h, finished))
+                    .unwrap_or_default(),
+                elapsed,
+                now: finished,
+            },
+        };
+        service.record_attempt(index, permit, grant, &attempt_end);
         handed = hand_over(core, job.service, index, seat, handed);
 
         match result {
@@ -164,6 +192,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 return end(core, job, Ok(response), handed);
             }
             Err(mut failure) => {
+                failure.error.elapsed = elapsed;
                 if job.request.method == crate::foundation::request::Method::Get {
                     *provider.last_failed_get.lock() = Some((url, job.request.headers.clone()));
                 }
@@ -247,6 +276,12 @@ fn back_off(core: &Core, mut job: Job, delay: Duration) -> Option<Job> {
     None
 }
 
+/// Hands a worker's job to the timer until `due` (a rate token), still queued.
+fn wait_queued(core: &Core, mut job: Job, due: Duration) {
+    job.start_waiting(core.clock.now());
+    core.timer.schedule(job, due);
+}
+
 /// What [`park`] did with a job.
 enum Parked {
     /// A slot turned up at the last moment: go on driving.
@@ -282,9 +317,19 @@ fn park(core: &Core, service: &Service, mut job: Job) -> Parked {
     job.place
         .get_or_insert_with(|| service.admission.enter(priority));
     let found = core.lines[job.service].park(job, |j| match service.acquire(&j.want()) {
-        Pick::Slot(slot) => Some(slot),
+        Pick::Slot(slot) => Some(Ok(slot)),
+        // A rate token is due before a seat may free: wait for it instead.
+        Pick::Wait(due) => Some(Err(due)),
         Pick::Busy | Pick::Exhausted => None,
     });
+    let found = match found {
+        Some((job, Err(due))) => {
+            wait_queued(core, job, due);
+            return Parked::Left(Box::new(Driven::left(parked, None)));
+        }
+        Some((job, Ok(slot))) => Some((job, slot)),
+        None => None,
+    };
     match found {
         Some((mut job, slot)) if parked.is_some() => {
             job.place = None;
@@ -309,9 +354,10 @@ fn pass_on(core: &Core, service: usize, slot: Slot, handed: Option<Job>) -> Opti
     let Slot {
         index,
         permit,
+        grant,
         seat,
     } = slot;
-    drop(permit);
+    drop((permit, grant));
     hand_over(core, service, index, seat, handed)
 }
 
@@ -328,7 +374,16 @@ fn hand_over(
     drop(seat);
     let svc = &core.services[service];
     let mut settled = Vec::new();
-    let found = core.lines[service].unpark(|j| svc.acquire_on(&j.want(), index), &mut settled);
+    let found = loop {
+        let found = core.lines[service].unpark(|j| svc.acquire_on(&j.want(), index), &mut settled);
+        match found {
+            // The seat is free but the provider's rate is not: that job waits for its
+            // token in the timer, and the seat goes to the next one.
+            Some((job, Err(due))) => wait_queued(core, job, due),
+            Some((job, Ok(slot))) => break Some((job, slot)),
+            None => break None,
+        }
+    };
     for job in settled {
         abandon(svc, job);
     }
@@ -355,6 +410,16 @@ fn abandon(service: &Service, mut job: Job) {
 /// The error of a job with no provider left to try.
 fn exhausted(service: &Service, job: &mut Job) -> Error {
     let attempts = std::mem::take(&mut job.failures);
+    if attempts.iter().all(|a| a.kind == AttemptKind::Quota) {
+        // Nothing tried, or only "quota used up" answers: say who frees up when.
+        let waits = service.allowance_waits(&job.want());
+        if !waits.is_empty() {
+            return Error::QuotaExhausted {
+                service: service.name.clone(),
+                waits,
+            };
+        }
+    }
     if attempts.is_empty() {
         return Error::NoHealthyProvider {
             service: service.name.clone(),
@@ -421,7 +486,7 @@ mod tests {
     #[test]
     fn a_parked_job_gets_the_released_slot() {
         let rig = Rig::new(&Rig::config(&["a"], "pool = { max_connections = 1 }"));
-        let seat = rig.core.services[0].providers[0].take_seat().unwrap();
+        let seat = rig.core.services[0].providers[0].take_seat(true).unwrap();
         let low = rig
             .core
             .queue_request(Request::get("s", "/low").priority(Priority::Low))
@@ -518,7 +583,7 @@ mod tests {
     #[test]
     fn draining_ends_queued_and_parked_jobs_with_shutting_down() {
         let rig = Rig::new(&Rig::config(&["a"], "pool = { max_connections = 1 }"));
-        let seat = rig.core.services[0].providers[0].take_seat().unwrap();
+        let seat = rig.core.services[0].providers[0].take_seat(true).unwrap();
         let parked = rig
             .core
             .queue_request(Request::get("s", "/parked"))

@@ -56,6 +56,7 @@ impl Rounds {
     /// over; returns when to look again, or `None` when the balancer is stopping.
     fn check_due(&mut self, core: &Core) -> Option<Duration> {
         probe_open_circuits(core);
+        core.save_state_if_due();
         let now = core.clock.now();
         for (s, p, at) in self.0.iter_mut() {
             if core.stopping.load(Ordering::Acquire) {
@@ -66,11 +67,16 @@ impl Rounds {
             }
             let service = &core.services()[*s];
             let provider = &service.providers[*p];
-            let ok = probe(
-                provider,
-                Duration::from_millis(service.health_check.timeout_ms),
-            );
-            provider.health.record(ok, service.health_check.retries);
+            // A check is a call like any other: it spends rate and quota and costs. Out
+            // of either, it waits for the next round.
+            if let Some(ok) = charged(provider, now, || {
+                probe(
+                    provider,
+                    Duration::from_millis(service.health_check.timeout_ms),
+                )
+            }) {
+                provider.health.record(ok, service.health_check.retries);
+            }
             *at = core.clock.now() + Duration::from_millis(service.health_check.interval_ms);
         }
         let next_check = self.0.iter().map(|(_, _, at)| *at).min();
@@ -93,22 +99,36 @@ fn probe_open_circuits(core: &Core) {
             if p.health_url.is_none() && replay.is_none() {
                 continue;
             }
+            let started = core.clock.now();
+            if p.allowance.check(started, false).is_err() {
+                continue;
+            }
             let (permit, transition) = p.breaker.try_acquire();
             service.notify(i, transition);
             let Some(permit) = permit else { continue };
-            let started = core.clock.now();
-            let ok = match (&p.health_url, replay) {
+            let sent = charged(p, started, || match (&p.health_url, replay) {
                 (Some(url), _) => p.transport.check_health(url, &p.headers, timeout),
                 (None, Some((url, headers))) => p
                     .transport
                     .send(&p.outgoing(Method::Get, &url, &headers, None, timeout))
                     .is_ok(),
-                (None, None) => continue,
-            };
+                (None, None) => false,
+            });
+            let Some(ok) = sent else { continue };
             let elapsed = core.clock.now().saturating_sub(started);
             service.notify(i, p.breaker.record(permit, !ok, elapsed));
         }
     }
+}
+
+/// Runs `call` if the provider's rate and quota allow one more now, and charges it;
+/// `None` when they do not (nothing is sent).
+fn charged<T>(p: &Provider, now: Duration, call: impl FnOnce() -> T) -> Option<T> {
+    let grant = p.allowance.take(now, false).ok()?;
+    let result = call();
+    grant.commit(now);
+    p.charged.charge(p.allowance.unix(now));
+    Some(result)
 }
 
 fn probe(provider: &Provider, timeout: Duration) -> bool {

@@ -125,6 +125,7 @@ impl Lifecycle {
                 let _ = events.join();
             }
         }
+        core.save_state();
     }
 }
 

@@ -5,6 +5,7 @@ pub(crate) mod channels;
 pub(crate) mod events;
 pub(crate) mod parking;
 pub(crate) mod schedule;
+pub(crate) mod state_file;
 
 pub(crate) mod runtime;
 
@@ -14,6 +15,8 @@ pub(crate) mod intake;
 pub(crate) mod timer;
 pub(crate) mod worker;
 
+#[cfg(test)]
+mod allowance_tests;
 pub(crate) mod lifecycle;
 #[cfg(feature = "dashboard")]
 pub(crate) mod observer;

@@ -14,6 +14,7 @@ use crate::engine::channels::{Channels, Next};
 use crate::engine::events::Listeners;
 use crate::engine::parking::ParkingLine;
 use crate::engine::schedule::Timer;
+use crate::engine::state_file::StateFile;
 use crate::flow::activity::Activity;
 use crate::flow::job::Job;
 use crate::foundation::clock::SharedClock;
@@ -50,6 +51,8 @@ pub(crate) struct Core {
     /// Status servers to stop with the balancer.
     #[cfg(feature = "dashboard")]
     pub(in crate::engine) dashboards: Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>,
+    /// Where quota and rate state is kept across restarts.
+    state: Option<StateFile>,
 }
 
 /// What building a runtime leaves for the threads that will drive it.
@@ -82,6 +85,10 @@ impl Core {
             .enumerate()
             .map(|(i, s)| (s.name.clone(), i))
             .collect();
+        let state = resolved.state_file.as_ref().map(|path| {
+            let providers = services.iter().flat_map(|s| &s.providers);
+            StateFile::load(path, providers, clock.now())
+        });
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (timer, timer_rx) = Timer::new();
         let core = Core {
@@ -100,6 +107,7 @@ impl Core {
             dashboard_config: resolved.dashboard.clone(),
             #[cfg(feature = "dashboard")]
             dashboards: Mutex::new(Vec::new()),
+            state,
         };
         let wiring = Wiring {
             timer: timer_rx,
@@ -107,6 +115,22 @@ impl Core {
             stop: stop_tx,
         };
         (core, wiring)
+    }
+
+    /// Writes the state file if a second has passed and something changed.
+    pub fn save_state_if_due(&self) {
+        if let Some(state) = &self.state {
+            let providers = self.services.iter().flat_map(|s| &s.providers);
+            state.save_if_due(providers, self.clock.now());
+        }
+    }
+
+    /// Writes the state file now (at shutdown).
+    pub fn save_state(&self) {
+        if let Some(state) = &self.state {
+            let providers = self.services.iter().flat_map(|s| &s.providers);
+            state.save(providers, self.clock.now());
+        }
     }
 
     /// Connection slots over every provider.

@@ -18,13 +18,22 @@ pub(crate) struct Rig {
     /// Each provider's fake, by name.
     pub fakes: HashMap<String, Arc<FakeTransport>>,
     pub wiring: Wiring,
+    /// What the timer holds, for [`Rig::fire_timers`] (there is no timer thread).
+    timers: parking_lot::Mutex<Vec<crate::engine::schedule::Delayed>>,
 }
 
 impl Rig {
     /// A runtime for `toml`; every provider gets a fake transport.
     pub fn new(toml: &str) -> Rig {
+        Rig::starting_at(toml, std::time::Duration::ZERO)
+    }
+
+    /// The same on a clock that starts at Unix time `unix` (a manual clock reads as
+    /// Unix time), for calendar quotas.
+    pub fn starting_at(toml: &str, unix: std::time::Duration) -> Rig {
         let resolved = Config::from_toml_str(toml).unwrap().resolve().unwrap();
         let clock = ManualClock::shared();
+        clock.advance(unix);
         let mut fakes = HashMap::new();
         for p in resolved.services.iter().flat_map(|s| &s.providers) {
             fakes.insert(p.name.clone(), FakeTransport::new(clock.clone()));
@@ -39,7 +48,37 @@ impl Rig {
             clock,
             fakes,
             wiring,
+            timers: parking_lot::Mutex::new(Vec::new()),
         }
+    }
+
+    /// What the timer thread would do now: requeues every job due by the clock. Returns
+    /// how many it requeued.
+    pub fn fire_timers(&self) -> usize {
+        let mut timers = self.timers.lock();
+        timers.extend(self.wiring.timer.try_iter());
+        let now = crate::foundation::clock::Clock::now(&*self.clock);
+        let (due, later): (Vec<_>, Vec<_>) = timers.drain(..).partition(|d| d.due <= now);
+        *timers = later;
+        let mut fired = 0;
+        for d in due {
+            if let crate::engine::schedule::Due::Requeue(job) = d.what {
+                self.core.requeue(*job);
+                fired += 1;
+            }
+        }
+        fired
+    }
+
+    /// The earliest time a job waits for in the timer.
+    pub fn next_timer(&self) -> Option<std::time::Duration> {
+        let mut timers = self.timers.lock();
+        timers.extend(self.wiring.timer.try_iter());
+        timers
+            .iter()
+            .filter(|d| matches!(d.what, crate::engine::schedule::Due::Requeue(_)))
+            .map(|d| d.due)
+            .min()
     }
 
     pub fn fake(&self, provider: &str) -> &FakeTransport {

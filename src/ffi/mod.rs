@@ -52,6 +52,10 @@ pub const SY_ERR_SHUTTING_DOWN: sy_status = 9;
 pub const SY_ERR_RESPONSE_TOO_LARGE: sy_status = 10;
 /// A bug inside switchyard, caught at the boundary.
 pub const SY_ERR_INTERNAL: sy_status = 11;
+/// Nothing could be tried: every eligible provider was out of rate or quota (or what is
+/// left is reserved for critical and high requests); the message names each provider and
+/// when it frees up.
+pub const SY_ERR_QUOTA_EXHAUSTED: sy_status = 12;
 
 /// What a status means, in a sentence: "success" for `SY_OK`, "an unknown status" for a
 /// number that is not an `SY_*` code. Never NULL; the string is static: do not free it.
@@ -84,6 +88,7 @@ pub struct sy_error {
     code: sy_status,
     message: CString,
     attempts_json: CString,
+    waits_json: CString,
 }
 
 impl sy_error {
@@ -101,10 +106,24 @@ impl sy_error {
                 })
             })
             .collect();
+        let waits: Vec<serde_json::Value> = match e {
+            Error::QuotaExhausted { waits, .. } => waits
+                .iter()
+                .map(|w| {
+                    serde_json::json!({
+                        "provider": w.provider,
+                        "reason": w.reason,
+                        "frees_in_ms": w.frees_in.map(|d| d.as_millis() as u64),
+                    })
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
         sy_error {
             code: e.kind().code(),
             message: c_string(e.to_string()),
             attempts_json: c_string(serde_json::Value::Array(attempts).to_string()),
+            waits_json: c_string(serde_json::Value::Array(waits).to_string()),
         }
     }
 
@@ -214,14 +233,26 @@ pub extern "C" fn sy_error_message(error: *const sy_error) -> *const c_char {
 }
 
 /// The failed attempts as a JSON array of objects with keys `provider`, `kind`
-/// (`connect`, `timeout`, `status`, `reset`, `protocol`, `too_large`), `status` (a number
-/// or null), `elapsed_ms` and `message`; `[]` for kinds that touch no network.
+/// (`connect`, `timeout`, `status`, `reset`, `protocol`, `too_large`, `quota`), `status`
+/// (a number or null), `elapsed_ms` and `message`; `[]` for kinds that touch no network.
 /// Valid until `sy_error_free`; "[]" for NULL.
 #[no_mangle]
 pub extern "C" fn sy_error_attempts_json(error: *const sy_error) -> *const c_char {
     // SAFETY: NULL or a live sy_error, per the header.
     guarded(c"[]".as_ptr(), || {
         unsafe { error.as_ref() }.map_or(c"[]".as_ptr(), |e| e.attempts_json.as_ptr())
+    })
+}
+
+/// For `SY_ERR_QUOTA_EXHAUSTED`: the providers held back, as a JSON array of objects with
+/// keys `provider`, `reason` (`quota`, `reserve`, `rate`, `rate_headers`) and
+/// `frees_in_ms` (a number, or null when never for this priority); `[]` for other kinds.
+/// Valid until `sy_error_free`; "[]" for NULL.
+#[no_mangle]
+pub extern "C" fn sy_error_waits_json(error: *const sy_error) -> *const c_char {
+    // SAFETY: NULL or a live sy_error, per the header.
+    guarded(c"[]".as_ptr(), || {
+        unsafe { error.as_ref() }.map_or(c"[]".as_ptr(), |e| e.waits_json.as_ptr())
     })
 }
 
@@ -279,6 +310,7 @@ mod tests {
             SY_ERR_SHUTTING_DOWN,
             SY_ERR_RESPONSE_TOO_LARGE,
             SY_ERR_INTERNAL,
+            SY_ERR_QUOTA_EXHAUSTED,
         ];
         let kinds: Vec<u32> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
         assert_eq!(c.to_vec(), kinds);
@@ -295,7 +327,7 @@ mod tests {
         };
         assert_eq!(text(SY_OK), "success");
         assert_eq!(text(SY_ERR_TIMEOUT), "the request's deadline passed");
-        assert_eq!(text(12), "an unknown status");
+        assert_eq!(text(13), "an unknown status");
         assert_eq!(text(u32::MAX), "an unknown status");
         for kind in ErrorKind::ALL {
             assert_eq!(text(kind.code()), kind.describe());

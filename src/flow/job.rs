@@ -77,6 +77,8 @@ impl Job {
             eligible: &self.eligible,
             tried: &self.tried,
             attempts: self.attempts(),
+            urgent: self.request.priority.is_urgent(),
+            deadline: self.deadline,
         }
     }
 

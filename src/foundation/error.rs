@@ -58,6 +58,60 @@ pub enum Error {
     },
     /// A bug inside switchyard, caught before it could do harm.
     Internal(String),
+    /// Nothing could be tried: every eligible provider was out of rate or quota (or what
+    /// is left is reserved for critical and high requests). No provider was charged.
+    QuotaExhausted {
+        /// The service whose providers were all held back.
+        service: String,
+        /// Each provider held back for its rate or quota, and when it frees up.
+        waits: Vec<QuotaWait>,
+    },
+}
+
+/// A provider held back by its rate or quota, as carried by [`Error::QuotaExhausted`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaWait {
+    /// The provider's configured name.
+    pub provider: String,
+    /// `quota` (its quota, configured or answered, is used up), `reserve` (what is left
+    /// is kept for critical and high requests), `rate` (its rate limit), or
+    /// `rate_headers` (its answers said nothing is left).
+    pub reason: &'static str,
+    /// From the error to the moment it takes calls again; `None` when it never will for
+    /// this request's priority.
+    pub frees_in: Option<Duration>,
+}
+
+impl fmt::Display for QuotaWait {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let why = match self.reason {
+            "quota" => "quota used up",
+            "reserve" => "what is left of its quota is reserved for critical and high requests",
+            "rate" => "rate limit reached",
+            "rate_headers" => "its rate-limit headers say nothing is left",
+            other => other,
+        };
+        write!(f, "{} {why}", self.provider)?;
+        match self.frees_in {
+            Some(d) => write!(f, ", frees up in {}", human(d)),
+            None => f.write_str(", never for this priority (reserve = 1)"),
+        }
+    }
+}
+
+/// A duration for people: "350 ms", "42 s", "3 h 20 min".
+fn human(d: Duration) -> String {
+    let ms = d.as_millis();
+    let s = d.as_secs();
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if s < 120 {
+        format!("{} s", (ms + 500) / 1000)
+    } else if s < 7200 {
+        format!("{} min", (s + 30) / 60)
+    } else {
+        format!("{} h {} min", s / 3600, (s % 3600) / 60)
+    }
 }
 
 /// The kind of an [`Error`], with the stable numbers of the C API.
@@ -87,11 +141,13 @@ pub enum ErrorKind {
     ResponseTooLarge = 10,
     /// See [`Error::Internal`].
     Internal = 11,
+    /// See [`Error::QuotaExhausted`].
+    QuotaExhausted = 12,
 }
 
 impl ErrorKind {
     /// Every kind, in code order.
-    pub const ALL: [ErrorKind; 11] = [
+    pub const ALL: [ErrorKind; 12] = [
         ErrorKind::InvalidArgument,
         ErrorKind::Config,
         ErrorKind::UnknownService,
@@ -103,6 +159,7 @@ impl ErrorKind {
         ErrorKind::ShuttingDown,
         ErrorKind::ResponseTooLarge,
         ErrorKind::Internal,
+        ErrorKind::QuotaExhausted,
     ];
 
     /// The status number of the C API (`SY_ERR_*`); 0 is success and never an error.
@@ -129,6 +186,7 @@ impl ErrorKind {
             ErrorKind::ShuttingDown => "the balancer is shutting down",
             ErrorKind::ResponseTooLarge => "every answer was over max_response_bytes",
             ErrorKind::Internal => "an internal error in switchyard",
+            ErrorKind::QuotaExhausted => "every eligible provider was out of rate or quota",
         }
     }
 
@@ -146,6 +204,7 @@ impl ErrorKind {
             ErrorKind::ShuttingDown => "shutting_down",
             ErrorKind::ResponseTooLarge => "response_too_large",
             ErrorKind::Internal => "internal",
+            ErrorKind::QuotaExhausted => "quota_exhausted",
         }
     }
 }
@@ -165,6 +224,7 @@ impl Error {
             Error::ShuttingDown => ErrorKind::ShuttingDown,
             Error::ResponseTooLarge { .. } => ErrorKind::ResponseTooLarge,
             Error::Internal(_) => ErrorKind::Internal,
+            Error::QuotaExhausted { .. } => ErrorKind::QuotaExhausted,
         }
     }
 
@@ -237,6 +297,17 @@ impl fmt::Display for Error {
                 write_attempts(f, attempts)
             }
             Error::Internal(what) => write!(f, "internal error: {what}"),
+            Error::QuotaExhausted { service, waits } => {
+                write!(
+                    f,
+                    "every eligible provider of service `{service}` is out of rate or quota"
+                )?;
+                for (i, w) in waits.iter().enumerate() {
+                    f.write_str(if i == 0 { ": " } else { "; " })?;
+                    write!(f, "{w}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -286,6 +357,9 @@ pub enum AttemptKind {
     Protocol,
     /// The answer was larger than `pool.max_response_bytes`.
     TooLarge,
+    /// The provider answered that its quota is used up (`classify.quota_statuses` or
+    /// `quota_body`); it rests, and its breaker does not count it.
+    Quota,
 }
 
 impl AttemptKind {
@@ -298,6 +372,7 @@ impl AttemptKind {
             AttemptKind::Reset => "reset",
             AttemptKind::Protocol => "protocol",
             AttemptKind::TooLarge => "too_large",
+            AttemptKind::Quota => "quota",
         }
     }
 }
@@ -343,13 +418,38 @@ mod tests {
     #[test]
     fn codes_follow_the_contract_table() {
         let codes: Vec<u32> = ErrorKind::ALL.iter().map(|k| k.code()).collect();
-        assert_eq!(codes, (1..=11).collect::<Vec<_>>());
+        assert_eq!(codes, (1..=12).collect::<Vec<_>>());
     }
 
     #[test]
     fn error_stays_small() {
         // Errors travel through channels on every failed request; keep them a few words.
         assert!(std::mem::size_of::<Error>() <= 64);
+    }
+
+    #[test]
+    fn quota_exhausted_names_each_provider_and_when_it_frees_up() {
+        let e = Error::QuotaExhausted {
+            service: "news".into(),
+            waits: vec![
+                QuotaWait {
+                    provider: "newsapi".into(),
+                    reason: "quota",
+                    frees_in: Some(Duration::from_secs(3 * 3600 + 20 * 60)),
+                },
+                QuotaWait {
+                    provider: "gnews".into(),
+                    reason: "rate",
+                    frees_in: Some(Duration::from_millis(50)),
+                },
+            ],
+        };
+        assert_eq!(
+            e.to_string(),
+            "every eligible provider of service `news` is out of rate or quota: newsapi quota \
+             used up, frees up in 3 h 20 min; gnews rate limit reached, frees up in 50 ms"
+        );
+        assert_eq!(e.kind().code(), 12);
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Foundations: what callers send and get, errors, time, configuration.
 
+pub(crate) mod calendar;
 pub(crate) mod clock;
 pub mod config;
 pub(crate) mod error;

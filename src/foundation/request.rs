@@ -34,6 +34,11 @@ impl Priority {
         self as usize
     }
 
+    /// Whether requests of this priority may use the headroom `reserve` keeps.
+    pub fn is_urgent(self) -> bool {
+        matches!(self, Priority::Critical | Priority::High)
+    }
+
     /// The lowercase name: `critical`, `high`, `normal`, `low`.
     pub fn name(self) -> &'static str {
         match self {

@@ -12,24 +12,9 @@ use parking_lot::Mutex;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::foundation::config::StrategyKind;
-use crate::policy::latency::LatencyEwma;
-
-/// What a strategy may know of a provider: its load and its record, not its internals.
-pub(crate) trait Candidate {
-    /// Configured share of traffic.
-    fn weight(&self) -> u32;
-    /// Attempts on the wire now.
-    fn in_flight(&self) -> usize;
-    /// Latency of recent successful attempts.
-    fn latency(&self) -> &LatencyEwma;
-    /// Calls and failures in the breaker's window.
-    fn window_totals(&self) -> (u64, u64);
-    /// Share of active health checks passed; `None` before the first.
-    fn uptime(&self) -> Option<f64>;
-    /// `cost_per_request`.
-    fn cost(&self) -> f64;
-}
+use crate::foundation::config::{SloConfig, StrategyKind};
+use crate::policy::candidate::Candidate;
+use crate::policy::cost_aware;
 
 /// Latency samples a provider needs before latency strategies rank it.
 const MIN_SAMPLES: u64 = 5;
@@ -52,12 +37,13 @@ const SPEED_FLOOR_MS: f64 = 1.0;
 /// Below this many candidates least-connections scans them all; above, two random choices.
 const SCAN_LIMIT: usize = 16;
 
-const KINDS: [StrategyKind; 5] = [
+const KINDS: [StrategyKind; 6] = [
     StrategyKind::RoundRobin,
     StrategyKind::LeastConnections,
     StrategyKind::WeightedResponse,
     StrategyKind::HealthBased,
     StrategyKind::PeakEwma,
+    StrategyKind::CostAware,
 ];
 
 fn kind_index(kind: StrategyKind) -> u8 {
@@ -136,6 +122,8 @@ pub(crate) struct Picker {
     current: Mutex<Vec<i64>>,
     signals: Mutex<Signals>,
     rand: Randomness,
+    /// What `cost_aware` keeps.
+    slo: SloConfig,
 }
 
 impl Picker {
@@ -149,7 +137,14 @@ impl Picker {
                 0 => Randomness::Os,
                 seed => Randomness::Seeded(Mutex::new(SmallRng::seed_from_u64(seed))),
             },
+            slo: SloConfig::default(),
         }
+    }
+
+    /// The service's `slo`, for `cost_aware`.
+    pub fn with_slo(mut self, slo: SloConfig) -> Picker {
+        self.slo = slo;
+        self
     }
 
     pub fn kind(&self) -> StrategyKind {
@@ -214,6 +209,14 @@ impl Picker {
                 let cost = |p: &C| p.latency().decayed_peak(now) * (p.in_flight() + 1) as f64;
                 better(cost(pa), cost(pb))
             }
+            StrategyKind::CostAware => cost_aware::pick(
+                providers,
+                [a, b].into_iter(),
+                &self.slo,
+                now,
+                self.rand.unit(),
+            )
+            .unwrap_or(a),
         }
     }
 
@@ -241,6 +244,13 @@ impl Picker {
             StrategyKind::WeightedResponse => self.weighted_response(providers, ok),
             StrategyKind::HealthBased => self.health_based(providers, ok, now),
             StrategyKind::PeakEwma => self.peak_ewma(providers, ok, now),
+            StrategyKind::CostAware => cost_aware::pick(
+                providers,
+                (0..providers.len()).filter(|&i| ok(i)),
+                &self.slo,
+                now,
+                self.rand.unit(),
+            ),
         }
     }
 
@@ -434,6 +444,7 @@ impl Picker {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::latency::LatencyEwma;
 
     /// A candidate with settable load and record, for exact strategy tests.
     #[derive(Default)]
@@ -464,6 +475,9 @@ mod tests {
         }
         fn cost(&self) -> f64 {
             self.cost
+        }
+        fn tail(&self, _now: Duration) -> Option<(Duration, u64)> {
+            None
         }
     }
 

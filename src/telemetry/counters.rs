@@ -12,13 +12,14 @@ use crate::telemetry::histogram::Histogram;
 
 use parking_lot::Mutex;
 
-pub(crate) const KINDS: [AttemptKind; 6] = [
+pub(crate) const KINDS: [AttemptKind; 7] = [
     AttemptKind::Connect,
     AttemptKind::Timeout,
     AttemptKind::Status,
     AttemptKind::Reset,
     AttemptKind::Protocol,
     AttemptKind::TooLarge,
+    AttemptKind::Quota,
 ];
 
 /// Attempts sent to one provider.
@@ -27,7 +28,7 @@ pub(crate) struct ProviderStats {
     pub(crate) requests: AtomicU64,
     pub(crate) successes: AtomicU64,
     pub(crate) failures: AtomicU64,
-    pub(crate) failures_by_kind: [AtomicU64; 6],
+    pub(crate) failures_by_kind: [AtomicU64; 7],
     pub(crate) latency: Histogram,
     pub recent: RecentWindow,
 }

@@ -1,5 +1,6 @@
 //! Telemetry: counters and histograms recorded on the hot path, and the snapshot of them.
 
+pub(crate) mod cost;
 pub(crate) mod counters;
 pub(crate) mod histogram;
 pub(crate) mod snapshot;

@@ -65,8 +65,15 @@ pub struct ServiceSnapshot {
     pub(crate) routes: Vec<(String, String, u64)>,
     /// Attempts beyond each request's first (failovers and same-provider retries).
     pub retries: u64,
-    /// `cost_per_request` x attempts, summed over the providers.
+    /// `cost_per_request` x calls charged (attempts, probes, health checks), summed over
+    /// the providers.
     pub cost_total: f64,
+    /// The same over the last 24 hours.
+    pub cost_last_24h: f64,
+    /// The same since 00:00 UTC.
+    pub cost_today: f64,
+    /// The same since the 1st of the month, 00:00 UTC.
+    pub cost_this_month: f64,
     /// The strategy in use.
     pub strategy: &'static str,
     /// Callers' requests ended per second.
@@ -112,14 +119,55 @@ pub struct ProviderSnapshot {
     pub throughput: Throughput,
     /// Mean share of the connection slots in use over the last 10 s.
     pub utilisation: f64,
-    /// `cost_per_request` x attempts.
+    /// `cost_per_request` x calls charged (attempts, probes, health checks).
     pub cost_total: f64,
+    /// The same over the last 24 hours.
+    pub cost_last_24h: f64,
+    /// The same since 00:00 UTC.
+    pub cost_today: f64,
+    /// The same since the 1st of the month, 00:00 UTC.
+    pub cost_this_month: f64,
     /// The circuit breaker.
     pub circuit: CircuitSnapshot,
     /// Active health checks.
     pub health: HealthSnapshot,
-    /// ms left of a `Retry-After` rest; 0 when not resting.
+    /// ms left of a rest; 0 when not resting.
     pub resting_ms: u64,
+    /// Why it rests: `retry_after`, `rate_headers`, `quota`; `null` when it does not.
+    pub resting_reason: Option<&'static str>,
+    /// Its configured rate limits by window (`per_second`, ...): limit and calls left in
+    /// the window that ends now.
+    pub rate: BTreeMap<&'static str, RateWindow>,
+    /// Its calendar quotas by window (`per_day`, `per_month`).
+    pub quota: BTreeMap<&'static str, QuotaWindow>,
+    /// What its rate-limit headers last said is left (less calls sent since); `null`
+    /// when they say nothing.
+    pub announced_remaining: Option<u64>,
+    /// Times a request was turned away from it for its quota (configured or answered).
+    pub quota_rejections: u64,
+    /// Times a request was held back or sent elsewhere for its rate (configured or
+    /// announced).
+    pub rate_limited: u64,
+}
+
+/// One rate-limit window.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct RateWindow {
+    /// Calls allowed per window.
+    pub limit: u64,
+    /// Calls left in the window that ends now.
+    pub remaining: u64,
+}
+
+/// One calendar quota.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+pub struct QuotaWindow {
+    /// Calls allowed per day or month.
+    pub limit: u64,
+    /// Calls counted so far in this day or month.
+    pub used: u64,
+    /// ms until the count starts again.
+    pub resets_in_ms: u64,
 }
 
 /// A circuit breaker's state.

@@ -17,6 +17,12 @@ use crate::upstream::transport::{Answer, Failure, Outgoing, Transport};
 pub(crate) enum Reply {
     /// Answers with this status (5xx and 429 are failures, as on the wire).
     Status(u16),
+    /// Answers with this status, these headers and this body.
+    Answer {
+        status: u16,
+        headers: Vec<(&'static str, String)>,
+        body: Vec<u8>,
+    },
     /// Fails before any answer, with this kind.
     Fail(AttemptKind),
     /// Takes this long on the manual clock, then answers 200.
@@ -82,11 +88,33 @@ impl Transport for FakeTransport {
                 message: format!("fake {kind:?}"),
             },
             maybe_sent: kind != AttemptKind::Connect,
-            retry_after: None,
+            headers: None,
             refused: None,
         };
         let status = match reply {
             Reply::Status(status) => status,
+            Reply::Answer {
+                status,
+                headers,
+                body,
+            } => {
+                let mut map = ureq::http::HeaderMap::new();
+                for (name, value) in headers {
+                    if let Ok(v) = ureq::http::HeaderValue::from_str(&value) {
+                        map.append(name, v);
+                    }
+                }
+                if status >= 500 || status == 429 {
+                    let mut f = fail(AttemptKind::Status, Some(status));
+                    f.headers = Some(Box::new(map));
+                    return Err(f);
+                }
+                return Ok(Answer {
+                    status,
+                    headers: map,
+                    body,
+                });
+            }
             Reply::Fail(kind) => return Err(fail(kind, None)),
             Reply::TimesOut(took) => {
                 self.clock.advance(took);

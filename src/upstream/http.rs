@@ -224,7 +224,7 @@ fn exchange(
             message,
         },
         maybe_sent,
-        retry_after: None,
+        headers: None,
         refused: None,
     };
 
@@ -282,15 +282,6 @@ fn exchange(
 
     let status = response.status().as_u16();
     if status >= 500 || status == 429 {
-        let retry_after = if status == 429 || status == 503 {
-            response
-                .headers()
-                .get("retry-after")
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_retry_after)
-        } else {
-            None
-        };
         // Read what is cheap to read so the connection goes back to the pool.
         let _ = std::io::copy(
             &mut response.body_mut().as_reader().take(DRAIN_LIMIT),
@@ -302,7 +293,8 @@ fn exchange(
             format!("HTTP {status}"),
             true,
         );
-        f.retry_after = retry_after;
+        // Its Retry-After and rate-limit headers still steer traffic.
+        f.headers = Some(Box::new(std::mem::take(response.headers_mut())));
         return Err(f);
     }
 
@@ -431,104 +423,12 @@ fn describe(e: &ureq::Error) -> String {
     }
 }
 
-/// The longest rest a `Retry-After` can impose.
-const MAX_REST: Duration = Duration::from_secs(86_400);
-
-/// `Retry-After` as seconds or as an HTTP date (RFC 9110: IMF-fixdate), from now.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    parse_retry_after_at(value, std::time::SystemTime::now())
-}
-
-fn parse_retry_after_at(value: &str, now: std::time::SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<f64>() {
-        // Capped before converting: a float of seconds past u64 panics in Duration.
-        return (secs.is_finite() && secs >= 0.0)
-            .then(|| Duration::from_secs_f64(secs.min(MAX_REST.as_secs_f64())));
-    }
-    let at = std::time::UNIX_EPOCH + Duration::from_secs(http_date(value)?);
-    Some(
-        at.duration_since(now)
-            .unwrap_or(Duration::ZERO)
-            .min(MAX_REST),
-    )
-}
-
-/// Seconds since the Unix epoch of an IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT".
-fn http_date(text: &str) -> Option<u64> {
-    let mut parts = text.split_whitespace();
-    let (_weekday, day, month, year, time, zone) = (
-        parts.next()?,
-        parts.next()?.parse::<u64>().ok()?,
-        parts.next()?,
-        parts.next()?.parse::<i64>().ok()?,
-        parts.next()?,
-        parts.next()?,
-    );
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let month = MONTHS.iter().position(|m| *m == month)? as i64 + 1;
-    let mut hms = time.split(':').map(|n| n.parse::<u64>().ok());
-    let (h, m, s) = (hms.next()??, hms.next()??, hms.next()??);
-    if zone != "GMT" || !(1..=31).contains(&day) || h > 23 || m > 59 || s > 60 {
-        return None;
-    }
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let y = if month <= 2 { year - 1 } else { year };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (month + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day as i64 - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = u64::try_from(era * 146_097 + doe - 719_468).ok()?;
-    Some(days * 86_400 + h * 3_600 + m * 60 + s)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn retry_after_seconds() {
-        assert_eq!(parse_retry_after(" 2 "), Some(Duration::from_secs(2)));
-        assert_eq!(parse_retry_after("0.5"), Some(Duration::from_millis(500)));
-        assert_eq!(
-            http_date("Sun, 06 Nov 1994 08:49:37 GMT"),
-            Some(784_111_777)
-        );
-        let now = std::time::UNIX_EPOCH + Duration::from_secs(784_111_770);
-        assert_eq!(
-            parse_retry_after_at("Sun, 06 Nov 1994 08:49:37 GMT", now),
-            Some(Duration::from_secs(7))
-        );
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO),
-            "in the past"
-        );
-        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 PST"), None);
-        assert_eq!(parse_retry_after("soon"), None);
-        assert_eq!(parse_retry_after("-1"), None);
-    }
-
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(512))]
-
-        #[test]
-        fn any_retry_after_is_a_bounded_rest_or_nothing(value in "\\PC{0,40}") {
-            let now = std::time::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
-            if let Some(rest) = parse_retry_after_at(&value, now) {
-                proptest::prop_assert!(rest <= MAX_REST);
-            }
-        }
-
-        #[test]
-        fn numeric_retry_afters_never_panic(secs in proptest::num::f64::ANY) {
-            let now = std::time::SystemTime::now();
-            let got = parse_retry_after_at(&secs.to_string(), now);
-            proptest::prop_assert_eq!(got.is_some(), secs.is_finite() && secs >= 0.0);
-        }
 
         #[test]
         fn any_location_resolves_or_is_refused_without_panic(

@@ -1,6 +1,7 @@
 //! Upstream: providers, the transport that reaches them, services and their parking lines.
 
 pub(crate) mod admission;
+pub(crate) mod allowance;
 pub(crate) mod circuit_events;
 #[cfg(test)]
 pub(crate) mod fake_transport;

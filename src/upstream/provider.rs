@@ -5,20 +5,27 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::foundation::clock::{AtomicTime, SharedClock};
+use crate::foundation::clock::SharedClock;
 use crate::foundation::config::{PoolConfig, ResolvedProvider};
+use crate::foundation::error::{AttemptError, AttemptKind};
 use crate::foundation::request::{Method, Request};
 use crate::foundation::secrets::Secrets;
 use crate::foundation::sync::AtomicUsize;
 use crate::foundation::template::{encode_component, Template};
 use crate::policy::breaker::Breaker;
+use crate::policy::candidate::Candidate;
+use crate::policy::classify::Classifier;
+use crate::policy::classify::Verdict;
 use crate::policy::health::HealthState;
 use crate::policy::latency::LatencyEwma;
-use crate::policy::strategy::Candidate;
+use crate::policy::rate_headers::{self, Announced};
+use crate::policy::tail::LatencyTail;
+use crate::telemetry::cost::CostLedger;
 use crate::telemetry::counters::ProviderStats;
+use crate::upstream::allowance::Allowance;
 use crate::upstream::http;
 use crate::upstream::slot::Seat;
-use crate::upstream::transport::{Connector, Outgoing, Transport};
+use crate::upstream::transport::{Answer, Connector, Failure, Outgoing, Transport};
 
 pub(crate) struct Provider {
     pub name: Arc<str>,
@@ -39,8 +46,16 @@ pub(crate) struct Provider {
     in_flight: Arc<AtomicUsize>,
     pub stats: ProviderStats,
     pub breaker: Breaker,
-    /// Set by a `Retry-After`: no attempts before then.
-    pub rest_until: AtomicTime,
+    /// Rests, rate limits, quotas and what its headers announce.
+    pub allowance: Allowance,
+    /// What its answers mean beyond the status rule.
+    pub classifier: Classifier,
+    /// Connection slots that normal and low requests may use (the rest are reserved).
+    shed_connections: usize,
+    /// Recent latency tail over the breaker's window, for `cost_aware`.
+    pub tail: LatencyTail,
+    /// Calls charged (attempts, probes and health checks), by calendar stretch.
+    pub charged: CostLedger,
     pub health: HealthState,
     /// `base_url` + `health_path` + the provider's query; `None` without a health path.
     pub health_url: Option<String>,
@@ -111,8 +126,13 @@ impl Provider {
                 * http::ATTEMPT_CAP_FACTOR,
             in_flight: Arc::default(),
             stats: ProviderStats::default(),
-            breaker: Breaker::new(config.circuit_breaker.clone(), clock),
-            rest_until: AtomicTime::default(),
+            breaker: Breaker::new(config.circuit_breaker.clone(), clock.clone()),
+            allowance: Allowance::new(config, clock.clone()),
+            classifier: Classifier::new(&config.classify),
+            shed_connections: config.pool.max_connections
+                - ((config.pool.max_connections as f64) * config.reserve).floor() as usize,
+            tail: LatencyTail::new(Duration::from_millis(config.circuit_breaker.window_ms)),
+            charged: CostLedger::default(),
             health: HealthState::default(),
             health_url,
             latency: LatencyEwma::default(),
@@ -169,18 +189,93 @@ impl Provider {
         url
     }
 
-    /// Takes a connection seat if one is free; dropping it gives it back.
-    pub fn take_seat(&self) -> Option<Seat> {
-        Seat::take(&self.in_flight, self.pool.max_connections)
+    /// Takes a connection seat if one is free to a request of this urgency (normal and
+    /// low ones leave the reserved seats free); dropping it gives it back.
+    pub fn take_seat(&self, urgent: bool) -> Option<Seat> {
+        Seat::take(&self.in_flight, self.seat_cap(urgent))
+    }
+
+    /// Seats a request of this urgency may fill.
+    pub fn seat_cap(&self, urgent: bool) -> usize {
+        if urgent {
+            self.pool.max_connections
+        } else {
+            self.shed_connections
+        }
     }
 
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
 
-    /// Whether breaker and `Retry-After` let an attempt through now (a hint; no permit).
+    /// Whether breaker and rests let an attempt through now (a hint; no permit). Rate
+    /// and quota are the caller's to check: they depend on the request's priority.
     pub fn is_available(&self, now: Duration) -> bool {
-        self.rest_until.get().is_none_or(|until| now >= until) && self.breaker.is_available()
+        self.allowance.rest(now).is_none() && self.breaker.is_available()
+    }
+
+    /// What an answer means, by the status rule and then `classify`: a "quota used up"
+    /// answer or one `classify` calls a failure becomes a failed attempt.
+    pub fn judge(&self, result: Result<Answer, Failure>) -> Result<Answer, Failure> {
+        let failed = |answer: Answer, kind, message: String| Failure {
+            error: AttemptError {
+                provider: self.name.to_string(),
+                kind,
+                status: Some(answer.status),
+                elapsed: Duration::ZERO,
+                message,
+            },
+            maybe_sent: true,
+            headers: Some(Box::new(answer.headers)),
+            refused: None,
+        };
+        match result {
+            Ok(answer) => match self.classifier.judge(answer.status, &answer.body) {
+                Verdict::Answer => Ok(answer),
+                Verdict::QuotaUsedUp => {
+                    let message = if (200..300).contains(&answer.status) {
+                        "quota used up (a throttle notice in the body)".to_string()
+                    } else {
+                        format!("quota used up (HTTP {})", answer.status)
+                    };
+                    Err(failed(answer, AttemptKind::Quota, message))
+                }
+                Verdict::Failure => {
+                    let message = format!("HTTP {} counts as a failure (classify)", answer.status);
+                    Err(failed(answer, AttemptKind::Status, message))
+                }
+            },
+            Err(mut f) => {
+                if f.error
+                    .status
+                    .is_some_and(|s| self.classifier.is_quota_status(s))
+                {
+                    f.error.kind = AttemptKind::Quota;
+                }
+                Err(f)
+            }
+        }
+    }
+
+    /// What an answer's headers announce of the provider's limits, read at `now`.
+    pub fn announced(&self, headers: &ureq::http::HeaderMap, now: Duration) -> Announced {
+        let relevant = |name: &str| {
+            let n = name.as_bytes();
+            n.starts_with(b"x-ratelimit")
+                || n.starts_with(b"x-rate-limit")
+                || n.starts_with(b"ratelimit")
+                || n.starts_with(b"retry-after")
+        };
+        // Most answers carry none of them: one pass over the names decides.
+        if !headers.keys().any(|k| relevant(k.as_str())) {
+            return Announced::default();
+        }
+        let lookup = |name: &str| {
+            let mut values = headers.get_all(name).iter().filter_map(|v| v.to_str().ok());
+            let first = values.next()?.to_string();
+            Some(values.fold(first, |all, v| all + ", " + v))
+        };
+        rate_headers::read(&lookup, self.allowance.unix(now))
     }
 
     /// Removes every configured header and query value from a message.
@@ -230,6 +325,9 @@ impl Candidate for Provider {
     }
     fn cost(&self) -> f64 {
         self.cost_per_request
+    }
+    fn tail(&self, now: Duration) -> Option<(Duration, u64)> {
+        self.tail.p99(now)
     }
 }
 
@@ -290,10 +388,19 @@ mod tests {
     #[test]
     fn slots_are_capped() {
         let p = provider("pool = { max_connections = 2 }");
-        let (a, _b) = (p.take_seat().unwrap(), p.take_seat().unwrap());
-        assert!(p.take_seat().is_none());
+        let (a, _b) = (p.take_seat(false).unwrap(), p.take_seat(false).unwrap());
+        assert!(p.take_seat(true).is_none());
         drop(a);
-        assert!(p.take_seat().is_some());
+        assert!(p.take_seat(false).is_some());
+    }
+
+    #[test]
+    fn reserved_seats_are_for_urgent_requests() {
+        let p = provider("pool = { max_connections = 4 }\n[defaults]\nreserve = 0.5");
+        let _held: Vec<_> = (0..2).map(|_| p.take_seat(false).unwrap()).collect();
+        assert!(p.take_seat(false).is_none(), "half the seats are reserved");
+        let _urgent = (p.take_seat(true).unwrap(), p.take_seat(true).unwrap());
+        assert!(p.take_seat(true).is_none());
     }
 
     #[test]

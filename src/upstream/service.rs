@@ -8,16 +8,17 @@ use parking_lot::RwLock;
 
 use crate::foundation::clock::SharedClock;
 use crate::foundation::config::{HealthCheckConfig, ResolvedService, RetryConfig};
-use crate::foundation::error::AttemptKind;
-use crate::foundation::error::Error;
+use crate::foundation::error::{AttemptKind, Error, QuotaWait};
 use crate::foundation::index_set::IndexSet;
 use crate::foundation::request::{Fallback, Priority, Request};
 use crate::foundation::response::Response;
 use crate::policy::breaker::{Permit, Transition};
+use crate::policy::rate_headers::Announced;
 use crate::policy::retry::{success_score, RetryBudget};
 use crate::policy::strategy::Picker;
 use crate::telemetry::counters::ServiceStats;
 use crate::upstream::admission::Admission;
+use crate::upstream::allowance::{Grant, Holdback, RestReason};
 use crate::upstream::circuit_events::CircuitOutbox;
 use crate::upstream::provider::Provider;
 use crate::upstream::slot::Slot;
@@ -59,6 +60,32 @@ pub(crate) struct Want<'a> {
     pub tried: &'a IndexSet,
     /// Failed attempts so far (0 for a first attempt, which the strategy picks).
     pub attempts: u32,
+    /// Critical and high requests may use the reserved headroom.
+    pub urgent: bool,
+    /// The job's deadline (clock time): a rate token due later is no use to it.
+    pub deadline: Duration,
+}
+
+/// How an attempt ended, for [`Service::record_attempt`].
+#[derive(Debug, Default)]
+pub(crate) struct AttemptEnd {
+    /// Its failure's kind; `None` for an answer.
+    pub failure: Option<AttemptKind>,
+    /// The status it answered with, if it did.
+    pub status: Option<u16>,
+    /// What its headers announced.
+    pub announced: Announced,
+    pub elapsed: Duration,
+    /// Clock time it ended.
+    pub now: Duration,
+}
+
+/// Why [`Service::seize`] got no slot.
+enum Seize {
+    /// The breaker, or the provider's rate or quota, said no.
+    Refused,
+    /// Every seat this request may use is taken.
+    Busy,
 }
 
 /// What [`Service::acquire`] found.
@@ -68,6 +95,8 @@ pub(crate) enum Pick {
     Slot(Slot),
     /// Providers are available but every slot is taken: park.
     Busy,
+    /// Only rate limits hold the job back; one lets it go at this clock time.
+    Wait(Duration),
     /// No provider the job has not tried this round is available.
     Exhausted,
 }
@@ -133,7 +162,8 @@ impl Service {
                 config.fallback_strategy,
                 config.providers.len(),
                 seed,
-            ),
+            )
+            .with_slo(config.slo.clone()),
         }
     }
 
@@ -192,7 +222,9 @@ impl Service {
     ) -> Result<Response, Error> {
         if !matches!(
             error,
-            Error::AllProvidersFailed { .. } | Error::NoHealthyProvider { .. }
+            Error::AllProvidersFailed { .. }
+                | Error::NoHealthyProvider { .. }
+                | Error::QuotaExhausted { .. }
         ) {
             return Err(error);
         }
@@ -228,31 +260,41 @@ impl Service {
             .record_outcome(ok, latency, queue_wait, priority, now);
     }
 
-    /// Records how an attempt on provider `index` that took `elapsed` and ended at clock
-    /// time `now` went, everywhere it counts: breaker, counters, latency averages,
-    /// `Retry-After` rest. `failure` is its kind and rest.
-    pub fn record_attempt(
-        &self,
-        index: usize,
-        permit: Permit,
-        failure: Option<(AttemptKind, Option<Duration>)>,
-        elapsed: Duration,
-        now: Duration,
-    ) {
+    /// Records how an attempt on provider `index` ended, everywhere it counts: the
+    /// provider's rate and quota keep what it took, cost, breaker (a "quota used up"
+    /// answer is not a breaker failure), counters, latency, and the rests and counts its
+    /// headers announce.
+    pub fn record_attempt(&self, index: usize, permit: Permit, grant: Grant, end: &AttemptEnd) {
         let p = &self.providers[index];
-        let transition = p.breaker.record(permit, failure.is_some(), elapsed);
-        self.notify(index, transition);
-        match failure {
-            None => {
-                p.stats.record_success(elapsed, now);
-                p.latency.record(elapsed, now);
+        let (elapsed, now) = (end.elapsed, end.now);
+        grant.commit(now);
+        p.charged.charge(p.allowance.unix(now));
+        match end.failure {
+            Some(AttemptKind::Quota) => {
+                // Not the provider failing: its breaker and latency do not count it.
+                drop(permit);
+                p.stats.record_failure(AttemptKind::Quota, elapsed, now);
+                p.allowance.used_up(&end.announced, now);
             }
-            Some((kind, rest)) => {
-                p.stats.record_failure(kind, elapsed, now);
-                if let Some(rest) = rest {
-                    p.rest_until.set(now + rest);
+            failure => {
+                let transition = p.breaker.record(permit, failure.is_some(), elapsed);
+                self.notify(index, transition);
+                p.tail.record(elapsed, now);
+                match failure {
+                    None => {
+                        p.stats.record_success(elapsed, now);
+                        p.latency.record(elapsed, now);
+                    }
+                    Some(kind) => p.stats.record_failure(kind, elapsed, now),
+                }
+                if let (Some(rest), Some(429 | 503)) = (end.announced.retry_after, end.status) {
+                    p.allowance.rest_until(now + rest, RestReason::RetryAfter);
                 }
             }
+        }
+        if !end.announced.is_empty() {
+            let others = p.in_flight().saturating_sub(1);
+            p.allowance.announce(&end.announced, now, others);
         }
     }
 
@@ -264,7 +306,7 @@ impl Service {
         }
     }
 
-    /// Whether the job may go to this provider now, health aside.
+    /// Whether the job may go to this provider now, health, rate and quota aside.
     fn candidate(&self, want: &Want, i: usize, now: Duration, refused: &IndexSet) -> bool {
         let p = &self.providers[i];
         want.eligible.contains(i)
@@ -273,11 +315,57 @@ impl Service {
             && p.is_available(now)
     }
 
-    /// Takes a slot and a breaker permit for the job, in the lowest tier that has a
-    /// candidate: the strategy's pick for a first attempt, the most reliable provider for
-    /// a failover, the next one when that one is busy. Providers marked down by health
-    /// checks are passed over unless every candidate is down (then all are tried, rather
-    /// than failing every request).
+    /// Takes breaker permit, allowance and seat on provider `i`, in that order (a seat
+    /// given back untouched would have to be handed to a parked job).
+    fn seize(&self, i: usize, want: &Want, now: Duration) -> Result<Slot, Seize> {
+        let p = &self.providers[i];
+        let (permit, transition) = p.breaker.try_acquire();
+        self.notify(i, transition);
+        let permit = permit.ok_or(Seize::Refused)?;
+        let grant = p.allowance.take(now, want.urgent).map_err(|held| {
+            p.allowance.count_holdback(&held);
+            Seize::Refused
+        })?;
+        let seat = p.take_seat(want.urgent).ok_or(Seize::Busy)?;
+        Ok(Slot {
+            index: i,
+            permit,
+            grant,
+            seat,
+        })
+    }
+
+    /// Providers that the job could use but for their rate or quota, and the earliest
+    /// rate token due before the job's deadline in each tier.
+    fn held_back(&self, want: &Want, now: Duration) -> (IndexSet, [Option<Duration>; 4]) {
+        let mut held = IndexSet::default();
+        let mut due_by_tier = [None; 4];
+        let none = IndexSet::default();
+        for i in 0..self.providers.len() {
+            if !self.candidate(want, i, now, &none) {
+                continue;
+            }
+            let p = &self.providers[i];
+            if let Err(holdback) = p.allowance.check(now, want.urgent) {
+                held.insert(i);
+                p.allowance.count_holdback(&holdback);
+                if let Holdback::Rate { due: Some(due) } = holdback {
+                    if due < want.deadline {
+                        let tier = &mut due_by_tier[usize::from(p.tier).min(3)];
+                        *tier = Some(tier.map_or(due, |t: Duration| t.min(due)));
+                    }
+                }
+            }
+        }
+        (held, due_by_tier)
+    }
+
+    /// Takes a slot, a breaker permit and a share of the provider's allowance for the
+    /// job, in the lowest tier that has a candidate: the strategy's pick for a first
+    /// attempt, the most reliable provider for a failover, the next one when that one is
+    /// busy. Providers marked down by health checks are passed over unless every
+    /// candidate is down (then all are tried, rather than failing every request). A tier
+    /// whose only candidates wait for a rate token due before the deadline is waited for.
     pub fn acquire(&self, want: &Want) -> Pick {
         let n = self.providers.len();
         let now = self.clock.now();
@@ -286,6 +374,7 @@ impl Service {
                 return Pick::Slot(slot);
             }
         }
+        let (held, due_by_tier) = self.held_back(want, now);
         let mut refused = IndexSet::default();
         let mut busy = IndexSet::default();
         // Each round refuses or finds busy one more provider, or returns.
@@ -297,37 +386,35 @@ impl Service {
                 self.candidate(want, i, now, &refused)
                     && (!any_up || !self.providers[i].health.is_down())
             };
+            let waits_in = |tier: u8| due_by_tier[usize::from(tier).min(3)];
             let Some(tier) = (0..n)
                 .filter(|&i| usable(i))
+                .filter(|&i| !held.contains(i) || waits_in(self.providers[i].tier).is_some())
                 .map(|i| self.providers[i].tier)
                 .min()
             else {
                 return Pick::Exhausted;
             };
-            let free = |i: usize| self.providers[i].tier == tier && usable(i) && !busy.contains(i);
+            let ready = |i: usize| self.providers[i].tier == tier && usable(i) && !held.contains(i);
+            let free = |i: usize| ready(i) && !busy.contains(i);
             let choice = if want.attempts == 0 {
                 self.picker.pick(&self.providers, &free, now)
             } else {
                 self.most_reliable(&free)
             };
             let Some(i) = choice else {
+                if !(0..n).any(ready) {
+                    if let Some(due) = waits_in(tier) {
+                        return Pick::Wait(due);
+                    }
+                }
                 return Pick::Busy;
             };
-            let p = &self.providers[i];
-            let (permit, transition) = p.breaker.try_acquire();
-            self.notify(i, transition);
-            let Some(permit) = permit else {
-                refused.insert(i);
-                continue;
-            };
-            if let Some(seat) = p.take_seat() {
-                return Pick::Slot(Slot {
-                    index: i,
-                    permit,
-                    seat,
-                });
+            match self.seize(i, want, now) {
+                Ok(slot) => return Pick::Slot(slot),
+                Err(Seize::Refused) => refused.insert(i),
+                Err(Seize::Busy) => busy.insert(i),
             }
-            busy.insert(i);
         }
         Pick::Busy
     }
@@ -335,7 +422,7 @@ impl Service {
     /// For large provider sets, a first attempt draws a few providers of the lowest tier
     /// at random and lets the strategy choose between two that are usable, so a pick costs
     /// the same with 1,000 providers as with 10. `None` sends the caller to the full scan
-    /// (which also handles health panic mode, busy pools and unavailable tiers).
+    /// (which also handles health panic mode, busy pools, rate waits and unavailable tiers).
     fn acquire_sampled(&self, want: &Want, now: Duration) -> Option<Slot> {
         let lowest = &self.by_tier[0];
         let none = IndexSet::default();
@@ -347,7 +434,8 @@ impl Service {
             if found[..count].contains(&i)
                 || !self.candidate(want, i, now, &none)
                 || p.health.is_down()
-                || p.in_flight() >= p.pool.max_connections
+                || p.in_flight() >= p.seat_cap(want.urgent)
+                || p.allowance.check(now, want.urgent).is_err()
             {
                 continue;
             }
@@ -368,20 +456,39 @@ impl Service {
         } else {
             found[0]
         };
-        for i in [first, second] {
-            let p = &self.providers[i];
-            let (permit, transition) = p.breaker.try_acquire();
-            self.notify(i, transition);
-            let Some(permit) = permit else { continue };
-            if let Some(seat) = p.take_seat() {
-                return Some(Slot {
-                    index: i,
-                    permit,
-                    seat,
-                });
+        [first, second]
+            .into_iter()
+            .find_map(|i| self.seize(i, want, now).ok())
+    }
+
+    /// What holds back each eligible provider the job could not use for its rate or
+    /// quota (for `QuotaExhausted`), with when it frees up.
+    pub fn allowance_waits(&self, want: &Want) -> Vec<QuotaWait> {
+        let now = self.clock.now();
+        let mut waits = Vec::new();
+        for (i, p) in self.providers.iter().enumerate() {
+            if !want.eligible.contains(i) || !p.breaker.is_available() {
+                continue;
             }
+            let Err(held) = p.allowance.check(now, want.urgent) else {
+                continue;
+            };
+            if !held.is_allowance() {
+                continue;
+            }
+            let reason = match held {
+                Holdback::Rest { reason, .. } => reason.name(),
+                Holdback::Rate { .. } => "rate",
+                Holdback::Quota { reserved: true, .. } => "reserve",
+                Holdback::Quota { .. } => "quota",
+            };
+            waits.push(QuotaWait {
+                provider: p.name.to_string(),
+                reason,
+                frees_in: held.frees_at().map(|at| at.saturating_sub(now)),
+            });
         }
-        None
+        waits
     }
 
     /// The candidate most likely to succeed: live success rate blended with `reliability`.
@@ -397,8 +504,9 @@ impl Service {
             .map(|(_, i)| i)
     }
 
-    /// Takes a slot of `provider`, just released, for a parked job if it may use it.
-    pub fn acquire_on(&self, want: &Want, provider: usize) -> Option<Slot> {
+    /// Takes a slot of `provider`, just released, for a parked job if it may use it;
+    /// `Err(due)` when only the provider's rate holds the job back until `due`.
+    pub fn acquire_on(&self, want: &Want, provider: usize) -> Option<Result<Slot, Duration>> {
         let now = self.clock.now();
         let none = IndexSet::default();
         if !self.candidate(want, provider, now, &none)
@@ -406,23 +514,22 @@ impl Service {
         {
             return None;
         }
-        let p = &self.providers[provider];
-        let (permit, transition) = p.breaker.try_acquire();
-        self.notify(provider, transition);
-        let permit = permit?;
-        let seat = p.take_seat()?;
-        Some(Slot {
-            index: provider,
-            permit,
-            seat,
-        })
+        if let Err(Holdback::Rate { due: Some(due) }) =
+            self.providers[provider].allowance.check(now, want.urgent)
+        {
+            return (due < want.deadline).then_some(Err(due));
+        }
+        self.seize(provider, want, now).ok().map(Ok)
     }
 
     fn is_preferred_tier(&self, want: &Want, provider: usize, now: Duration) -> bool {
         let tier = self.providers[provider].tier;
         let none = IndexSet::default();
-        !(0..self.providers.len())
-            .any(|i| self.providers[i].tier < tier && self.candidate(want, i, now, &none))
+        !(0..self.providers.len()).any(|i| {
+            self.providers[i].tier < tier
+                && self.candidate(want, i, now, &none)
+                && self.providers[i].allowance.check(now, want.urgent).is_ok()
+        })
     }
 }
 
@@ -463,6 +570,8 @@ mod tests {
             eligible,
             tried,
             attempts,
+            urgent: false,
+            deadline: Duration::MAX,
         }
     }
 
@@ -502,9 +611,10 @@ mod tests {
             assert_eq!(slot.index, 1);
         }
         s.providers[0].breaker.force_close();
-        s.providers[1]
-            .rest_until
-            .set(s.clock.now() + Duration::from_secs(30));
+        s.providers[1].allowance.rest_until(
+            s.clock.now() + Duration::from_secs(30),
+            crate::upstream::allowance::RestReason::RetryAfter,
+        );
         let Pick::Slot(slot) = s.acquire(&want(&all, &none, 0)) else {
             panic!()
         };
@@ -518,7 +628,7 @@ mod tests {
         let none = IndexSet::default();
         // Tier 1 is a candidate for a fresh job: a tier-2 seat is not for it.
         assert!(s.acquire_on(&want(&all, &none, 0), 1).is_none());
-        let slot = s.acquire_on(&want(&all, &none, 0), 0).unwrap();
+        let slot = s.acquire_on(&want(&all, &none, 0), 0).unwrap().unwrap();
         assert_eq!(slot.index, 0);
         assert!(
             s.acquire_on(&want(&all, &none, 0), 0).is_none(),

@@ -3,10 +3,12 @@
 use std::sync::atomic::Ordering;
 
 use crate::foundation::request::Priority;
-use crate::policy::strategy::Candidate;
+use crate::policy::candidate::Candidate;
+use crate::telemetry::cost::Charged;
 use crate::telemetry::counters::KINDS;
 use crate::telemetry::snapshot::{
-    Buckets, CircuitSnapshot, HealthSnapshot, ProviderSnapshot, ServiceSnapshot,
+    Buckets, CircuitSnapshot, HealthSnapshot, ProviderSnapshot, QuotaWindow, RateWindow,
+    ServiceSnapshot,
 };
 use crate::upstream::provider::Provider;
 use crate::upstream::service::Service;
@@ -31,6 +33,11 @@ impl Service {
             })
             .collect();
         let attempts: u64 = self.providers.iter().map(|p| p.stats.attempts()).sum();
+        let costs: Vec<(f64, Charged)> = self
+            .providers
+            .iter()
+            .map(|p| (p.cost_per_request, p.charged.charged(p.allowance.unix(now))))
+            .collect();
         let first_attempts = st.requests.load(Ordering::Relaxed);
         ServiceSnapshot {
             requests: first_attempts,
@@ -49,11 +56,10 @@ impl Service {
                 .collect(),
             routes,
             retries: attempts.saturating_sub(first_attempts.min(attempts)),
-            cost_total: self
-                .providers
-                .iter()
-                .map(|p| p.cost_per_request * p.stats.attempts() as f64)
-                .sum(),
+            cost_total: costs.iter().map(|c| c.0 * c.1.total as f64).sum(),
+            cost_last_24h: costs.iter().map(|c| c.0 * c.1.last_24h as f64).sum(),
+            cost_today: costs.iter().map(|c| c.0 * c.1.today as f64).sum(),
+            cost_this_month: costs.iter().map(|c| c.0 * c.1.this_month as f64).sum(),
             strategy: self.picker.kind().name(),
             throughput: st.recent.throughput(now),
             latency_ms: st.latency.summary(),
@@ -71,6 +77,9 @@ impl Service {
 fn provider_snapshot(p: &Provider, now: std::time::Duration) -> ProviderSnapshot {
     let ps = &p.stats;
     let info = p.breaker.info();
+    let charged = p.charged.charged(p.allowance.unix(now));
+    let price = p.cost_per_request;
+    let allowance = p.allowance.view(now);
     ProviderSnapshot {
         requests: ps.attempts(),
         successes: ps.successes(),
@@ -88,7 +97,10 @@ fn provider_snapshot(p: &Provider, now: std::time::Duration) -> ProviderSnapshot
         latency_buckets: Buckets::of(&ps.latency),
         throughput: ps.recent.throughput(now),
         utilisation: ps.recent.utilisation(now, p.pool.max_connections),
-        cost_total: p.cost_per_request * ps.attempts() as f64,
+        cost_total: price * charged.total as f64,
+        cost_last_24h: price * charged.last_24h as f64,
+        cost_today: price * charged.today as f64,
+        cost_this_month: price * charged.this_month as f64,
         circuit: CircuitSnapshot {
             state: info.state.name(),
             forced: info.forced,
@@ -106,10 +118,36 @@ fn provider_snapshot(p: &Provider, now: std::time::Duration) -> ProviderSnapshot
             uptime: p.uptime(),
             checks: p.health.checks(),
         },
-        resting_ms: p
-            .rest_until
-            .get()
-            .map(|until| until.saturating_sub(now).as_millis() as u64)
+        resting_ms: allowance
+            .resting
+            .map(|(_, until)| until.saturating_sub(now).as_millis() as u64)
             .unwrap_or(0),
+        resting_reason: allowance.resting.map(|(reason, _)| reason.name()),
+        rate: allowance
+            .rate
+            .iter()
+            .map(|w| {
+                let window = RateWindow {
+                    limit: w.limit,
+                    remaining: w.remaining,
+                };
+                (w.name, window)
+            })
+            .collect(),
+        quota: allowance
+            .quota
+            .iter()
+            .map(|q| {
+                let window = QuotaWindow {
+                    limit: q.limit,
+                    used: q.used,
+                    resets_in_ms: q.resets_at.saturating_sub(now).as_millis() as u64,
+                };
+                (q.period.name(), window)
+            })
+            .collect(),
+        announced_remaining: allowance.announced_left,
+        quota_rejections: allowance.quota_rejections,
+        rate_limited: allowance.rate_limited,
     }
 }

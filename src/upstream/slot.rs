@@ -1,12 +1,13 @@
-//! Owned resources of an attempt: a connection [`Seat`] on a provider and the breaker's
-//! [`Permit`], held together as a [`Slot`]. Each gives itself back when dropped, so no
-//! path can leak one or give one back twice.
+//! Owned resources of an attempt: a connection [`Seat`] on a provider, the breaker's
+//! [`Permit`] and the allowance's [`Grant`], held together as a [`Slot`]. Each gives
+//! itself back when dropped, so no path can leak one or give one back twice.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crate::foundation::sync::AtomicUsize;
 use crate::policy::breaker::Permit;
+use crate::upstream::allowance::Grant;
 
 /// One of a provider's `max_connections`.
 #[derive(Debug)]
@@ -36,11 +37,13 @@ impl Drop for Seat {
     }
 }
 
-/// A connection seat on provider `index`, with the breaker's leave to use it.
+/// A connection seat on provider `index`, with the breaker's leave to use it and the
+/// call's share of the provider's rate and quota.
 #[derive(Debug)]
 pub(crate) struct Slot {
     pub index: usize,
     pub permit: Permit,
+    pub grant: Grant,
     pub seat: Seat,
 }
 

@@ -33,8 +33,8 @@ pub(crate) struct Failure {
     pub error: AttemptError,
     /// Whether any byte of the request may have reached the provider.
     pub maybe_sent: bool,
-    /// A `Retry-After` of a 429 or 503 answer.
-    pub retry_after: Option<Duration>,
+    /// The headers of a failed answer (for `Retry-After` and rate-limit headers).
+    pub headers: Option<Box<ureq::http::HeaderMap>>,
     /// Set when the attempt was never sent because the caller's input cannot go on the
     /// wire (says why): the caller's error, charged to no provider.
     pub refused: Option<String>,

@@ -40,6 +40,7 @@ __all__ = [
     "ShuttingDown",
     "ResponseTooLarge",
     "InternalError",
+    "QuotaExhausted",
     "version",
     "status_message",
     "MAX_TIMEOUT",
@@ -128,6 +129,21 @@ class InternalError(Error):
     code = 11
 
 
+class QuotaExhausted(Error):
+    """Every eligible provider was out of rate or quota (SY_ERR_QUOTA_EXHAUSTED).
+
+    ``waits`` lists them: dicts with provider, reason (quota, reserve, rate, rate_headers)
+    and frees_in_ms (None when never for this priority)."""
+
+    code = 12
+
+    def __init__(self, message: str, attempts: Optional[List[Dict[str, Any]]] = None,
+                 waits: Optional[List[Dict[str, Any]]] = None):
+        super().__init__(message, attempts)
+        #: The providers held back, and when each frees up.
+        self.waits: List[Dict[str, Any]] = waits or []
+
+
 _BY_CODE = {cls.code: cls for cls in Error.__subclasses__()}
 _PRIORITIES = {"critical": 0, "high": 1, "normal": 2, "low": 3}
 
@@ -198,6 +214,7 @@ _sig("sy_status_message", _s, _u32)
 _sig("sy_error_code", _u32, _p)
 _sig("sy_error_message", _s, _p)
 _sig("sy_error_attempts_json", _s, _p)
+_sig("sy_error_waits_json", _s, _p)
 _sig("sy_error_free", None, _p)
 _sig("sy_string_free", None, _p)
 _sig("sy_balancer_from_file", _u32, _s, ctypes.POINTER(_p), ctypes.POINTER(_p))
@@ -268,14 +285,18 @@ def status_message(code: int) -> str:
 
 def _error_from(code: int, raw: Optional[int]) -> Error:
     """Builds the exception for a status and frees the native error."""
-    message, attempts = status_message(code), []
+    message, attempts, waits = status_message(code), [], []
     if raw:
         try:
             message = _lib.sy_error_message(raw).decode("utf-8", "replace")
             attempts = _json.loads(_lib.sy_error_attempts_json(raw).decode("utf-8", "replace"))
+            waits = _json.loads(_lib.sy_error_waits_json(raw).decode("utf-8", "replace"))
         finally:
             _lib.sy_error_free(raw)
-    return _BY_CODE.get(code, InternalError)(message, attempts)
+    cls = _BY_CODE.get(code, InternalError)
+    if cls is QuotaExhausted:
+        return QuotaExhausted(message, attempts, waits)
+    return cls(message, attempts)
 
 
 def _check(code: int, raw_error: Optional[int] = None, what: str = "") -> None:

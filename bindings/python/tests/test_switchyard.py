@@ -80,6 +80,7 @@ class BindingTest(unittest.TestCase):
                 "dead": {"providers": [provider("gone", u["gone"])]},
                 "slow": {"providers": [provider("hang", u["hang"])]},
                 "lag": {"pool": {"max_connections": 16}, "providers": [provider("lagging", u["slow"])]},
+                "capped": {"quota": {"per_day": 2}, "providers": [provider("free", u["good1"])]},
             },
         }
         cls.lb = switchyard.Balancer(cls.config)
@@ -132,8 +133,19 @@ class BindingTest(unittest.TestCase):
             self.lb.get("s", "quote", headers={"bad name": "x"})
         with self.assertRaises(switchyard.InvalidArgument):
             self.lb.circuit("nope")
+        for _ in range(2):
+            self.assertEqual(self.lb.get("capped", "quote").status, 200)
+        with self.assertRaises(switchyard.QuotaExhausted) as e:
+            self.lb.get("capped", "quote")
+        self.assertEqual(e.exception.code, 12)
+        self.assertIn("free quota used up, frees up in", str(e.exception))
+        [wait] = e.exception.waits
+        self.assertEqual((wait["provider"], wait["reason"]), ("free", "quota"))
+        self.assertGreater(wait["frees_in_ms"], 0)
+        quota = self.lb.metrics()["services"]["capped"]["providers"]["free"]["quota"]["per_day"]
+        self.assertEqual((quota["limit"], quota["used"]), (2, 2))
         for cls in (switchyard.QueueFull, switchyard.NoHealthyProvider, switchyard.ShuttingDown,
-                    switchyard.ResponseTooLarge, switchyard.InternalError):
+                    switchyard.ResponseTooLarge, switchyard.InternalError, switchyard.QuotaExhausted):
             self.assertTrue(issubclass(cls, switchyard.Error))
 
     def test_exception_codes_match_the_header(self):
@@ -146,6 +158,7 @@ class BindingTest(unittest.TestCase):
             "NO_HEALTHY_PROVIDER": switchyard.NoHealthyProvider,
             "ALL_PROVIDERS_FAILED": switchyard.AllProvidersFailed, "SHUTTING_DOWN": switchyard.ShuttingDown,
             "RESPONSE_TOO_LARGE": switchyard.ResponseTooLarge, "INTERNAL": switchyard.InternalError,
+            "QUOTA_EXHAUSTED": switchyard.QuotaExhausted,
         }
         self.assertEqual(set(codes), set(names))
         for name, cls in names.items():

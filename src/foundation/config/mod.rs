@@ -15,7 +15,7 @@ use crate::foundation::secrets;
 use crate::foundation::template::Template;
 
 mod resolve;
-pub(crate) use resolve::{Resolved, ResolvedProvider, ResolvedService};
+pub(crate) use resolve::{Resolved, ResolvedProvider, ResolvedQuota, ResolvedService};
 
 /// Defines a settings table twice: complete (with the contract's defaults) and as an
 /// override whose every key is optional, so a service or provider can change one key.
@@ -151,6 +151,61 @@ layered! {
     }
 }
 
+layered! {
+    /// A provider's own rate limits, smooth (GCRA): a limit of N per window lets calls
+    /// through at most N in any window of that length. 0 means no limit.
+    RateConfig, RateOverrides {
+        /// Calls per second. Defaults to 0 (no limit).
+        per_second: u64 = 0,
+        /// Calls per minute. Defaults to 0 (no limit).
+        per_minute: u64 = 0,
+        /// Calls per hour. Defaults to 0 (no limit).
+        per_hour: u64 = 0,
+        /// Calls that may go at once after a quiet spell; the steady pace is lowered so
+        /// that no window ever holds more than its limit. Defaults to 1 (perfectly even).
+        burst: u64 = 1,
+    }
+}
+
+layered! {
+    /// Calendar quotas: counters that reset at the provider's boundary, not 24 hours
+    /// after the balancer started. 0 means no quota.
+    QuotaConfig, QuotaOverrides {
+        /// Calls per day; the day starts at `reset_utc`. Defaults to 0 (no quota).
+        per_day: u64 = 0,
+        /// Calls per month; the month starts on the 1st at `reset_utc`. Defaults to 0.
+        per_month: u64 = 0,
+        /// When days (and months) begin, as `HH:MM` in UTC. Defaults to "00:00".
+        reset_utc: String = "00:00".to_string(),
+    }
+}
+
+layered! {
+    /// What an answer means beyond the status rule (5xx and 429 are provider failures).
+    ClassifyConfig, ClassifyOverrides {
+        /// Statuses meaning "quota used up": the provider rests until its quota resets,
+        /// the request fails over, and the breaker does not count it. Defaults to [402].
+        quota_statuses: Vec<u16> = vec![402],
+        /// Substrings of a 2xx body meaning the same (a throttle notice sent with 200).
+        quota_body: Vec<String> = Vec::new(),
+        /// More statuses that count as provider failures.
+        failure_statuses: Vec<u16> = Vec::new(),
+        /// Substrings of a 2xx body that make it a provider failure.
+        failure_body: Vec<String> = Vec::new(),
+    }
+}
+
+layered! {
+    /// What `strategy = "cost_aware"` keeps: a provider is used, cheapest first, while
+    /// its record over the breaker's window meets this.
+    SloConfig, SloOverrides {
+        /// Share of attempts that must succeed. Defaults to 0.99.
+        success_rate: f64 = 0.99,
+        /// The 99th percentile latency allowed, in ms. Defaults to 2000.
+        p99_ms: u64 = 2_000,
+    }
+}
+
 /// How a provider is picked among the available ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -165,6 +220,8 @@ pub enum StrategyKind {
     HealthBased,
     /// Two random choices compared by peak-EWMA latency times load.
     PeakEwma,
+    /// The cheapest provider whose recent record meets the service's `slo`.
+    CostAware,
 }
 
 impl StrategyKind {
@@ -176,6 +233,7 @@ impl StrategyKind {
             StrategyKind::WeightedResponse => "weighted_response",
             StrategyKind::HealthBased => "health_based",
             StrategyKind::PeakEwma => "peak_ewma",
+            StrategyKind::CostAware => "cost_aware",
         }
     }
 }
@@ -204,6 +262,20 @@ pub struct Defaults {
     pub retry: RetryConfig,
     /// Health check settings per service.
     pub health_check: HealthCheckConfig,
+    /// Rate limits per provider.
+    pub rate: RateConfig,
+    /// Calendar quotas per provider.
+    pub quota: QuotaConfig,
+    /// What answers mean, per provider.
+    pub classify: ClassifyConfig,
+    /// Share of each provider's rate, quota and connection slots that only critical and
+    /// high requests may use; normal and low are refused first. 0 to 1. Defaults to 0.
+    pub reserve: f64,
+    /// What `cost_aware` keeps, per service.
+    pub slo: SloConfig,
+    /// Where quota and rate state is kept across restarts; none keeps it in memory only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state_file: Option<String>,
 }
 
 impl Default for Defaults {
@@ -219,6 +291,12 @@ impl Default for Defaults {
             queue: QueueConfig::default(),
             retry: RetryConfig::default(),
             health_check: HealthCheckConfig::default(),
+            rate: RateConfig::default(),
+            quota: QuotaConfig::default(),
+            classify: ClassifyConfig::default(),
+            reserve: 0.0,
+            slo: SloConfig::default(),
+            state_file: None,
         }
     }
 }
@@ -246,6 +324,17 @@ pub struct ServiceConfig {
     pub retry: RetryOverrides,
     /// Overrides of `defaults.health_check`.
     pub health_check: HealthCheckOverrides,
+    /// Overrides of `defaults.rate` for every provider of the service.
+    pub rate: RateOverrides,
+    /// Overrides of `defaults.quota` for every provider of the service.
+    pub quota: QuotaOverrides,
+    /// Overrides of `defaults.classify` for every provider of the service.
+    pub classify: ClassifyOverrides,
+    /// Overrides `defaults.reserve`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reserve: Option<f64>,
+    /// Overrides of `defaults.slo`.
+    pub slo: SloOverrides,
     /// The upstreams that serve this service. At least one.
     pub providers: Vec<ProviderConfig>,
 }
@@ -289,6 +378,15 @@ pub struct ProviderConfig {
     /// Overrides of the service's circuit breaker settings.
     #[serde(default)]
     pub circuit_breaker: BreakerOverrides,
+    /// Overrides of the service's rate limits.
+    #[serde(default)]
+    pub rate: RateOverrides,
+    /// Overrides of the service's quotas.
+    #[serde(default)]
+    pub quota: QuotaOverrides,
+    /// Overrides of the service's answer classification.
+    #[serde(default)]
+    pub classify: ClassifyOverrides,
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -306,6 +404,9 @@ impl std::fmt::Debug for ProviderConfig {
             .field("endpoints", &self.endpoints)
             .field("pool", &self.pool)
             .field("circuit_breaker", &self.circuit_breaker)
+            .field("rate", &self.rate)
+            .field("quota", &self.quota)
+            .field("classify", &self.classify)
             .finish()
     }
 }

@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use super::*;
+use crate::foundation::calendar::TimeOfDay;
 
 impl Config {
     /// Layers defaults -> service -> provider and validates every value.
@@ -33,6 +34,20 @@ impl Config {
             svc.health_check.apply_to(&mut health_check);
             let deadline_ms = svc.deadline_ms.unwrap_or(d.deadline_ms);
             check_service_tables(&at, deadline_ms, &queue, &retry, &health_check)?;
+            let mut rate = d.rate.clone();
+            svc.rate.apply_to(&mut rate);
+            let mut quota = d.quota.clone();
+            svc.quota.apply_to(&mut quota);
+            let mut classify = d.classify.clone();
+            svc.classify.apply_to(&mut classify);
+            let mut slo = d.slo.clone();
+            svc.slo.apply_to(&mut slo);
+            let reserve = svc.reserve.unwrap_or(d.reserve);
+            share(&at, "reserve", reserve, true)?;
+            check_slo(&format!("{at}.slo"), &slo)?;
+            check_rate(&format!("{at}.rate"), &rate)?;
+            check_quota(&format!("{at}.quota"), &quota)?;
+            check_classify(&format!("{at}.classify"), &classify)?;
             if svc.providers.is_empty() {
                 return Err(Error::config(
                     format!("{at}.providers"),
@@ -52,13 +67,40 @@ impl Config {
                 p.pool.apply_to(&mut pool);
                 let mut breaker = breaker.clone();
                 p.circuit_breaker.apply_to(&mut breaker);
-                providers.push(resolve_provider(&at, p, pool, breaker)?);
+                let mut limits = Limits {
+                    rate: rate.clone(),
+                    quota: quota.clone(),
+                    classify: classify.clone(),
+                };
+                p.rate.apply_to(&mut limits.rate);
+                p.quota.apply_to(&mut limits.quota);
+                p.classify.apply_to(&mut limits.classify);
+                let mut resolved = resolve_provider(&at, p, pool, breaker, limits)?;
+                resolved.reserve = reserve;
+                providers.push(resolved);
+            }
+            let strategy = svc.strategy.unwrap_or(d.strategy);
+            let fallback_strategy = svc.fallback_strategy.unwrap_or(d.fallback_strategy);
+            let cost_aware = StrategyKind::CostAware;
+            if (strategy == cost_aware || fallback_strategy == cost_aware)
+                && providers.iter().all(|p| p.cost_per_request == 0.0)
+            {
+                let key = if strategy == cost_aware {
+                    "strategy"
+                } else {
+                    "fallback_strategy"
+                };
+                return Err(Error::config(
+                    format!("{at}.{key}"),
+                    "cost_aware needs a cost_per_request on at least one provider",
+                ));
             }
             services.push(ResolvedService {
                 name: service_name.clone(),
-                strategy: svc.strategy.unwrap_or(d.strategy),
-                fallback_strategy: svc.fallback_strategy.unwrap_or(d.fallback_strategy),
+                strategy,
+                fallback_strategy,
                 deadline: Duration::from_millis(deadline_ms),
+                slo,
                 queue,
                 retry,
                 health_check,
@@ -74,7 +116,12 @@ impl Config {
                 ));
             }
         }
+        let state_file = match &d.state_file {
+            Some(path) => Some(check_state_file(path)?),
+            None => None,
+        };
         Ok(Resolved {
+            state_file,
             dashboard: self.dashboard.clone(),
             workers: d.workers,
             random_seed: d.random_seed,
@@ -86,6 +133,8 @@ impl Config {
 /// A validated configuration with every setting layered down to where it applies.
 #[derive(Debug, Clone)]
 pub(crate) struct Resolved {
+    /// Where quota and rate state is kept across restarts.
+    pub state_file: Option<std::path::PathBuf>,
     pub dashboard: DashboardConfig,
     pub workers: usize,
     pub random_seed: u64,
@@ -98,6 +147,7 @@ pub(crate) struct ResolvedService {
     pub strategy: StrategyKind,
     pub fallback_strategy: StrategyKind,
     pub deadline: Duration,
+    pub slo: SloConfig,
     pub queue: QueueConfig,
     pub retry: RetryConfig,
     pub health_check: HealthCheckConfig,
@@ -119,6 +169,26 @@ pub(crate) struct ResolvedProvider {
     pub endpoints: BTreeMap<String, Template>,
     pub pool: PoolConfig,
     pub circuit_breaker: BreakerConfig,
+    pub rate: RateConfig,
+    pub quota: ResolvedQuota,
+    pub classify: ClassifyConfig,
+    /// The service's `reserve`.
+    pub reserve: f64,
+}
+
+/// A provider's quotas, with the reset time read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct ResolvedQuota {
+    pub per_day: u64,
+    pub per_month: u64,
+    pub reset: TimeOfDay,
+}
+
+/// What limits a provider's traffic, layered down to it.
+struct Limits {
+    rate: RateConfig,
+    quota: QuotaConfig,
+    classify: ClassifyConfig,
 }
 
 fn positive(at: &str, key: &str, v: u64) -> Result<(), Error> {
@@ -149,6 +219,11 @@ fn share(at: &str, key: &str, v: f64, zero_ok: bool) -> Result<(), Error> {
 
 fn check_defaults(d: &Defaults) -> Result<(), Error> {
     positive("defaults", "deadline_ms", d.deadline_ms)?;
+    share("defaults", "reserve", d.reserve, true)?;
+    check_slo("defaults.slo", &d.slo)?;
+    check_rate("defaults.rate", &d.rate)?;
+    check_quota("defaults.quota", &d.quota)?;
+    check_classify("defaults.classify", &d.classify)?;
     if d.workers > 4096 {
         return Err(Error::config(
             "defaults.workers",
@@ -255,6 +330,99 @@ fn check_breaker(at: &str, b: &BreakerConfig) -> Result<(), Error> {
     Ok(())
 }
 
+fn check_slo(at: &str, slo: &SloConfig) -> Result<(), Error> {
+    share(at, "success_rate", slo.success_rate, false)?;
+    positive(at, "p99_ms", slo.p99_ms)
+}
+
+fn check_rate(at: &str, rate: &RateConfig) -> Result<(), Error> {
+    positive(at, "burst", rate.burst)?;
+    for (key, limit) in [
+        ("per_second", rate.per_second),
+        ("per_minute", rate.per_minute),
+        ("per_hour", rate.per_hour),
+    ] {
+        if limit > 1_000_000_000 {
+            return Err(Error::config(
+                format!("{at}.{key}"),
+                format!("{limit} is more than 1000000000"),
+            ));
+        }
+        if limit != 0 && rate.burst > limit {
+            return Err(Error::config(
+                format!("{at}.burst"),
+                format!("{} is more than {key} ({limit})", rate.burst),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_quota(at: &str, quota: &QuotaConfig) -> Result<TimeOfDay, Error> {
+    TimeOfDay::parse(&quota.reset_utc).map_err(|why| Error::config(format!("{at}.reset_utc"), why))
+}
+
+fn check_classify(at: &str, c: &ClassifyConfig) -> Result<(), Error> {
+    for (key, statuses) in [
+        ("quota_statuses", &c.quota_statuses),
+        ("failure_statuses", &c.failure_statuses),
+    ] {
+        if let Some(bad) = statuses.iter().find(|s| !(300..=599).contains(*s)) {
+            return Err(Error::config(
+                format!("{at}.{key}"),
+                format!("{bad} is not a status from 300 to 599"),
+            ));
+        }
+    }
+    if let Some(both) = c
+        .quota_statuses
+        .iter()
+        .find(|s| c.failure_statuses.contains(s))
+    {
+        return Err(Error::config(
+            format!("{at}.failure_statuses"),
+            format!("{both} is also in quota_statuses; an answer means one thing"),
+        ));
+    }
+    for (key, texts) in [
+        ("quota_body", &c.quota_body),
+        ("failure_body", &c.failure_body),
+    ] {
+        if texts.iter().any(|t| t.is_empty()) {
+            return Err(Error::config(
+                format!("{at}.{key}"),
+                "an empty substring would match every body",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The state file's path, once its directory is known to take new files.
+fn check_state_file(path: &str) -> Result<std::path::PathBuf, Error> {
+    let at = "defaults.state_file";
+    let file = std::path::PathBuf::from(path);
+    if path.is_empty() || file.file_name().is_none() {
+        return Err(Error::config(at, format!("{path:?} does not name a file")));
+    }
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    // Written the way the state is (a new file beside it), so a refusal shows now.
+    let probe = dir.join(format!(".switchyard-probe-{}", std::process::id()));
+    match std::fs::write(&probe, b"") {
+        Ok(()) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(file)
+        }
+        Err(e) => Err(Error::config(
+            at,
+            format!("cannot write in directory {}: {e}", dir.display()),
+        )),
+    }
+}
+
 /// Provider names that mean something else to callers.
 const RESERVED_NAMES: [&str; 1] = ["fallback"];
 
@@ -263,6 +431,7 @@ fn resolve_provider(
     p: &ProviderConfig,
     pool: PoolConfig,
     breaker: BreakerConfig,
+    limits: Limits,
 ) -> Result<ResolvedProvider, Error> {
     if p.name.trim().is_empty() {
         return Err(Error::config(format!("{at}.name"), "is empty"));
@@ -367,6 +536,9 @@ fn resolve_provider(
     }
     check_pool(&format!("{at}.pool"), &pool)?;
     check_breaker(&format!("{at}.circuit_breaker"), &breaker)?;
+    check_rate(&format!("{at}.rate"), &limits.rate)?;
+    let reset = check_quota(&format!("{at}.quota"), &limits.quota)?;
+    check_classify(&format!("{at}.classify"), &limits.classify)?;
     let weight = p.weight.unwrap_or(match p.tier {
         1 => 100,
         2 => 75,
@@ -393,6 +565,14 @@ fn resolve_provider(
         endpoints,
         pool,
         circuit_breaker: breaker,
+        rate: limits.rate,
+        quota: ResolvedQuota {
+            per_day: limits.quota.per_day,
+            per_month: limits.quota.per_month,
+            reset,
+        },
+        classify: limits.classify,
+        reserve: 0.0,
     })
 }
 

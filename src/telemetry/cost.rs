@@ -1,0 +1,115 @@
+//! Calls charged to one provider by calendar day (UTC), by month and over the last 24
+//! hours: what the dashboard's "cost today / this month" multiply by the price.
+
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::foundation::calendar::{Period, TimeOfDay};
+use crate::policy::buckets::Buckets;
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+#[derive(Debug)]
+struct Ledger {
+    /// Unix second the counted day and month began.
+    day_start: u64,
+    today: u64,
+    month_start: u64,
+    this_month: u64,
+    hours: Buckets<1, 25>,
+    total: u64,
+}
+
+/// Calls charged, by calendar stretch.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Charged {
+    pub today: u64,
+    pub this_month: u64,
+    pub last_24h: u64,
+    pub total: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct CostLedger(Mutex<Ledger>);
+
+impl Default for CostLedger {
+    fn default() -> Self {
+        CostLedger(Mutex::new(Ledger {
+            day_start: 0,
+            today: 0,
+            month_start: 0,
+            this_month: 0,
+            hours: Buckets::new(HOUR),
+            total: 0,
+        }))
+    }
+}
+
+impl CostLedger {
+    /// Counts one charged call at Unix time `unix`.
+    pub fn charge(&self, unix: Duration) {
+        let mut l = self.0.lock();
+        l.roll(unix);
+        l.today += 1;
+        l.this_month += 1;
+        l.hours.add(unix, [1]);
+        l.total += 1;
+    }
+
+    pub fn charged(&self, unix: Duration) -> Charged {
+        let mut l = self.0.lock();
+        l.roll(unix);
+        Charged {
+            today: l.today,
+            this_month: l.this_month,
+            last_24h: l.hours.sum(unix, 24, true)[0],
+            total: l.total,
+        }
+    }
+}
+
+impl Ledger {
+    fn roll(&mut self, unix: Duration) {
+        let secs = unix.as_secs();
+        let (day_start, _) = Period::Day.bounds(secs, TimeOfDay(0));
+        if day_start != self.day_start {
+            self.day_start = day_start;
+            self.today = 0;
+        }
+        let (month_start, _) = Period::Month.bounds(secs, TimeOfDay(0));
+        if month_start != self.month_start {
+            self.month_start = month_start;
+            self.this_month = 0;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::foundation::calendar::days_from_civil;
+
+    fn at(y: i64, mo: u32, d: u32, h: u64) -> Duration {
+        Duration::from_secs(days_from_civil(y, mo, d) as u64 * 86_400 + h * 3600)
+    }
+
+    #[test]
+    fn days_months_and_the_last_24_hours_count_apart() {
+        let ledger = CostLedger::default();
+        ledger.charge(at(2026, 11, 30, 20));
+        ledger.charge(at(2026, 12, 1, 1));
+        ledger.charge(at(2026, 12, 1, 2));
+        assert_eq!(
+            ledger.charged(at(2026, 12, 1, 3)),
+            Charged {
+                today: 2,
+                this_month: 2,
+                last_24h: 3,
+                total: 3
+            }
+        );
+        assert_eq!(ledger.charged(at(2026, 12, 2, 3)).last_24h, 0);
+        assert_eq!(ledger.charged(at(2026, 12, 2, 3)).this_month, 2);
+    }
+}

@@ -1,0 +1,439 @@
+//! What a provider lets us send: its rests (`Retry-After`, announced limits, quota
+//! answers), its own rate limits and calendar quotas, what its headers say is left, and
+//! the headroom kept for urgent work. A call's share of all of it is a [`Grant`], given
+//! back when dropped unless the call was sent.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+
+use crate::foundation::calendar::{Period, TimeOfDay};
+use crate::foundation::clock::{AtomicTime, SharedClock};
+use crate::foundation::config::ResolvedProvider;
+use crate::policy::quota::{Quota, QuotaUse};
+use crate::policy::rate::{RateLimiter, WindowLeft};
+use crate::policy::rate_headers::Announced;
+
+/// Why a provider rests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum RestReason {
+    /// A `Retry-After` (or `retry-after-ms`) of a failed answer.
+    RetryAfter = 1,
+    /// Its rate-limit headers said nothing is left before their reset.
+    RateHeaders = 2,
+    /// It answered "quota used up", or its configured quota is used up.
+    Quota = 3,
+}
+
+impl RestReason {
+    /// The name used in metrics and on the dashboard.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestReason::RetryAfter => "retry_after",
+            RestReason::RateHeaders => "rate_headers",
+            RestReason::Quota => "quota",
+        }
+    }
+
+    fn from_u8(n: u8) -> Option<RestReason> {
+        [
+            RestReason::RetryAfter,
+            RestReason::RateHeaders,
+            RestReason::Quota,
+        ]
+        .into_iter()
+        .find(|r| *r as u8 == n)
+    }
+}
+
+/// Why a provider cannot take a call now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Holdback {
+    /// It rests until then.
+    Rest { until: Duration, reason: RestReason },
+    /// Its rate limit lets the next call go then; `None`: never for this priority.
+    Rate { due: Option<Duration> },
+    /// Its quota is used up for this kind of call until then; `reserved` when what is
+    /// left is kept for critical and high requests.
+    Quota { until: Duration, reserved: bool },
+}
+
+impl Holdback {
+    /// When the provider may take the call, if ever (clock time).
+    pub fn frees_at(&self) -> Option<Duration> {
+        match *self {
+            Holdback::Rest { until, .. } | Holdback::Quota { until, .. } => Some(until),
+            Holdback::Rate { due } => due,
+        }
+    }
+
+    /// Whether this is about rate or quota (what `QuotaExhausted` reports), not a
+    /// failure's `Retry-After`.
+    pub fn is_allowance(&self) -> bool {
+        !matches!(
+            self,
+            Holdback::Rest {
+                reason: RestReason::RetryAfter,
+                ..
+            }
+        )
+    }
+}
+
+/// An unknown announced count.
+const UNKNOWN: i64 = i64::MAX;
+
+struct Limits {
+    rate: Option<RateLimiter>,
+    quota: Option<Quota>,
+    /// Calls its headers say are left, less those sent since; [`UNKNOWN`] when not told.
+    announced_left: AtomicI64,
+    /// When the announced count is whole again (clock time).
+    announced_reset: AtomicTime,
+    rest_until: AtomicTime,
+    rest_reason: AtomicU8,
+    /// Makes a take of rate and quota one step.
+    lock: Mutex<()>,
+    rate_limited: AtomicU64,
+    quota_rejections: AtomicU64,
+}
+
+/// A provider's allowance; see the module text.
+pub(crate) struct Allowance {
+    limits: Arc<Limits>,
+    clock: SharedClock,
+    /// Without a configured rate or quota a take needs no lock.
+    configured: bool,
+    /// When its days begin (`quota.reset_utc`).
+    day_starts: TimeOfDay,
+}
+
+/// A call's share of a provider's rate, quota and announced count. Dropped unsent, it
+/// gives them back.
+#[derive(Default)]
+pub(crate) struct Grant {
+    taken: Option<(Arc<Limits>, Duration)>,
+    announced: Option<Arc<Limits>>,
+}
+
+impl std::fmt::Debug for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Grant")
+    }
+}
+
+impl Grant {
+    /// The call was sent: what it took stays taken.
+    pub fn commit(mut self, now: Duration) {
+        if let Some((limits, _)) = self.taken.take() {
+            if let Some(rate) = &limits.rate {
+                rate.sent(now);
+            }
+        }
+        self.announced = None;
+    }
+}
+
+impl Drop for Grant {
+    fn drop(&mut self) {
+        if let Some((limits, at)) = self.taken.take() {
+            let _held = limits.lock.lock();
+            if let Some(q) = &limits.quota {
+                q.refund(at);
+            }
+            if let Some(r) = &limits.rate {
+                r.refund();
+            }
+        }
+        if let Some(limits) = self.announced.take() {
+            let _ = limits
+                .announced_left
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                    (n != UNKNOWN).then_some(n + 1)
+                });
+        }
+    }
+}
+
+/// A provider's rate and quota figures, for the metrics.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AllowanceView {
+    pub rate: Vec<WindowLeft>,
+    pub quota: Vec<QuotaUse>,
+    pub rate_limited: u64,
+    pub quota_rejections: u64,
+    pub resting: Option<(RestReason, Duration)>,
+    /// The count its headers announce as left, if they do.
+    pub announced_left: Option<u64>,
+}
+
+impl Allowance {
+    pub fn new(config: &ResolvedProvider, clock: SharedClock) -> Allowance {
+        let rate = RateLimiter::new(&config.rate, config.reserve);
+        let quota = Quota::new(&config.quota, config.reserve, clock.clone());
+        Allowance {
+            configured: rate.is_some() || quota.is_some(),
+            limits: Arc::new(Limits {
+                rate,
+                quota,
+                announced_left: AtomicI64::new(UNKNOWN),
+                announced_reset: AtomicTime::default(),
+                rest_until: AtomicTime::default(),
+                rest_reason: AtomicU8::new(0),
+                lock: Mutex::new(()),
+                rate_limited: AtomicU64::new(0),
+                quota_rejections: AtomicU64::new(0),
+            }),
+            clock,
+            day_starts: config.quota.reset,
+        }
+    }
+
+    /// The rest in force at `now`, if any.
+    pub fn rest(&self, now: Duration) -> Option<(Duration, RestReason)> {
+        let until = self.limits.rest_until.get()?;
+        if now >= until {
+            return None;
+        }
+        let reason = RestReason::from_u8(self.limits.rest_reason.load(Ordering::Acquire))
+            .unwrap_or(RestReason::RetryAfter);
+        Some((until, reason))
+    }
+
+    /// Rests the provider until `until` (clock time), unless it already rests longer.
+    pub fn rest_until(&self, until: Duration, reason: RestReason) {
+        let l = &self.limits;
+        let _held = l.lock.lock();
+        if l.rest_until.get().is_none_or(|current| until > current) {
+            l.rest_until.set(until);
+            l.rest_reason.store(reason as u8, Ordering::Release);
+        }
+    }
+
+    /// Whether a call of this urgency could go now; what holds it back otherwise.
+    /// Reads atomics only.
+    pub fn check(&self, now: Duration, urgent: bool) -> Result<(), Holdback> {
+        if let Some((until, reason)) = self.rest(now) {
+            return Err(Holdback::Rest { until, reason });
+        }
+        if !self.configured {
+            return Ok(());
+        }
+        let l = &self.limits;
+        if let Some(q) = &l.quota {
+            if let Err(until) = q.check(now, urgent) {
+                let reserved = !urgent && q.check(now, true).is_ok();
+                return Err(Holdback::Quota { until, reserved });
+            }
+        }
+        if let Some(r) = &l.rate {
+            r.due(now, urgent).map_err(|due| Holdback::Rate { due })?;
+        }
+        Ok(())
+    }
+
+    /// Takes a call's share if everything allows it now.
+    pub fn take(&self, now: Duration, urgent: bool) -> Result<Grant, Holdback> {
+        let mut grant = Grant::default();
+        if self.configured {
+            let l = &self.limits;
+            let _held = l.lock.lock();
+            if let Some((until, reason)) = self.rest(now) {
+                return Err(Holdback::Rest { until, reason });
+            }
+            if let Some(q) = &l.quota {
+                if let Err(until) = q.take(now, urgent) {
+                    let reserved = !urgent && q.check(now, true).is_ok();
+                    return Err(Holdback::Quota { until, reserved });
+                }
+            }
+            if let Some(r) = &l.rate {
+                if let Err(due) = r.take(now, urgent) {
+                    if let Some(q) = &l.quota {
+                        q.refund(now);
+                    }
+                    return Err(Holdback::Rate { due });
+                }
+            }
+            grant.taken = Some((l.clone(), now));
+        } else if let Some((until, reason)) = self.rest(now) {
+            return Err(Holdback::Rest { until, reason });
+        }
+        self.spend_announced(now, &mut grant)?;
+        Ok(grant)
+    }
+
+    /// One call less of what the headers announced; a rest when it was the last.
+    fn spend_announced(&self, now: Duration, grant: &mut Grant) -> Result<(), Holdback> {
+        let l = &self.limits;
+        if l.announced_left.load(Ordering::Acquire) == UNKNOWN {
+            return Ok(());
+        }
+        if l.announced_reset.get().is_some_and(|reset| now >= reset) {
+            // The announced window is over: the next answer will say what is left.
+            l.announced_left.store(UNKNOWN, Ordering::Release);
+            return Ok(());
+        }
+        let spent = l
+            .announced_left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n != UNKNOWN && n > 0).then_some(n - 1)
+            });
+        match spent {
+            Ok(UNKNOWN) | Err(UNKNOWN) => Ok(()),
+            Ok(before) => {
+                grant.announced = Some(l.clone());
+                if before == 1 {
+                    // That was the last one: rest until the window resets.
+                    let until = l.announced_reset.get().unwrap_or(now + NO_RESET_REST);
+                    self.rest_until(until, RestReason::RateHeaders);
+                }
+                Ok(())
+            }
+            Err(_) => {
+                let until = l.announced_reset.get().unwrap_or(now + NO_RESET_REST);
+                Err(Holdback::Rest {
+                    until,
+                    reason: RestReason::RateHeaders,
+                })
+            }
+        }
+    }
+
+    /// Takes in what an answer announced at `now`; `others_in_flight` calls were sent
+    /// but not yet answered, so they may not be counted in the figure yet.
+    pub fn announce(&self, a: &Announced, now: Duration, others_in_flight: usize) {
+        let l = &self.limits;
+        if let Some(remaining) = a.remaining {
+            let reset = a.reset.map(|r| now + r);
+            let left = (remaining.min(i64::MAX as u64 - 1) as i64)
+                .saturating_sub(others_in_flight as i64)
+                .max(0);
+            let _held = l.lock.lock();
+            let current = l.announced_left.load(Ordering::Acquire);
+            let same_window = match (l.announced_reset.get(), reset) {
+                (Some(old), Some(new)) => new <= old + Duration::from_secs(1),
+                (None, None) => true,
+                _ => false,
+            };
+            // Answers arrive out of order: inside one window the count only goes down.
+            let left = if current != UNKNOWN && same_window {
+                left.min(current)
+            } else {
+                left
+            };
+            l.announced_left.store(left, Ordering::Release);
+            if let Some(reset) = reset {
+                l.announced_reset.set(reset);
+            }
+            drop(_held);
+            if left == 0 {
+                let until = reset.unwrap_or(now + NO_RESET_REST);
+                self.rest_until(until, RestReason::RateHeaders);
+            }
+        }
+    }
+
+    /// A "quota used up" answer at `now`: rests the provider until the reset its
+    /// headers give, else until its quota's next reset, else until its next day begins.
+    pub fn used_up(&self, a: &Announced, now: Duration) {
+        let l = &self.limits;
+        let from_quota = l.quota.as_ref().map(|q| {
+            let _held = l.lock.lock();
+            q.use_up(now);
+            q.next_reset(now)
+        });
+        let until = a
+            .retry_after
+            .or(a.reset)
+            .map(|r| now + r)
+            .or(from_quota)
+            .unwrap_or_else(|| self.next_day(now));
+        l.quota_rejections.fetch_add(1, Ordering::Relaxed);
+        self.rest_until(until.max(now), RestReason::Quota);
+    }
+
+    /// Counts a call turned away from this provider for its rate or quota.
+    pub fn count_holdback(&self, holdback: &Holdback) {
+        let l = &self.limits;
+        match holdback {
+            Holdback::Rate { .. }
+            | Holdback::Rest {
+                reason: RestReason::RateHeaders,
+                ..
+            } => l.rate_limited.fetch_add(1, Ordering::Relaxed),
+            Holdback::Quota { .. }
+            | Holdback::Rest {
+                reason: RestReason::Quota,
+                ..
+            } => l.quota_rejections.fetch_add(1, Ordering::Relaxed),
+            Holdback::Rest { .. } => 0,
+        };
+    }
+
+    pub fn view(&self, now: Duration) -> AllowanceView {
+        let l = &self.limits;
+        let left = l.announced_left.load(Ordering::Acquire);
+        AllowanceView {
+            rate: l.rate.as_ref().map(|r| r.left(now)).unwrap_or_default(),
+            quota: l.quota.as_ref().map(|q| q.uses(now)).unwrap_or_default(),
+            rate_limited: l.rate_limited.load(Ordering::Relaxed),
+            quota_rejections: l.quota_rejections.load(Ordering::Relaxed),
+            resting: self.rest(now).map(|(until, reason)| (reason, until)),
+            announced_left: (left != UNKNOWN
+                && l.announced_reset.get().is_none_or(|reset| now < reset))
+            .then_some(left as u64),
+        }
+    }
+
+    /// What the state file keeps: quota counts and rate arrival times.
+    pub fn saved(&self, now: Duration) -> (Vec<QuotaUse>, Vec<(&'static str, Duration)>) {
+        let l = &self.limits;
+        (
+            l.quota.as_ref().map(|q| q.uses(now)).unwrap_or_default(),
+            l.rate
+                .as_ref()
+                .map(|r| r.arrival_times())
+                .unwrap_or_default(),
+        )
+    }
+
+    /// Restores a quota count made in the stretch now running.
+    pub fn restore_quota(&self, period: Period, used: u64, started_unix: u64, now: Duration) {
+        if let Some(q) = &self.limits.quota {
+            let _held = self.limits.lock.lock();
+            q.restore(period, used, started_unix, now);
+        }
+    }
+
+    /// Restores a rate window's arrival time (clock time).
+    pub fn restore_rate(&self, window: &str, tat: Duration) {
+        if let Some(r) = &self.limits.rate {
+            r.restore(window, tat);
+        }
+    }
+
+    /// Clock time at which the provider's next day begins.
+    fn next_day(&self, now: Duration) -> Duration {
+        let unix = self.unix(now);
+        let (_, end) = Period::Day.bounds(unix.as_secs(), self.day_starts);
+        now + Duration::from_secs(end).saturating_sub(unix)
+    }
+
+    /// The Unix time of a clock reading.
+    pub fn unix(&self, at: Duration) -> Duration {
+        self.clock
+            .to_system(at)
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+    }
+}
+
+/// How long a provider rests when its headers say nothing is left but not when it resets.
+const NO_RESET_REST: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests;
