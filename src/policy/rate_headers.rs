@@ -109,7 +109,9 @@ fn reset_value(value: &str, now_unix: Duration) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<f64>() {
         if secs > UNIX_TIME_ABOVE && secs.is_finite() {
-            let left = secs - now_unix.as_secs_f64();
+            // A whole Unix second may be the reset rounded down: one more keeps the
+            // provider from being asked a moment before its window really ends.
+            let left = secs + 1.0 - now_unix.as_secs_f64();
             return capped_seconds(left.max(0.0));
         }
         return capped_seconds(secs);
@@ -273,7 +275,11 @@ mod tests {
             ("X-RateLimit-Remaining", "0"),
             ("X-RateLimit-Reset", "1700000045"),
         ]);
-        assert_eq!((a.remaining, a.reset), (Some(0), secs(45)));
+        assert_eq!(
+            (a.remaining, a.reset),
+            (Some(0), secs(46)),
+            "a second for rounding"
+        );
     }
 
     #[test]

@@ -173,7 +173,7 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     }
 
     type Value = fn(&ProviderSnapshot) -> f64;
-    let single: [(&str, &str, &str, Value); 4] = [
+    let single: [(&str, &str, &str, Value); 8] = [
         (
             "switchyard_in_flight",
             "gauge",
@@ -195,14 +195,67 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         (
             "switchyard_cost_total",
             "counter",
-            "cost_per_request times attempts sent.",
+            "cost_per_request times calls charged (attempts, probes, health checks).",
             |p| p.cost_total,
+        ),
+        (
+            "switchyard_rate_limited_total",
+            "counter",
+            "Times a request was held back or sent elsewhere for a provider's rate limit \
+             (configured or announced in its headers).",
+            |p| p.rate_limited as f64,
+        ),
+        (
+            "switchyard_quota_rejections_total",
+            "counter",
+            "Times a request was turned away from a provider for its quota (configured or answered).",
+            |p| p.quota_rejections as f64,
+        ),
+        (
+            "switchyard_resting",
+            "gauge",
+            "1 while a provider rests (Retry-After, rate-limit headers or quota), else 0.",
+            |p| f64::from(u8::from(p.resting_reason.is_some())),
+        ),
+        (
+            "switchyard_cost_today",
+            "gauge",
+            "cost_per_request times calls charged since 00:00 UTC.",
+            |p| p.cost_today,
         ),
     ];
     for (family, kind, help, value) in single {
         out.family(family, kind, help);
         for (sname, pname, p) in providers(snapshot) {
             out.sample(family, &[("service", sname), ("provider", pname)], value(p));
+        }
+    }
+
+    out.family(
+        "switchyard_quota_remaining",
+        "gauge",
+        "Calls left in a provider's calendar quota (window per_day or per_month).",
+    );
+    for (sname, pname, p) in providers(snapshot) {
+        for (window, q) in &p.quota {
+            let labels = [("service", sname), ("provider", pname), ("window", window)];
+            out.sample(
+                "switchyard_quota_remaining",
+                &labels,
+                q.limit.saturating_sub(q.used),
+            );
+        }
+    }
+
+    out.family(
+        "switchyard_rate_remaining",
+        "gauge",
+        "Calls left in the window of a provider's configured rate limit that ends now.",
+    );
+    for (sname, pname, p) in providers(snapshot) {
+        for (window, r) in &p.rate {
+            let labels = [("service", sname), ("provider", pname), ("window", window)];
+            out.sample("switchyard_rate_remaining", &labels, r.remaining);
         }
     }
 

@@ -82,8 +82,10 @@ pub(crate) struct AttemptEnd {
 
 /// Why [`Service::seize`] got no slot.
 enum Seize {
-    /// The breaker, or the provider's rate or quota, said no.
+    /// The breaker said no.
     Refused,
+    /// The provider's rate or quota said no (another job took what was left).
+    Held(Holdback),
     /// Every seat this request may use is taken.
     Busy,
 }
@@ -324,7 +326,7 @@ impl Service {
         let permit = permit.ok_or(Seize::Refused)?;
         let grant = p.allowance.take(now, want.urgent).map_err(|held| {
             p.allowance.count_holdback(&held);
-            Seize::Refused
+            Seize::Held(held)
         })?;
         let seat = p.take_seat(want.urgent).ok_or(Seize::Busy)?;
         Ok(Slot {
@@ -342,13 +344,17 @@ impl Service {
         let mut due_by_tier = [None; 4];
         let none = IndexSet::default();
         for i in 0..self.providers.len() {
-            if !self.candidate(want, i, now, &none) {
+            if !want.eligible.contains(i) || want.tried.contains(i) {
                 continue;
             }
             let p = &self.providers[i];
-            if let Err(holdback) = p.allowance.check(now, want.urgent) {
+            let Err(holdback) = p.allowance.check(now, want.urgent) else {
+                continue;
+            };
+            // Counted even when resting: that rest may be its headers' or its quota's.
+            p.allowance.count_holdback(&holdback);
+            if self.candidate(want, i, now, &none) {
                 held.insert(i);
-                p.allowance.count_holdback(&holdback);
                 if let Holdback::Rate { due: Some(due) } = holdback {
                     if due < want.deadline {
                         let tier = &mut due_by_tier[usize::from(p.tier).min(3)];
@@ -375,6 +381,8 @@ impl Service {
             }
         }
         let (held, due_by_tier) = self.held_back(want, now);
+        // A rate token another job took between the look and the take.
+        let mut raced: Option<Duration> = None;
         let mut refused = IndexSet::default();
         let mut busy = IndexSet::default();
         // Each round refuses or finds busy one more provider, or returns.
@@ -393,7 +401,7 @@ impl Service {
                 .map(|i| self.providers[i].tier)
                 .min()
             else {
-                return Pick::Exhausted;
+                return raced.map_or(Pick::Exhausted, Pick::Wait);
             };
             let ready = |i: usize| self.providers[i].tier == tier && usable(i) && !held.contains(i);
             let free = |i: usize| ready(i) && !busy.contains(i);
@@ -413,6 +421,14 @@ impl Service {
             match self.seize(i, want, now) {
                 Ok(slot) => return Pick::Slot(slot),
                 Err(Seize::Refused) => refused.insert(i),
+                Err(Seize::Held(held)) => {
+                    if let Holdback::Rate { due: Some(due) } = held {
+                        if due < want.deadline {
+                            raced = Some(raced.map_or(due, |r| r.min(due)));
+                        }
+                    }
+                    refused.insert(i);
+                }
                 Err(Seize::Busy) => busy.insert(i),
             }
         }

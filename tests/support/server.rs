@@ -38,11 +38,49 @@ pub enum Fault {
     Redirect(u16, String),
     /// The same once; then answers normally again.
     RedirectOnce(u16, String),
+    /// This status with these headers and this body.
+    Answer(u16, Vec<(&'static str, String)>, Vec<u8>),
+}
+
+/// How a rate-limited server announces its limit.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Announce {
+    /// `X-RateLimit-Limit/-Remaining/-Reset`, the reset in seconds.
+    XRateLimit,
+    /// The same, the reset as a Unix time.
+    XRateLimitUnix,
+    /// `x-ratelimit-limit-requests/-remaining-requests/-reset-requests`, reset as "1.5s".
+    RequestsForm,
+    /// `RateLimit-Limit/-Remaining/-Reset` (IETF drafts up to 6).
+    IetfSeparate,
+    /// `RateLimit: limit=.., remaining=.., reset=..` (IETF draft 7).
+    IetfCombined,
+    /// `RateLimit: "default";r=..;t=..` with `RateLimit-Policy` (IETF draft 8 on).
+    IetfStructured,
+}
+
+/// A limit the server enforces itself: `limit` requests per fixed `window`, then 429
+/// with `Retry-After` until the window ends.
+#[derive(Debug, Clone, Copy)]
+pub struct Limit {
+    pub limit: u32,
+    pub window: Duration,
+    pub announce: Announce,
+}
+
+#[derive(Default)]
+struct Enforced {
+    limit: Option<Limit>,
+    window_started: Option<Instant>,
+    used: u32,
+    refused: usize,
 }
 
 /// One request as the server saw it.
 #[derive(Debug, Clone)]
 pub struct Seen {
+    /// When the request was read.
+    pub at: Instant,
     pub method: String,
     /// Path and query as sent.
     pub target: String,
@@ -88,6 +126,7 @@ struct State {
     health_status: Mutex<u16>,
     health_latency: Mutex<Duration>,
     health_checks: AtomicUsize,
+    enforced: Mutex<Enforced>,
 }
 
 /// A running test server; stops when dropped.
@@ -166,6 +205,19 @@ impl TestServer {
     /// Stops recording each request (for long runs); counters go on.
     pub fn keep_log(&self, keep: bool) {
         self.state.keep_log.store(keep, Ordering::Relaxed);
+    }
+
+    /// Enforces `limit` from now on, announcing it in every answer.
+    pub fn set_limit(&self, limit: Limit) {
+        *self.state.enforced.lock().unwrap() = Enforced {
+            limit: Some(limit),
+            ..Enforced::default()
+        };
+    }
+
+    /// Requests refused with 429 by the enforced limit.
+    pub fn refused(&self) -> usize {
+        self.state.enforced.lock().unwrap().refused
     }
 
     /// Holds every request until [`TestServer::open_gate`] (at most 30 s).
@@ -303,6 +355,7 @@ fn read_request(reader: &mut BufReader<TcpStream>, connection: usize) -> Option<
     let mut body = vec![0; len];
     reader.read_exact(&mut body).ok()?;
     Some(Seen {
+        at: Instant::now(),
         method,
         target,
         headers,
@@ -335,6 +388,10 @@ fn respond(w: &mut TcpStream, st: &State) -> bool {
         st.fault.lock().unwrap().clone().unwrap_or(Fault::None)
     };
     let body = st.body.lock().unwrap().clone();
+    if let Some((status, headers)) = enforce(st) {
+        let body: &[u8] = if status == 429 { b"slow down" } else { &body };
+        return write_response(w, status, &headers, body);
+    }
     match fault {
         Fault::None => write_response(w, 200, &[], &body),
         Fault::Status(code) => write_response(w, code, &[], b"failure"),
@@ -369,11 +426,81 @@ fn respond(w: &mut TcpStream, st: &State) -> bool {
         }
         Fault::Big(n) => write_response(w, 200, &[], &vec![b'x'; n]),
         Fault::Redirect(code, target) => write_response(w, code, &[("Location", target)], b"moved"),
+        Fault::Answer(code, headers, body) => write_response(w, code, &headers, &body),
         Fault::RedirectOnce(code, target) => {
             *st.fault.lock().unwrap() = Some(Fault::None);
             write_response(w, code, &[("Location", target)], b"moved")
         }
     }
+}
+
+/// Counts the request against the enforced limit: its status and announcing headers.
+fn enforce(st: &State) -> Option<(u16, Vec<(&'static str, String)>)> {
+    let mut e = st.enforced.lock().unwrap();
+    let limit = e.limit?;
+    let now = Instant::now();
+    let started = match e.window_started {
+        Some(at) if now < at + limit.window => at,
+        _ => {
+            e.used = 0;
+            e.window_started = Some(now);
+            now
+        }
+    };
+    let left = (started + limit.window).saturating_duration_since(now);
+    // Whole seconds, rounded up: a client resting that long never comes back early.
+    let reset = left.as_millis().div_ceil(1000) as u64;
+    let status = if e.used < limit.limit {
+        e.used += 1;
+        200
+    } else {
+        e.refused += 1;
+        429
+    };
+    let (limit_n, remaining) = (limit.limit, limit.limit - e.used);
+    // As many servers do: the Unix second of the reset, rounded down.
+    let unix_reset = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        + left)
+        .as_secs();
+    let mut headers: Vec<(&'static str, String)> = match limit.announce {
+        Announce::XRateLimit => vec![
+            ("X-RateLimit-Limit", limit_n.to_string()),
+            ("X-RateLimit-Remaining", remaining.to_string()),
+            ("X-RateLimit-Reset", reset.to_string()),
+        ],
+        Announce::XRateLimitUnix => vec![
+            ("X-RateLimit-Limit", limit_n.to_string()),
+            ("X-RateLimit-Remaining", remaining.to_string()),
+            ("X-RateLimit-Reset", unix_reset.to_string()),
+        ],
+        Announce::RequestsForm => vec![
+            ("x-ratelimit-limit-requests", limit_n.to_string()),
+            ("x-ratelimit-remaining-requests", remaining.to_string()),
+            ("x-ratelimit-reset-requests", format!("{reset}s")),
+        ],
+        Announce::IetfSeparate => vec![
+            ("RateLimit-Limit", limit_n.to_string()),
+            ("RateLimit-Remaining", remaining.to_string()),
+            ("RateLimit-Reset", reset.to_string()),
+        ],
+        Announce::IetfCombined => vec![(
+            "RateLimit",
+            format!("limit={limit_n}, remaining={remaining}, reset={reset}"),
+        )],
+        Announce::IetfStructured => vec![
+            ("RateLimit", format!("\"default\";r={remaining};t={reset}")),
+            (
+                "RateLimit-Policy",
+                format!("\"default\";q={limit_n};w={}", limit.window.as_secs()),
+            ),
+        ],
+    };
+    if status == 429 {
+        headers.push(("Retry-After", reset.to_string()));
+    }
+    Some((status, headers))
 }
 
 fn write_response(w: &mut TcpStream, status: u16, headers: &[(&str, String)], body: &[u8]) -> bool {
@@ -394,6 +521,7 @@ fn write_response(w: &mut TcpStream, status: u16, headers: &[(&str, String)], bo
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        402 => "Payment Required",
         404 => "Not Found",
         429 => "Too Many Requests",
         500 => "Internal Server Error",
