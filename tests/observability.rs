@@ -74,7 +74,12 @@ query = { apikey = "${OBS_TEST_SECRET}" }"#;
     let config = format!(
         "{extra}\n[defaults.retry]\nbase_delay_ms = 10\nmax_backoff_ms = 10\n{}{}{}",
         provider("stocks", "polygon", &servers[0].url(), auth),
-        provider("stocks", "finnhub", &servers[1].url(), "tier = 2"),
+        provider(
+            "stocks",
+            "finnhub",
+            &servers[1].url(),
+            "tier = 2\ncost_per_request = 0.002\nquota = { per_day = 100000 }\nrate = { per_second = 1000 }",
+        ),
         provider("news", "newsapi", &servers[2].url(), auth),
     );
     let lb = Balancer::from_toml_str(&config).unwrap();
@@ -553,6 +558,20 @@ fn the_dashboard_renders_in_a_real_browser() {
         "graphs drew too few points: {points:?}"
     );
     assert!(dom.contains("data-health=\"degraded\"") || dom.contains("data-health=\"healthy\""));
+    // The quota bar and the rate left of the provider that has them; the service's cost.
+    let finnhub_row = dom.split("data-provider=\"finnhub\"").nth(1).unwrap();
+    let finnhub_row = &finnhub_row[..finnhub_row.find("</tr>").unwrap()];
+    assert!(
+        finnhub_row.contains("class=\"quota\" data-window=\"per_day\"")
+            && finnhub_row.contains(" / 100000 today · resets in ")
+            && finnhub_row.contains("rate: ")
+            && finnhub_row.contains(" of 1000 left this second"),
+        "{finnhub_row}"
+    );
+    assert!(
+        dom.contains("cost today <b data-cost=\"today\">"),
+        "{dom:.3000}"
+    );
     assert!(
         dom.contains("data-health=\"down\""),
         "news has one provider, always failing"

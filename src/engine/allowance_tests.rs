@@ -310,3 +310,52 @@ fn a_restart_with_a_state_file_continues_the_days_count() {
     assert!(rig.core.drive_call(Request::get("s", "/q")).is_ok());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn cost_aware_holds_the_slo_within_ten_percent_of_the_cheapest_mix() {
+    let config = two(
+        "cost_per_request = 1.0",
+        "cost_per_request = 10.0",
+        "strategy = \"cost_aware\"\nrandom_seed = 7\nslo = { success_rate = 0.99, p99_ms = 2000 }\n\
+         retry = { max_attempts = 2 }\n\
+         circuit_breaker = { window_ms = 10000, failure_threshold = 100000, minimum_calls = 100000 }",
+    );
+    let rig = Rig::starting_at(&config, at(2026, 12, 1, 8, 0));
+    // The script: 20 minutes at 10 requests a second; from minute 5 to 6 half the cheap
+    // provider's calls fail.
+    let (start, step, requests) = (rig.clock.now(), Duration::from_millis(100), 12_000);
+    let degraded = |t: Duration| (5 * MINUTE..6 * MINUTE).contains(&t);
+    {
+        let clock = rig.clock.clone();
+        rig.fake("free").script(move |n| {
+            let t = crate::foundation::clock::Clock::now(&*clock) - start;
+            if degraded(t) && n % 2 == 0 {
+                Reply::Status(500)
+            } else {
+                Reply::Status(200)
+            }
+        });
+    }
+    let mut ok = 0;
+    for _ in 0..requests {
+        ok += usize::from(call(&rig, Priority::Normal).is_ok());
+        rig.clock.advance(step);
+    }
+    // Offline, from the same script: each request to the cheapest provider whose success
+    // rate at that moment meets the SLO (the cheap one's is 0.5 while degraded).
+    let ideal: f64 = (0..requests)
+        .map(|i| if degraded(step * i as u32) { 10.0 } else { 1.0 })
+        .sum();
+    let success = ok as f64 / requests as f64;
+    let cost = rig.core.snapshot().services["s"].cost_total;
+    assert!(success >= 0.99, "callers' success rate {success}");
+    assert!(
+        cost <= ideal * 1.10,
+        "cost {cost} against the cheapest mix's {ideal}"
+    );
+    assert!(cost >= ideal, "no cheaper than the ideal: {cost} < {ideal}");
+    eprintln!(
+        "cost_aware: success {success:.4}, cost {cost} = {:.3} x the cheapest mix ({ideal})",
+        cost / ideal
+    );
+}

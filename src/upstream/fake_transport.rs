@@ -39,9 +39,13 @@ pub(crate) enum Reply {
     },
 }
 
+/// Makes the reply to the n-th attempt (from 0) when none is queued.
+type Script = Box<dyn FnMut(usize) -> Reply + Send>;
+
 pub(crate) struct FakeTransport {
     clock: Arc<ManualClock>,
     replies: Mutex<VecDeque<Reply>>,
+    script: Mutex<Option<Script>>,
     sent: Mutex<Vec<String>>,
     healthy: Mutex<bool>,
 }
@@ -51,6 +55,7 @@ impl FakeTransport {
         Arc::new(FakeTransport {
             clock,
             replies: Mutex::new(VecDeque::new()),
+            script: Mutex::new(None),
             sent: Mutex::new(Vec::new()),
             healthy: Mutex::new(true),
         })
@@ -59,6 +64,12 @@ impl FakeTransport {
     /// Queues the reply to a coming attempt; with none queued, attempts get 200.
     pub fn push(&self, reply: Reply) {
         self.replies.lock().push_back(reply);
+    }
+
+    /// Replies to attempts with nothing queued by calling `script` with the attempt's
+    /// number; without a script they get 200.
+    pub fn script(&self, script: impl FnMut(usize) -> Reply + Send + 'static) {
+        *self.script.lock() = Some(Box::new(script));
     }
 
     /// The URLs of the attempts sent so far.
@@ -73,12 +84,16 @@ impl FakeTransport {
 
 impl Transport for FakeTransport {
     fn send(&self, out: &Outgoing<'_>) -> Result<Answer, Failure> {
-        self.sent.lock().push(out.url.to_string());
-        let reply = self
-            .replies
-            .lock()
-            .pop_front()
-            .unwrap_or(Reply::Status(200));
+        let number = {
+            let mut sent = self.sent.lock();
+            sent.push(out.url.to_string());
+            sent.len() - 1
+        };
+        let queued = self.replies.lock().pop_front();
+        let reply = queued.unwrap_or_else(|| match self.script.lock().as_mut() {
+            Some(script) => script(number),
+            None => Reply::Status(200),
+        });
         let fail = |kind, status: Option<u16>| Failure {
             error: AttemptError {
                 provider: out.provider.to_string(),

@@ -294,3 +294,93 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn quota_rate_classify_reserve_and_slo_refusals_name_their_path() {
+    let p = "[[services.s.providers]]\nname = \"a\"\nbase_url = \"http://h\"\n";
+    let cases = [
+        (
+            format!("{p}rate = {{ per_second = -5 }}"),
+            "services.s.providers[0].rate.per_second: invalid value: integer `-5`, expected u64",
+        ),
+        (
+            format!("{p}quota = {{ per_day = 2.5 }}"),
+            "services.s.providers[0].quota.per_day: invalid type: floating point `2.5`, expected u64",
+        ),
+        (
+            format!("[services.s.quota]\nreset_utc = \"7am\"\n{p}"),
+            "services.s.quota.reset_utc: \"7am\" is not a time of day as HH:MM (00:00 to 23:59)",
+        ),
+        (
+            format!("{p}quota = {{ reset_utc = \"24:00\" }}"),
+            "services.s.providers[0].quota.reset_utc: \"24:00\" is not a time of day",
+        ),
+        (
+            format!("[defaults]\nreserve = 1.5\n{p}"),
+            "defaults.reserve: 1.5 is not 0 to 1",
+        ),
+        (
+            format!("[services.s]\nreserve = -0.1\n{p}"),
+            "services.s.reserve: -0.1 is not 0 to 1",
+        ),
+        (
+            format!("[services.s.slo]\nsuccess_rate = 1.2\n{p}"),
+            "services.s.slo.success_rate: 1.2 is not above 0 and at most 1",
+        ),
+        (
+            format!("[defaults.slo]\np99_ms = 0\n{p}"),
+            "defaults.slo.p99_ms: must be greater than 0",
+        ),
+        (
+            format!("[services.s]\nstrategy = \"cost_aware\"\n{p}"),
+            "services.s.strategy: cost_aware needs a cost_per_request on at least one provider",
+        ),
+        (
+            format!("{p}rate = {{ per_second = 3, burst = 5 }}"),
+            "services.s.providers[0].rate.burst: 5 is more than per_second (3)",
+        ),
+        (
+            format!("{p}classify = {{ quota_statuses = [402, 200] }}"),
+            "services.s.providers[0].classify.quota_statuses: 200 is not a status from 300 to 599",
+        ),
+        (
+            format!("{p}classify = {{ failure_statuses = [402] }}"),
+            "services.s.providers[0].classify.failure_statuses: 402 is also in quota_statuses",
+        ),
+        (
+            format!("{p}classify = {{ quota_body = [\"\"] }}"),
+            "services.s.providers[0].classify.quota_body: an empty substring would match every body",
+        ),
+        (
+            format!("[defaults]\nstate_file = \"/nonexistent-switchyard-dir/state.json\"\n{p}"),
+            "defaults.state_file: cannot write in directory /nonexistent-switchyard-dir",
+        ),
+        (
+            format!("{p}quota = {{ per_week = 5 }}"),
+            "services.s.providers[0].quota.per_week: unknown field `per_week`",
+        ),
+    ];
+    for (text, want) in cases {
+        let got = err(&text);
+        assert!(got.contains(want), "for\n{text}\nwant: {want}\ngot:  {got}");
+    }
+    let ok =
+        format!(
+        "[defaults]\nreserve = 0.25\nstate_file = {:?}\n[services.s]\nstrategy = \"cost_aware\"\n\
+         {p}cost_per_request = 0.01\nrate = {{ per_second = 5, per_minute = 60, burst = 2 }}\n\
+         quota = {{ per_day = 100, per_month = 2000, reset_utc = \"07:30\" }}\n",
+        std::env::temp_dir().join("switchyard-state.json").display().to_string()
+    );
+    let r = Config::from_toml_str(&ok).unwrap().resolve().unwrap();
+    let a = &r.services[0].providers[0];
+    assert_eq!(
+        (a.rate.per_second, a.rate.per_minute, a.rate.burst),
+        (5, 60, 2)
+    );
+    assert_eq!(
+        (a.quota.per_day, a.quota.per_month, a.quota.reset.0),
+        (100, 2000, 450)
+    );
+    assert_eq!(a.reserve, 0.25);
+    assert_eq!(a.classify.quota_statuses, vec![402]);
+}
