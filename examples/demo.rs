@@ -1,6 +1,8 @@
 //! The switchyard demo: three APIs (stocks, crypto, news) served by eight simulated
-//! providers on 127.0.0.1, some slow, one that starts failing part-way. Callers send a
-//! mix of priorities for a while; progress prints every second and a summary at the end.
+//! providers on 127.0.0.1, some slow, one that starts failing part-way, and for news a
+//! free tier with a small daily quota beside a priced provider (picked by `cost_aware`),
+//! so traffic moves when the free quota runs out and the cost shows. Callers send a mix
+//! of priorities for a while; progress prints every second and a summary at the end.
 //!
 //!     cargo run --release --example demo                 # about 20 seconds
 //!     cargo run --release --example demo -- --seconds 50
@@ -26,6 +28,8 @@ struct Simulated {
     tier: u8,
     latency_ms: u64,
     endpoint: &'static str,
+    /// More provider keys: price, quota, rate.
+    extra: &'static str,
 }
 
 const PROVIDERS: [Simulated; 8] = [
@@ -35,6 +39,7 @@ const PROVIDERS: [Simulated; 8] = [
         tier: 1,
         latency_ms: 4,
         endpoint: "/v2/last/trade/{symbol}",
+        extra: "",
     },
     Simulated {
         service: "stocks",
@@ -42,6 +47,7 @@ const PROVIDERS: [Simulated; 8] = [
         tier: 1,
         latency_ms: 12,
         endpoint: "/api/v1/quote",
+        extra: "",
     },
     Simulated {
         service: "stocks",
@@ -49,6 +55,7 @@ const PROVIDERS: [Simulated; 8] = [
         tier: 2,
         latency_ms: 35,
         endpoint: "/v1/eod/latest",
+        extra: "",
     },
     Simulated {
         service: "crypto",
@@ -56,6 +63,7 @@ const PROVIDERS: [Simulated; 8] = [
         tier: 1,
         latency_ms: 6,
         endpoint: "/api/v3/simple/price",
+        extra: "",
     },
     Simulated {
         service: "crypto",
@@ -63,6 +71,7 @@ const PROVIDERS: [Simulated; 8] = [
         tier: 1,
         latency_ms: 9,
         endpoint: "/v2/assets/{symbol}",
+        extra: "",
     },
     Simulated {
         service: "crypto",
@@ -70,6 +79,7 @@ const PROVIDERS: [Simulated; 8] = [
         tier: 2,
         latency_ms: 20,
         endpoint: "/0/public/Ticker",
+        extra: "",
     },
     Simulated {
         service: "news",
@@ -77,6 +87,7 @@ const PROVIDERS: [Simulated; 8] = [
         tier: 1,
         latency_ms: 30,
         endpoint: "/v2/everything",
+        extra: "cost_per_request = 0.0\nquota = { per_day = 1500 }\nrate = { per_second = 150, burst = 20 }",
     },
     Simulated {
         service: "news",
@@ -84,8 +95,13 @@ const PROVIDERS: [Simulated; 8] = [
         tier: 1,
         latency_ms: 70,
         endpoint: "/api/v4/search",
+        extra: "cost_per_request = 0.002",
     },
 ];
+
+/// The free tier with a daily quota, and the priced provider beside it.
+const FREE: &str = "newsapi";
+const PRICED: &str = "gnews";
 
 /// The provider that starts failing, and when (as a share of the run).
 const FAILING: &str = "coingecko";
@@ -115,17 +131,20 @@ fn main() {
     let mut config = String::from(
         "[defaults]\ndeadline_ms = 5000\n\
          [defaults.pool]\nmax_connections = 6\nrequest_timeout_ms = 2000\n\
-         [defaults.retry]\nmax_attempts = 3\n",
+         [defaults.retry]\nmax_attempts = 3\n\
+         # The free tier first, the priced one once its quota is used up.\n\
+         [services.news]\nstrategy = \"cost_aware\"\n",
     );
     for (p, s) in PROVIDERS.iter().zip(&servers) {
         config.push_str(&format!(
             "[[services.{}.providers]]\nname = \"{}\"\nbase_url = \"{}\"\ntier = {}\n\
-             endpoints = {{ quote = \"{}\" }}\n",
+             endpoints = {{ quote = \"{}\" }}\n{}\n",
             p.service,
             p.name,
             s.url(),
             p.tier,
-            p.endpoint
+            p.endpoint,
+            p.extra
         ));
     }
     let lb = Balancer::from_toml_str(&config).expect("demo configuration");
@@ -159,6 +178,10 @@ fn main() {
     }
     println!("dashboard: {}", dashboard.url());
     println!(
+        "news: {FREE} is a free tier (1500 calls a day), {PRICED} costs 0.002 a call; \
+         cost_aware sends news to {FREE} while its rate and quota allow"
+    );
+    println!(
         "{CALLERS} callers, mixed priorities; {FAILING} starts failing {}",
         if serve {
             "after 20 s (--serve runs until interrupted)".to_string()
@@ -184,6 +207,7 @@ fn main() {
         seconds as f64 * FAILS_FROM
     });
     let mut failing = false;
+    let mut quota_gone = false;
     let mut last = 0;
     loop {
         thread::sleep(Duration::from_secs(1));
@@ -199,6 +223,20 @@ fn main() {
         }
         let now = done.load(Ordering::Relaxed);
         let m = lb.metrics();
+        let news = &m.services["news"];
+        if !quota_gone && news.providers[FREE].resting_reason == Some("quota")
+            || news.providers[FREE]
+                .quota
+                .get("per_day")
+                .is_some_and(|q| q.used >= q.limit)
+                && !quota_gone
+        {
+            quota_gone = true;
+            println!(
+                "  -- {FREE}'s free quota for today is used up: news moves to {PRICED} (cost so far {:.3}) --",
+                news.cost_today
+            );
+        }
         let depth: usize = m.services.values().map(|s| s.queue_depth).sum();
         let failovers: u64 = m.services.values().map(|s| s.failovers).sum();
         let open: Vec<String> = m
@@ -209,13 +247,14 @@ fn main() {
             .map(|(n, p)| format!("{n} {}", p.circuit.state))
             .collect();
         println!(
-            "  {:>3} s  {:>6} req/s  total {:>7}  caller errors {:>4}  failovers {:>5}  queued {:>3}  {}",
+            "  {:>3} s  {:>6} req/s  total {:>7}  caller errors {:>4}  failovers {:>5}  queued {:>3}  news cost {:>6.3}  {}",
             elapsed.as_secs(),
             now - last,
             now,
             failed.load(Ordering::Relaxed),
             failovers,
             depth,
+            news.cost_today,
             open.join(", ")
         );
         last = now;
@@ -263,14 +302,14 @@ fn summary(lb: &Balancer) {
     let m = lb.metrics();
     println!();
     println!(
-        "{:<8} {:<12} {:>4} {:>9} {:>8} {:>9} {:>9} {:>9}",
-        "service", "provider", "tier", "requests", "errors", "p50 ms", "p99 ms", "share"
+        "{:<8} {:<12} {:>4} {:>9} {:>8} {:>9} {:>9} {:>9} {:>9}",
+        "service", "provider", "tier", "requests", "errors", "p50 ms", "p99 ms", "share", "cost"
     );
     for (name, s) in &m.services {
         let total: u64 = s.providers.values().map(|p| p.requests).sum();
         for (pname, p) in &s.providers {
             println!(
-                "{:<8} {:<12} {:>4} {:>9} {:>8} {:>9.1} {:>9.1} {:>8.1}%",
+                "{:<8} {:<12} {:>4} {:>9} {:>8} {:>9.1} {:>9.1} {:>8.1}% {:>9.3}",
                 name,
                 pname,
                 p.tier,
@@ -278,11 +317,12 @@ fn summary(lb: &Balancer) {
                 p.failures,
                 p.latency_ms.p50,
                 p.latency_ms.p99,
-                100.0 * p.requests as f64 / total.max(1) as f64
+                100.0 * p.requests as f64 / total.max(1) as f64,
+                p.cost_total
             );
         }
         println!(
-            "{:<8} {:<12} {:>4} {:>9} {:>8} {:>9.1} {:>9.1}   failovers {}",
+            "{:<8} {:<12} {:>4} {:>9} {:>8} {:>9.1} {:>9.1}   failovers {}, cost {:.3}",
             name,
             "(callers)",
             "",
@@ -290,7 +330,8 @@ fn summary(lb: &Balancer) {
             s.failures,
             s.latency_ms.p50,
             s.latency_ms.p99,
-            s.failovers
+            s.failovers,
+            s.cost_total
         );
     }
 }

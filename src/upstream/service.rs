@@ -7,7 +7,7 @@ use std::time::Duration;
 use parking_lot::RwLock;
 
 use crate::foundation::clock::SharedClock;
-use crate::foundation::config::{HealthCheckConfig, ResolvedService, RetryConfig};
+use crate::foundation::config::{HealthCheckConfig, ResolvedService, RetryConfig, StrategyKind};
 use crate::foundation::error::{AttemptKind, Error, QuotaWait};
 use crate::foundation::index_set::IndexSet;
 use crate::foundation::request::{Fallback, Priority, Request};
@@ -405,7 +405,13 @@ impl Service {
             };
             let ready = |i: usize| self.providers[i].tier == tier && usable(i) && !held.contains(i);
             let free = |i: usize| ready(i) && !busy.contains(i);
-            let choice = if want.attempts == 0 {
+            // cost_aware waits for a seat on the cheapest provider rather than pay for a
+            // pricier one: a full pool is not a reason to spend.
+            let waits_for_seat =
+                want.attempts == 0 && self.picker.kind() == StrategyKind::CostAware;
+            let choice = if waits_for_seat {
+                self.picker.pick(&self.providers, &ready, now)
+            } else if want.attempts == 0 {
                 self.picker.pick(&self.providers, &free, now)
             } else {
                 self.most_reliable(&free)
@@ -429,6 +435,7 @@ impl Service {
                     }
                     refused.insert(i);
                 }
+                Err(Seize::Busy) if waits_for_seat => return Pick::Busy,
                 Err(Seize::Busy) => busy.insert(i),
             }
         }
