@@ -172,9 +172,52 @@ fn hand_off_table() {
     );
 }
 
+/// The select path with a rate limit and a calendar quota on every provider, beside the
+/// same path without, in the same run (limits high enough never to hold a call back, so
+/// both do the same work besides the checks and the takes).
+fn allowance_table() {
+    const LIMITS: &str = "rate = { per_second = 1000000000, per_minute = 1000000000 }\n\
+                          quota = { per_day = 1000000000000000, per_month = 1000000000000000 }";
+    println!(
+        "\n| providers | threads | without limits, ns | with rate + quota, ns | median difference, ns | ratio |\n|---|---|---|---|---|---|"
+    );
+    for providers in [3, 8, 100] {
+        for threads in [1, 8] {
+            let plain = Arc::new(Harness::new(providers, StrategyKind::HealthBased));
+            let limited = Arc::new(Harness::with_defaults(
+                providers,
+                StrategyKind::HealthBased,
+                LIMITS,
+            ));
+            let n = 100_000u64;
+            // Turn by turn, nine pairs; the medians: the machine's noise hits both alike.
+            let mut pairs: Vec<(f64, f64)> = (0..9)
+                .map(|_| {
+                    let ns = |h: &Arc<Harness>| {
+                        per_request_on_threads(h, threads, n).as_nanos() as f64 / n as f64
+                    };
+                    (ns(&plain), ns(&limited))
+                })
+                .collect();
+            let median = |v: &mut Vec<f64>| {
+                v.sort_by(f64::total_cmp);
+                v[v.len() / 2]
+            };
+            let a = median(&mut pairs.iter().map(|p| p.0).collect());
+            let b = median(&mut pairs.iter().map(|p| p.1).collect());
+            let diff = median(&mut pairs.iter_mut().map(|p| p.1 - p.0).collect());
+            println!(
+                "| {providers} | {threads} | {a:.0} | {b:.0} | {diff:+.0} | {:.3} |",
+                b / a
+            );
+        }
+    }
+}
+
 fn main() {
     benches();
     hand_off_table();
+    allowance_table();
     if std::env::var_os("NO_TABLES").is_none() {
         scale_tables();
     }

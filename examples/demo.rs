@@ -224,13 +224,10 @@ fn main() {
         let now = done.load(Ordering::Relaxed);
         let m = lb.metrics();
         let news = &m.services["news"];
-        if !quota_gone && news.providers[FREE].resting_reason == Some("quota")
-            || news.providers[FREE]
-                .quota
-                .get("per_day")
-                .is_some_and(|q| q.used >= q.limit)
-                && !quota_gone
-        {
+        let free = &news.providers[FREE];
+        let used_up = free.resting_reason == Some("quota")
+            || free.quota.get("per_day").is_some_and(|q| q.used >= q.limit);
+        if !quota_gone && used_up {
             quota_gone = true;
             println!(
                 "  -- {FREE}'s free quota for today is used up: news moves to {PRICED} (cost so far {:.3}) --",

@@ -23,7 +23,15 @@ pub struct Harness {
 impl Harness {
     /// A service with `providers` providers (all tier 1) using `strategy`.
     pub fn new(providers: usize, strategy: StrategyKind) -> Harness {
-        let mut text = format!("[defaults]\nstrategy = \"{}\"\n", strategy.name());
+        Harness::with_defaults(providers, strategy, "")
+    }
+
+    /// The same with more `[defaults]` keys (TOML), such as a rate and a quota.
+    pub fn with_defaults(providers: usize, strategy: StrategyKind, defaults: &str) -> Harness {
+        let mut text = format!(
+            "[defaults]\nstrategy = \"{}\"\n{defaults}\n",
+            strategy.name()
+        );
         for i in 0..providers {
             text.push_str(&format!(
                 "[[services.s.providers]]\nname = \"p{i}\"\nbase_url = \"http://127.0.0.1:{}\"\n",

@@ -126,7 +126,7 @@ fn probe_open_circuits(core: &Core) {
 fn charged<T>(p: &Provider, now: Duration, call: impl FnOnce() -> T) -> Option<T> {
     let grant = p.allowance.take(now, false).ok()?;
     let result = call();
-    grant.commit(now);
+    grant.commit();
     p.charged.charge(p.allowance.unix(now));
     Some(result)
 }

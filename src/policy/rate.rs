@@ -14,14 +14,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use crate::foundation::config::RateConfig;
-use crate::policy::buckets::Buckets;
 
 /// Slices of a window in the count of recent calls (for "remaining" in the metrics).
 const SLICES: usize = 12;
 
 struct Cell {
     name: &'static str,
-    window: Duration,
     limit: u64,
     spacing_ns: u64,
     tolerance_ns: u64,
@@ -29,6 +27,7 @@ struct Cell {
     shed_ns: u64,
     /// Theoretical arrival time, clock nanoseconds.
     tat: AtomicU64,
+    recent: Recent,
 }
 
 impl Cell {
@@ -57,8 +56,49 @@ pub(crate) struct WindowLeft {
 
 pub(crate) struct RateLimiter {
     cells: Vec<Cell>,
-    /// Calls taken, per slice of each window (for the metrics' "remaining").
-    recent: parking_lot::Mutex<Vec<Buckets<1, SLICES>>>,
+}
+
+/// Calls taken per slice of a window, for the metrics' "remaining". Written only under
+/// the allowance's lock (with the take or refund); read without it.
+struct Recent {
+    width_ns: u64,
+    /// Per slot: slice number + 1 (0 = never used), and calls in it.
+    slots: [(AtomicU64, AtomicU64); SLICES],
+}
+
+impl Recent {
+    fn new(window: Duration) -> Recent {
+        Recent {
+            width_ns: (window.as_nanos() as u64 / SLICES as u64).max(1),
+            slots: std::array::from_fn(|_| (AtomicU64::new(0), AtomicU64::new(0))),
+        }
+    }
+
+    fn add(&self, now: Duration, up: bool) {
+        let slice = now.as_nanos() as u64 / self.width_ns + 1;
+        let (id, count) = &self.slots[slice as usize % SLICES];
+        if id.load(Ordering::Relaxed) != slice {
+            id.store(slice, Ordering::Relaxed);
+            count.store(0, Ordering::Relaxed);
+        }
+        if up {
+            count.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let n = count.load(Ordering::Relaxed);
+            count.store(n.saturating_sub(1), Ordering::Relaxed);
+        }
+    }
+
+    /// Calls in the slices of the window that ends now (the current one included).
+    fn sum(&self, now: Duration) -> u64 {
+        let current = now.as_nanos() as u64 / self.width_ns + 1;
+        let oldest = (current + 1).saturating_sub(SLICES as u64).max(1);
+        self.slots
+            .iter()
+            .filter(|(id, _)| (oldest..=current).contains(&id.load(Ordering::Relaxed)))
+            .map(|(_, n)| n.load(Ordering::Relaxed))
+            .sum()
+    }
 }
 
 impl RateLimiter {
@@ -83,32 +123,31 @@ impl RateLimiter {
                 };
                 Cell {
                     name,
-                    window,
                     limit,
                     spacing_ns: spacing_ns.max(1),
                     tolerance_ns: spacing_ns * (burst - 1),
                     shed_ns,
                     tat: AtomicU64::new(0),
+                    recent: Recent::new(window),
                 }
             })
             .collect();
         if cells.is_empty() {
             return None;
         }
-        let recent = cells
-            .iter()
-            .map(|c| Buckets::new(c.window / SLICES as u32))
-            .collect();
-        Some(RateLimiter {
-            cells,
-            recent: parking_lot::Mutex::new(recent),
-        })
+        Some(RateLimiter { cells })
+    }
+
+    /// The clock nanosecond from which a call of this urgency conforms; `u64::MAX` for
+    /// never (all reserved).
+    pub fn next_due(&self, urgent: bool) -> u64 {
+        self.cells.iter().map(|c| c.due(urgent)).max().unwrap_or(0)
     }
 
     /// When a call may go, if not now (clock time); `None` for never (all reserved).
     pub fn due(&self, now: Duration, urgent: bool) -> Result<(), Option<Duration>> {
         let now_ns = now.as_nanos() as u64;
-        let due = self.cells.iter().map(|c| c.due(urgent)).max().unwrap_or(0);
+        let due = self.next_due(urgent);
         if due <= now_ns {
             Ok(())
         } else if due == u64::MAX {
@@ -127,36 +166,29 @@ impl RateLimiter {
             let tat = c.tat.load(Ordering::Acquire).max(now_ns);
             c.tat
                 .store(tat.saturating_add(c.spacing_ns), Ordering::Release);
+            c.recent.add(now, true);
         }
         Ok(())
     }
 
-    /// Counts a taken call as sent, for the metrics' "remaining".
-    pub fn sent(&self, now: Duration) {
-        for b in self.recent.lock().iter_mut() {
-            b.add(now, [1]);
-        }
-    }
-
-    /// Gives back a call taken but never sent. Call under the allowance's lock.
-    pub fn refund(&self) {
+    /// Gives back a call taken at `taken` but never sent. Call under the allowance's lock.
+    pub fn refund(&self, taken: Duration) {
         for c in &self.cells {
             let tat = c.tat.load(Ordering::Acquire);
             c.tat
                 .store(tat.saturating_sub(c.spacing_ns), Ordering::Release);
+            c.recent.add(taken, false);
         }
     }
 
     /// What each window allows now.
     pub fn left(&self, now: Duration) -> Vec<WindowLeft> {
-        let recent = self.recent.lock();
         self.cells
             .iter()
-            .zip(recent.iter())
-            .map(|(c, b)| WindowLeft {
+            .map(|c| WindowLeft {
                 name: c.name,
                 limit: c.limit,
-                remaining: c.limit.saturating_sub(b.sum(now, SLICES as u64, true)[0]),
+                remaining: c.limit.saturating_sub(c.recent.sum(now)),
             })
             .collect()
     }
@@ -292,11 +324,9 @@ mod tests {
         let l = limiter(5, 0, 1, 0.0);
         l.take(Duration::ZERO, true).unwrap();
         assert!(l.take(Duration::ZERO, true).is_err());
-        l.refund();
+        l.refund(Duration::ZERO);
         l.take(Duration::ZERO, true).unwrap();
-        l.sent(Duration::ZERO);
         l.take(200 * MS, true).unwrap();
-        l.sent(200 * MS);
         assert_eq!(
             l.left(300 * MS),
             vec![WindowLeft {

@@ -12,10 +12,10 @@ const HOUR: Duration = Duration::from_secs(3600);
 
 #[derive(Debug)]
 struct Ledger {
-    /// Unix second the counted day and month began.
-    day_start: u64,
+    /// Unix seconds the counted day and month began and end.
+    day: (u64, u64),
     today: u64,
-    month_start: u64,
+    month: (u64, u64),
     this_month: u64,
     hours: Buckets<1, 25>,
     total: u64,
@@ -36,9 +36,9 @@ pub(crate) struct CostLedger(Mutex<Ledger>);
 impl Default for CostLedger {
     fn default() -> Self {
         CostLedger(Mutex::new(Ledger {
-            day_start: 0,
+            day: (0, 0),
             today: 0,
-            month_start: 0,
+            month: (0, 0),
             this_month: 0,
             hours: Buckets::new(HOUR),
             total: 0,
@@ -70,16 +70,17 @@ impl CostLedger {
 }
 
 impl Ledger {
+    /// Starts a new day or month when `unix` is outside the counted one; the calendar
+    /// is consulted only then, not on every charge.
     fn roll(&mut self, unix: Duration) {
         let secs = unix.as_secs();
-        let (day_start, _) = Period::Day.bounds(secs, TimeOfDay(0));
-        if day_start != self.day_start {
-            self.day_start = day_start;
+        let outside = |(start, end): (u64, u64)| secs < start || secs >= end;
+        if outside(self.day) {
+            self.day = Period::Day.bounds(secs, TimeOfDay(0));
             self.today = 0;
         }
-        let (month_start, _) = Period::Month.bounds(secs, TimeOfDay(0));
-        if month_start != self.month_start {
-            self.month_start = month_start;
+        if outside(self.month) {
+            self.month = Period::Month.bounds(secs, TimeOfDay(0));
             self.this_month = 0;
         }
     }

@@ -93,12 +93,41 @@ struct Limits {
     announced_left: AtomicI64,
     /// When the announced count is whole again (clock time).
     announced_reset: AtomicTime,
-    rest_until: AtomicTime,
-    rest_reason: AtomicU8,
     /// Makes a take of rate and quota one step.
     lock: Mutex<()>,
     rate_limited: AtomicU64,
     quota_rejections: AtomicU64,
+    published: Published,
+}
+
+/// What every check reads, on a cache line of its own: the reference counts and the
+/// lock, written on every take, would otherwise evict it from every reader.
+#[repr(align(128))]
+#[derive(Default)]
+struct Published {
+    rest_until: AtomicTime,
+    rest_reason: AtomicU8,
+    /// Published under the lock after every change, per class (0: critical and high,
+    /// 1: the rest): the clock nanosecond from which the rate lets a call go
+    /// (`u64::MAX`: never), and until which the quota holds one back.
+    rate_due: [AtomicU64; 2],
+    quota_until: [AtomicU64; 2],
+}
+
+impl Limits {
+    /// Publishes what rate and quota allow now. Call under the lock.
+    fn publish(&self, now: Duration) {
+        for (class, urgent) in [(0, true), (1, false)] {
+            let due = self.rate.as_ref().map_or(0, |r| r.next_due(urgent));
+            self.published.rate_due[class].store(due, Ordering::Release);
+            let until = self.quota.as_ref().map_or(0, |q| {
+                q.check(now, urgent)
+                    .err()
+                    .map_or(0, |until| until.as_nanos() as u64)
+            });
+            self.published.quota_until[class].store(until, Ordering::Release);
+        }
+    }
 }
 
 /// A provider's allowance; see the module text.
@@ -127,12 +156,8 @@ impl std::fmt::Debug for Grant {
 
 impl Grant {
     /// The call was sent: what it took stays taken.
-    pub fn commit(mut self, now: Duration) {
-        if let Some((limits, _)) = self.taken.take() {
-            if let Some(rate) = &limits.rate {
-                rate.sent(now);
-            }
-        }
+    pub fn commit(mut self) {
+        self.taken = None;
         self.announced = None;
     }
 }
@@ -145,8 +170,9 @@ impl Drop for Grant {
                 q.refund(at);
             }
             if let Some(r) = &limits.rate {
-                r.refund();
+                r.refund(at);
             }
+            limits.publish(at);
         }
         if let Some(limits) = self.announced.take() {
             let _ = limits
@@ -174,31 +200,32 @@ impl Allowance {
     pub fn new(config: &ResolvedProvider, clock: SharedClock) -> Allowance {
         let rate = RateLimiter::new(&config.rate, config.reserve);
         let quota = Quota::new(&config.quota, config.reserve, clock.clone());
-        Allowance {
+        let allowance = Allowance {
             configured: rate.is_some() || quota.is_some(),
             limits: Arc::new(Limits {
                 rate,
                 quota,
                 announced_left: AtomicI64::new(UNKNOWN),
                 announced_reset: AtomicTime::default(),
-                rest_until: AtomicTime::default(),
-                rest_reason: AtomicU8::new(0),
                 lock: Mutex::new(()),
                 rate_limited: AtomicU64::new(0),
                 quota_rejections: AtomicU64::new(0),
+                published: Published::default(),
             }),
             clock,
             day_starts: config.quota.reset,
-        }
+        };
+        allowance.limits.publish(allowance.clock.now());
+        allowance
     }
 
     /// The rest in force at `now`, if any.
     pub fn rest(&self, now: Duration) -> Option<(Duration, RestReason)> {
-        let until = self.limits.rest_until.get()?;
+        let until = self.limits.published.rest_until.get()?;
         if now >= until {
             return None;
         }
-        let reason = RestReason::from_u8(self.limits.rest_reason.load(Ordering::Acquire))
+        let reason = RestReason::from_u8(self.limits.published.rest_reason.load(Ordering::Acquire))
             .unwrap_or(RestReason::RetryAfter);
         Some((until, reason))
     }
@@ -207,14 +234,20 @@ impl Allowance {
     pub fn rest_until(&self, until: Duration, reason: RestReason) {
         let l = &self.limits;
         let _held = l.lock.lock();
-        if l.rest_until.get().is_none_or(|current| until > current) {
-            l.rest_until.set(until);
-            l.rest_reason.store(reason as u8, Ordering::Release);
+        if l.published
+            .rest_until
+            .get()
+            .is_none_or(|current| until > current)
+        {
+            l.published.rest_until.set(until);
+            l.published
+                .rest_reason
+                .store(reason as u8, Ordering::Release);
         }
     }
 
     /// Whether a call of this urgency could go now; what holds it back otherwise.
-    /// Reads atomics only.
+    /// Reads atomics only, most of them in one place.
     pub fn check(&self, now: Duration, urgent: bool) -> Result<(), Holdback> {
         if let Some((until, reason)) = self.rest(now) {
             return Err(Holdback::Rest { until, reason });
@@ -223,16 +256,20 @@ impl Allowance {
             return Ok(());
         }
         let l = &self.limits;
-        if let Some(q) = &l.quota {
-            if let Err(until) = q.check(now, urgent) {
-                let reserved = !urgent && q.check(now, true).is_ok();
-                return Err(Holdback::Quota { until, reserved });
-            }
+        let (now_ns, class) = (now.as_nanos() as u64, usize::from(!urgent));
+        let until = l.published.quota_until[class].load(Ordering::Acquire);
+        if now_ns < until {
+            let reserved = !urgent && now_ns >= l.published.quota_until[0].load(Ordering::Acquire);
+            let until = Duration::from_nanos(until);
+            return Err(Holdback::Quota { until, reserved });
         }
-        if let Some(r) = &l.rate {
-            r.due(now, urgent).map_err(|due| Holdback::Rate { due })?;
+        match l.published.rate_due[class].load(Ordering::Acquire) {
+            due if due <= now_ns => Ok(()),
+            u64::MAX => Err(Holdback::Rate { due: None }),
+            due => Err(Holdback::Rate {
+                due: Some(Duration::from_nanos(due)),
+            }),
         }
-        Ok(())
     }
 
     /// Takes a call's share if everything allows it now.
@@ -258,6 +295,7 @@ impl Allowance {
                     return Err(Holdback::Rate { due });
                 }
             }
+            l.publish(now);
             grant.taken = Some((l.clone(), now));
         } else if let Some((until, reason)) = self.rest(now) {
             return Err(Holdback::Rest { until, reason });
@@ -344,6 +382,7 @@ impl Allowance {
         let from_quota = l.quota.as_ref().map(|q| {
             let _held = l.lock.lock();
             q.use_up(now);
+            l.publish(now);
             q.next_reset(now)
         });
         let until = a
@@ -406,13 +445,16 @@ impl Allowance {
         if let Some(q) = &self.limits.quota {
             let _held = self.limits.lock.lock();
             q.restore(period, used, started_unix, now);
+            self.limits.publish(now);
         }
     }
 
     /// Restores a rate window's arrival time (clock time).
     pub fn restore_rate(&self, window: &str, tat: Duration) {
         if let Some(r) = &self.limits.rate {
+            let _held = self.limits.lock.lock();
             r.restore(window, tat);
+            self.limits.publish(self.clock.now());
         }
     }
 

@@ -269,7 +269,7 @@ impl Service {
     pub fn record_attempt(&self, index: usize, permit: Permit, grant: Grant, end: &AttemptEnd) {
         let p = &self.providers[index];
         let (elapsed, now) = (end.elapsed, end.now);
-        grant.commit(now);
+        grant.commit();
         p.charged.charge(p.allowance.unix(now));
         match end.failure {
             Some(AttemptKind::Quota) => {

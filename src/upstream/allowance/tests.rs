@@ -23,8 +23,8 @@ fn a_grant_dropped_unsent_gives_its_share_back() {
     let first = a.take(now, false).unwrap();
     drop(a.take(now, false).unwrap());
     let second = a.take(now, false).unwrap();
-    first.commit(now);
-    second.commit(now);
+    first.commit();
+    second.commit();
     assert!(matches!(
         a.take(now, true),
         Err(Holdback::Quota {
@@ -57,7 +57,7 @@ fn announced_counts_only_fall_inside_a_window_and_the_last_one_rests() {
         "a stale answer does not raise it"
     );
     for _ in 0..3 {
-        a.take(now, false).unwrap().commit(now);
+        a.take(now, false).unwrap().commit();
     }
     assert_eq!(
         a.check(now, true),
@@ -100,7 +100,7 @@ fn a_quota_answer_rests_until_the_reset_it_names_or_the_quotas() {
 fn a_rate_take_that_fails_gives_the_quota_back() {
     let (a, clock) = allowance("rate = { per_second = 1 }\nquota = { per_day = 10 }");
     let now = clock.now();
-    a.take(now, true).unwrap().commit(now);
+    a.take(now, true).unwrap().commit();
     assert_eq!(
         a.take(now, true).unwrap_err(),
         Holdback::Rate {
