@@ -3,7 +3,13 @@
 use switchyard::{Balancer, Config, Error};
 
 fn set_example_keys() {
-    for k in ["POLYGON_KEY", "FINNHUB_KEY", "MARKETSTACK_KEY"] {
+    for k in [
+        "POLYGON_KEY",
+        "FINNHUB_KEY",
+        "MARKETSTACK_KEY",
+        "NEWSAPI_KEY",
+        "GNEWS_KEY",
+    ] {
         std::env::set_var(k, "example-key");
     }
 }
@@ -17,7 +23,10 @@ fn the_documented_example_loads() {
     assert_eq!(stocks.providers.len(), 3);
     assert_eq!(stocks.pool.max_connections, Some(20));
     let lb = Balancer::new(config).unwrap();
-    assert_eq!(lb.services().collect::<Vec<_>>(), ["stocks"]);
+    assert_eq!(lb.services().collect::<Vec<_>>(), ["news", "stocks"]);
+    let news = &lb.metrics().services["news"];
+    assert_eq!(news.strategy, "cost_aware");
+    assert_eq!(news.providers["newsapi"].quota["per_day"].limit, 100);
     lb.shutdown(std::time::Duration::ZERO);
 }
 
