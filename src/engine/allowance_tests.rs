@@ -51,6 +51,11 @@ fn a_scripted_day_gives_the_free_tier_its_100_and_the_next_day_it_is_first_again
     let quota = &s.providers["free"].quota["per_day"];
     assert_eq!((quota.limit, quota.used), (100, 100));
     assert_eq!(
+        s.providers["free"].resting_reason,
+        Some("quota"),
+        "the reason shows"
+    );
+    assert_eq!(
         quota.resets_in_ms,
         (at(2026, 12, 2, 0, 0) - rig.clock.now()).as_millis() as u64,
         "the day ends at midnight UTC, not 24 h after the first call"

@@ -421,7 +421,15 @@ impl Allowance {
             quota: l.quota.as_ref().map(|q| q.uses(now)).unwrap_or_default(),
             rate_limited: l.rate_limited.load(Ordering::Relaxed),
             quota_rejections: l.quota_rejections.load(Ordering::Relaxed),
-            resting: self.rest(now).map(|(until, reason)| (reason, until)),
+            // A quota used up for every request is a rest like a quota answer's.
+            resting: self
+                .rest(now)
+                .map(|(until, reason)| (reason, until))
+                .or_else(|| {
+                    let until = l.published.quota_until[0].load(Ordering::Acquire);
+                    (until > now.as_nanos() as u64)
+                        .then(|| (RestReason::Quota, Duration::from_nanos(until)))
+                }),
             announced_left: (left != UNKNOWN
                 && l.announced_reset.get().is_none_or(|reset| now < reset))
             .then_some(left as u64),
