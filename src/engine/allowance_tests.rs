@@ -364,3 +364,25 @@ fn cost_aware_holds_the_slo_within_ten_percent_of_the_cheapest_mix() {
         cost / ideal
     );
 }
+
+#[test]
+fn a_failed_attempt_with_nothing_left_but_a_used_up_quota_ends_at_once() {
+    let config = two(
+        "circuit_breaker = { failure_threshold = 1 }",
+        "quota = { per_day = 1 }",
+        "retry = { max_attempts = 3 }",
+    );
+    let rig = Rig::starting_at(&config, at(2026, 12, 1, 12, 0));
+    let paid = &rig.core.services()[0].providers[1];
+    paid.allowance.take(rig.clock.now(), true).unwrap().commit();
+    rig.fake("free").push(Reply::Status(503));
+    // The free one's circuit opens; waiting out a backoff could not bring the paid one
+    // back today, so the request ends now instead of at its deadline.
+    let started = std::time::Instant::now();
+    match call(&rig, Priority::Normal) {
+        Err(Error::AllProvidersFailed { attempts }) => assert_eq!(attempts.len(), 1),
+        other => panic!("{other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_millis(500), "no backoff was waited");
+    assert_eq!(sent(&rig, "paid"), 0);
+}

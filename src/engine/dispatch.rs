@@ -242,13 +242,7 @@ fn next_round(service: &Service, job: &mut Job, now: Duration) -> Option<Duratio
     if job.attempts() == 0 || job.attempts() >= service.retry.max_attempts || !may_resend(job) {
         return None;
     }
-    let clock_now = service.clock.now();
-    let any = service
-        .providers
-        .iter()
-        .enumerate()
-        .any(|(i, p)| job.eligible.contains(i) && p.is_available(clock_now));
-    if !any {
+    if !service.may_come_back(&job.want()) {
         return None;
     }
     let delay = backoff(&service.retry, job.round, rand::random::<f64>());

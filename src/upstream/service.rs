@@ -484,6 +484,22 @@ impl Service {
             .find_map(|i| self.seize(i, want, now).ok())
     }
 
+    /// Whether some eligible provider could take the job again before its deadline:
+    /// available, and not out of quota (a rate token due in time is fine). A new round of
+    /// attempts is worth a backoff only then.
+    pub fn may_come_back(&self, want: &Want) -> bool {
+        let now = self.clock.now();
+        self.providers.iter().enumerate().any(|(i, p)| {
+            want.eligible.contains(i)
+                && p.is_available(now)
+                && match p.allowance.check(now, want.urgent) {
+                    Ok(()) => true,
+                    Err(Holdback::Rate { due: Some(due) }) => due < want.deadline,
+                    Err(_) => false,
+                }
+        })
+    }
+
     /// What holds back each eligible provider the job could not use for its rate or
     /// quota (for `QuotaExhausted`), with when it frees up.
     pub fn allowance_waits(&self, want: &Want) -> Vec<QuotaWait> {
