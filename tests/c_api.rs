@@ -89,6 +89,11 @@ fn scenario(dir: &Path) -> Scenario {
         ),
         provider("dead", "gone", &servers[3].url(), endpoints),
         provider("slow", "hang", &servers[4].url(), endpoints),
+    ) + &provider(
+        "capped",
+        "free",
+        &servers[0].url(),
+        &format!("quota = {{ per_day = 1 }}\n{endpoints}"),
     );
     let path = dir.join("switchyard.toml");
     std::fs::write(&path, config).unwrap();

@@ -383,6 +383,9 @@ fn a_failed_attempt_with_nothing_left_but_a_used_up_quota_ends_at_once() {
         Err(Error::AllProvidersFailed { attempts }) => assert_eq!(attempts.len(), 1),
         other => panic!("{other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_millis(500), "no backoff was waited");
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "no backoff was waited"
+    );
     assert_eq!(sent(&rig, "paid"), 0);
 }

@@ -142,6 +142,19 @@ static void error_kinds(sy_balancer *lb) {
     CHECK(strstr(sy_error_attempts_json(e), "\"status\":503") != NULL, "attempts: %s", sy_error_attempts_json(e));
     sy_error_free(e);
     e = NULL;
+    s = call(lb, "capped", "quote", 0, &resp, &e);
+    CHECK(s == SY_OK && resp != NULL, "the quota's one call: %u", s);
+    sy_response_free(resp);
+    resp = NULL;
+    s = call(lb, "capped", "quote", 0, &resp, &e);
+    CHECK(s == SY_ERR_QUOTA_EXHAUSTED, "over the quota: %u", s);
+    CHECK(strstr(sy_error_message(e), "free quota used up, frees up in") != NULL, "message: %s", sy_error_message(e));
+    CHECK(strstr(sy_error_waits_json(e), "\"provider\":\"free\"") != NULL
+              && strstr(sy_error_waits_json(e), "\"reason\":\"quota\"") != NULL,
+          "waits: %s", sy_error_waits_json(e));
+    CHECK(strcmp(sy_error_waits_json(NULL), "[]") == 0, "waits of NULL");
+    sy_error_free(e);
+    e = NULL;
     s = call(lb, "slow", "quote", 300, &resp, &e);
     expect("hanging provider", s, SY_ERR_TIMEOUT, e, "deadline");
     e = NULL;
