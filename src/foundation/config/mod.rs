@@ -184,7 +184,7 @@ layered! {
     /// What an answer means beyond the status rule (5xx and 429 are provider failures).
     ClassifyConfig, ClassifyOverrides {
         /// Statuses meaning "quota used up": the provider rests until its quota resets,
-        /// the request fails over, and the breaker does not count it. Defaults to [402].
+        /// the request fails over, and the breaker does not count it. Defaults to `[402]`.
         quota_statuses: Vec<u16> = vec![402],
         /// Substrings of a 2xx body meaning the same (a throttle notice sent with 200).
         quota_body: Vec<String> = Vec::new(),
