@@ -250,7 +250,8 @@ sy_status sy_force_close(sy_balancer *balancer, const char *provider, sy_error *
 sy_status sy_reset_circuit(sy_balancer *balancer, const char *provider, sy_error **error_out);
 
 // Switches a service's strategy: "round_robin", "least_connections",
-// "weighted_response", "health_based" or "peak_ewma".
+// "weighted_response", "health_based", "peak_ewma" or "cost_aware" (which needs a
+// `cost_per_request` on at least one provider of the service).
 sy_status sy_set_strategy(sy_balancer *balancer,
                           const char *service,
                           const char *strategy,

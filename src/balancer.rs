@@ -179,8 +179,7 @@ impl Balancer {
 
     /// Switches a service's load-balancing strategy; takes effect with the next request.
     pub fn set_strategy(&self, service: &str, strategy: StrategyKind) -> Result<(), Error> {
-        self.core.service(service)?.picker.set_kind(strategy);
-        Ok(())
+        self.core.service(service)?.set_strategy(strategy)
     }
 
     /// The strategy a service uses now.

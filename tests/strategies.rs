@@ -217,6 +217,13 @@ fn the_strategy_switches_at_run_time() {
     assert_eq!((servers[0].requests(), servers[1].requests()), (300, 100));
     assert_eq!(lb.metrics().services["s"].strategy, "round_robin");
     assert!(lb.set_strategy("nope", StrategyKind::RoundRobin).is_err());
+    let e = lb.set_strategy("s", StrategyKind::CostAware).unwrap_err();
+    assert!(e.to_string().contains("cost_per_request"), "{e}");
+    assert_eq!(
+        lb.strategy("s").unwrap(),
+        StrategyKind::RoundRobin,
+        "unchanged"
+    );
 }
 
 #[test]

@@ -311,7 +311,8 @@ public:
         const sy_status code = sy_reset_circuit(use.get(), provider.c_str(), &e);
         detail::check(code, e);
     }
-    // "round_robin", "least_connections", "weighted_response", "health_based", "peak_ewma".
+    // "round_robin", "least_connections", "weighted_response", "health_based", "peak_ewma",
+    // "cost_aware" (needs a cost_per_request on at least one provider of the service).
     void set_strategy(const std::string &service, const std::string &strategy) const {
         detail::Handle::Use use(*h_);
         sy_error *e = nullptr;

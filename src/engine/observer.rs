@@ -73,7 +73,7 @@ impl Observer {
     }
 
     pub fn set_strategy(&self, service: &str, kind: StrategyKind) -> Result<(), Error> {
-        self.0.service(service).map(|s| s.picker.set_kind(kind))
+        self.0.service(service)?.set_strategy(kind)
     }
 
     /// Runs `stop` when the balancer shuts down.

@@ -327,7 +327,8 @@ pub extern "C" fn sy_reset_circuit(
 }
 
 /// Switches a service's strategy: "round_robin", "least_connections",
-/// "weighted_response", "health_based" or "peak_ewma".
+/// "weighted_response", "health_based", "peak_ewma" or "cost_aware" (which needs a
+/// `cost_per_request` on at least one provider of the service).
 #[no_mangle]
 pub extern "C" fn sy_set_strategy(
     balancer: *mut sy_balancer,

@@ -210,6 +210,21 @@ impl Service {
         )))
     }
 
+    /// Switches the strategy; `cost_aware` needs a price on at least one provider, as
+    /// at load.
+    pub fn set_strategy(&self, kind: StrategyKind) -> Result<(), Error> {
+        if kind == StrategyKind::CostAware
+            && self.providers.iter().all(|p| p.cost_per_request == 0.0)
+        {
+            return Err(Error::InvalidArgument(format!(
+                "cost_aware needs a cost_per_request on at least one provider of `{}`",
+                self.name
+            )));
+        }
+        self.picker.set_kind(kind);
+        Ok(())
+    }
+
     pub fn set_fallback(&self, fallback: Option<Fallback>) {
         *self.fallback.write() = fallback;
     }

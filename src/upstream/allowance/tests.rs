@@ -109,3 +109,38 @@ fn a_rate_take_that_fails_gives_the_quota_back() {
     );
     assert_eq!(a.view(now).quota[0].used, 1);
 }
+
+#[test]
+fn concurrent_takes_never_commit_more_than_the_quota_and_refunds_return_exactly() {
+    let (a, clock) = allowance("quota = { per_day = 50 }\nrate = { per_second = 1000000 }");
+    let a = Arc::new(a);
+    let committed = std::sync::atomic::AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for t in 0..8u64 {
+            let (a, clock, committed) = (&a, &clock, &committed);
+            s.spawn(move || {
+                for i in 0..200u64 {
+                    // Threads at nearby moments: the rate (one per microsecond) refuses
+                    // some takes, whose quota share must come back too.
+                    let now = clock.now() + Duration::from_nanos(i * 2_000 + t * 200);
+                    if let Ok(grant) = a.take(now, i % 2 == 0) {
+                        if (i + t) % 3 == 0 {
+                            drop(grant); // never sent: given back
+                        } else {
+                            grant.commit();
+                            committed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        }
+                    }
+                }
+            });
+        }
+    });
+    let committed = committed.load(std::sync::atomic::Ordering::SeqCst);
+    let used = a.view(clock.now()).quota[0].used;
+    assert!(committed <= 50, "{committed} committed of a quota of 50");
+    assert_eq!(used, committed, "refunds give back exactly what they took");
+    assert!(
+        committed >= 40,
+        "the quota is used, not lost to refunds: {committed}"
+    );
+}
