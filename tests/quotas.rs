@@ -220,6 +220,10 @@ fn a_rate_of_20_per_second_holds_on_the_servers_clock_with_8_threads() {
         })
         .max()
         .unwrap();
+    eprintln!(
+        "rate 20/s, 8 threads: busiest second on the server held {busiest}; 120 took {:?}",
+        times[119]
+    );
     assert!(busiest <= 22, "{busiest} requests in one second");
     assert!(
         times[119] >= Duration::from_millis(5_500),
