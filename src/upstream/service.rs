@@ -573,6 +573,19 @@ impl Service {
         {
             return (due < want.deadline).then_some(Err(due));
         }
+        if want.attempts == 0 && self.picker.kind() == StrategyKind::CostAware {
+            // A job waiting for the cheapest provider's seat does not take a pricier
+            // one's instead.
+            let tier = self.providers[provider].tier;
+            let ready = |i: usize| {
+                self.providers[i].tier == tier
+                    && self.candidate(want, i, now, &none)
+                    && self.providers[i].allowance.check(now, want.urgent).is_ok()
+            };
+            if self.picker.pick(&self.providers, &ready, now) != Some(provider) {
+                return None;
+            }
+        }
         self.seize(provider, want, now).ok().map(Ok)
     }
 

@@ -117,3 +117,34 @@ fn endpoints_and_parameters_decide_who_can_serve() {
     let e = s.eligible_for(&Request::get("s", "nope")).unwrap_err();
     assert!(matches!(e, Error::UnknownEndpoint { .. }), "{e}");
 }
+
+#[test]
+fn cost_aware_waits_for_the_cheapest_seat_and_a_pricier_release_does_not_take_it() {
+    let mut toml = providers(&[("cheap", 1, 1), ("pricey", 1, 1)]);
+    toml = toml.replacen("tier = 1\n", "tier = 1\ncost_per_request = 1.0\n", 1);
+    toml = toml.replacen(
+        "name = \"pricey\"\nbase_url = \"http://10.0.0.2\"\ntier = 1\n",
+        "name = \"pricey\"\nbase_url = \"http://10.0.0.2\"\ntier = 1\ncost_per_request = 5.0\n",
+        1,
+    );
+    let s = service(&format!("[defaults]\nstrategy = \"cost_aware\"\n{toml}"));
+    let all = s.eligible_for(&Request::get("s", "/x")).unwrap();
+    let none = IndexSet::default();
+    let Pick::Slot(first) = s.acquire(&want(&all, &none, 0)) else {
+        panic!("a free seat")
+    };
+    assert_eq!(s.providers[first.index].name.as_ref(), "cheap");
+    assert!(
+        matches!(s.acquire(&want(&all, &none, 0)), Pick::Busy),
+        "waits for the cheap seat rather than pay for the pricey one"
+    );
+    assert!(
+        s.acquire_on(&want(&all, &none, 0), 1).is_none(),
+        "not the pricey seat"
+    );
+    drop(first);
+    assert!(matches!(
+        s.acquire_on(&want(&all, &none, 0), 0),
+        Some(Ok(_))
+    ));
+}
