@@ -398,11 +398,17 @@ fn run_client(
                                 fetch(agent, &urls[i])
                             }
                             Client::Haproxy => fetch(agent, proxy.as_deref().unwrap_or("")),
-                            Client::Call | Client::Scraped => lb
-                                .as_ref()
-                                .is_some_and(|lb| lb.call(Request::get("bench", "/")).is_ok()),
+                            // Each request its own (a query as raw's URLs have none is
+                            // the least it takes): identical ones in flight at once would
+                            // share calls, and this compares per-call overhead.
+                            Client::Call | Client::Scraped => lb.as_ref().is_some_and(|lb| {
+                                let n = counter.fetch_add(1, Ordering::Relaxed);
+                                lb.call(Request::get("bench", "/").param("n", n.to_string()))
+                                    .is_ok()
+                            }),
                             Client::Submit => lb.as_ref().is_some_and(|lb| {
-                                lb.submit(Request::get("bench", "/"))
+                                let n = counter.fetch_add(1, Ordering::Relaxed);
+                                lb.submit(Request::get("bench", "/").param("n", n.to_string()))
                                     .and_then(|t| t.wait())
                                     .is_ok()
                             }),

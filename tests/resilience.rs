@@ -13,9 +13,14 @@ use switchyard::{AttemptKind, Balancer, CircuitState, Error, Request, Response};
 const FAST_TIMEOUTS: &str = "[defaults.pool]\nrequest_timeout_ms = 150\nconnect_timeout_ms = 150\n\
                              max_response_bytes = 4096\n";
 
-/// Sends `n` GETs from `threads` threads; returns every outcome.
+/// Sends `n` distinct GETs from `threads` threads (identical ones in flight at once would
+/// share calls); returns every outcome.
 fn load(lb: &Balancer, n: usize, threads: usize) -> Vec<Result<Response, Error>> {
-    from_threads(threads, n / threads, || lb.call(Request::get("s", "/q")))
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    from_threads(threads, n / threads, || {
+        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        lb.call(Request::get("s", "/q").param("i", i.to_string()))
+    })
 }
 
 fn faults() -> Vec<(&'static str, Option<Fault>)> {

@@ -42,12 +42,17 @@ fn balancer(settings: &str, servers: &[TestServer], extra: &[&str]) -> Balancer 
 }
 
 /// `n` requests from `threads` threads; every one must succeed.
+/// `n` distinct GETs from `threads` threads (identical ones in flight at once would share
+/// calls, and the shares measured here are of calls).
 fn drive(lb: &Balancer, n: usize, threads: usize) {
+    let next = std::sync::atomic::AtomicUsize::new(0);
     thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 for _ in 0..n / threads {
-                    lb.call(Request::get("s", "/q")).unwrap();
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    lb.call(Request::get("s", "/q").param("i", i.to_string()))
+                        .unwrap();
                 }
             });
         }
@@ -128,13 +133,17 @@ fn traffic_moves_off_a_slow_provider_and_back(strategy: StrategyKind) {
         &[],
     );
     let stop = AtomicBool::new(false);
+    let next = std::sync::atomic::AtomicUsize::new(0);
     let counts = |s: &[TestServer]| s.iter().map(|s| s.requests()).collect::<Vec<_>>();
     thread::scope(|scope| {
         for _ in 0..4 {
             scope.spawn(|| {
                 let until = Instant::now() + Duration::from_secs(30);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                    lb.call(Request::get("s", "/q")).unwrap();
+                    // Distinct requests: identical ones in flight would share calls.
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    lb.call(Request::get("s", "/q").param("i", i.to_string()))
+                        .unwrap();
                 }
             });
         }

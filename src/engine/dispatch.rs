@@ -13,7 +13,7 @@ use crossbeam_channel::select;
 use crate::engine::runtime::Core;
 use crate::flow::job::Job;
 use crate::flow::ticket::{Outcome, Sink, Ticket};
-use crate::foundation::error::{AttemptKind, Error};
+use crate::foundation::error::{AttemptError, AttemptKind, Error};
 use crate::foundation::response::Response;
 use crate::policy::retry::backoff;
 use crate::upstream::service::{AttemptEnd, Pick, Service};
@@ -43,6 +43,7 @@ impl Driven {
 pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
     let service = &core.services[job.service];
     let mut handed: Option<Job> = None;
+    let call_key = service.call_key(&job.request);
     loop {
         let now = core.clock.now();
         if core.stopping.load(Ordering::Acquire) {
@@ -61,6 +62,13 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             return Driven::left(None, handed);
         }
 
+        if let (Some(key), None, 0) = (call_key, &job.reserved, job.attempts()) {
+            // The same call is on the wire already: wait for its answer beside it.
+            match join(core, key, job) {
+                Ok(parked) => return Driven::left(parked, handed),
+                Err(j) => job = j,
+            }
+        }
         let slot = match job.reserved.take() {
             Some(slot) => slot,
             None => match service.acquire(&job.want()) {
@@ -126,6 +134,9 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 }
             }
         }
+        let leads = call_key.filter(|key| {
+            job.attempts() == 0 && core.coalescers[job.service].lead(*key, &job.request)
+        });
         let url = provider.url(&job.request);
         let sent = core.clock.now();
         let timeout = provider.attempt_cap.min(job.deadline.saturating_sub(now));
@@ -152,6 +163,11 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             let error = Error::InvalidArgument(why.clone());
             drop((permit, grant));
             handed = hand_over(core, job.service, index, seat, handed);
+            if let Some(key) = leads {
+                for follower in core.coalescers[job.service].finish(key) {
+                    finish_follower(core, follower, |_| Err(error.clone()));
+                }
+            }
             return end(core, job, Err(error), handed);
         }
         let attempt_end = match &result {
@@ -179,6 +195,23 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
 
         match result {
             Ok(answer) => {
+                for follower in leads
+                    .map(|key| core.coalescers[job.service].finish(key))
+                    .unwrap_or_default()
+                {
+                    finish_follower(core, follower, |f| {
+                        Ok(Response {
+                            status: answer.status,
+                            headers: answer.headers.clone(),
+                            body: answer.body.clone(),
+                            provider: provider.name.clone(),
+                            attempts: f.attempts() + 1,
+                            latency: finished.saturating_sub(f.submitted),
+                            queue_wait: f.queue_wait,
+                            fallback: false,
+                        })
+                    });
+                }
                 let response = Response {
                     status: answer.status,
                     headers: answer.headers,
@@ -197,6 +230,12 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                     *provider.last_failed_get.lock() = Some((url, job.request.headers.clone()));
                 }
                 provider.redact(&mut failure.error.message);
+                for follower in leads
+                    .map(|key| core.coalescers[job.service].finish(key))
+                    .unwrap_or_default()
+                {
+                    follower_failed(core, follower, failure.error.clone(), index);
+                }
                 job.failures.push(failure.error);
                 job.tried.insert(index);
                 job.maybe_sent |= failure.maybe_sent;
@@ -213,6 +252,61 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 }
             }
         }
+    }
+}
+
+/// Puts a job beside the identical call in flight, if there is one. A caller driving its
+/// own job gets a ticket to wait on, as when it parks.
+#[allow(clippy::result_large_err)] // see Coalescer::join
+fn join(core: &Core, key: u64, job: Job) -> Result<Option<Ticket>, Job> {
+    let clock = &core.clock;
+    core.coalescers[job.service].join(key, job, |j| {
+        // It waits for neither a worker nor a seat: its queue place goes back.
+        j.place = None;
+        j.start_waiting(clock.now());
+        if !matches!(j.sink, Sink::Caller) {
+            return None;
+        }
+        let (ticket, sink) = Ticket::new(clock.clone(), j.submitted, j.deadline);
+        j.sink = sink;
+        Some(ticket)
+    })
+}
+
+/// Ends a job that waited for a shared call with what `outcome` makes of that call's.
+fn finish_follower(core: &Core, mut job: Job, outcome: impl FnOnce(&Job) -> Outcome) {
+    let service = &core.services[job.service];
+    if job.is_settled() {
+        // Its own deadline passed while it waited: its waiter has the Timeout.
+        abandon(service, job);
+        return;
+    }
+    job.stop_waiting(core.clock.now());
+    service.stats.record_coalesced();
+    let outcome = outcome(&job);
+    end(core, job, outcome, None);
+}
+
+/// A job whose shared call failed goes on by itself, as if it had made that attempt:
+/// another provider, a new round, or its own deadline.
+fn follower_failed(core: &Core, mut job: Job, failure: AttemptError, index: usize) {
+    let service = &core.services[job.service];
+    if job.is_settled() {
+        abandon(service, job);
+        return;
+    }
+    job.stop_waiting(core.clock.now());
+    job.failures.push(failure);
+    job.tried.insert(index);
+    if core.stopping.load(Ordering::Acquire) {
+        core.end_stopped(job);
+    } else if job.attempts() >= service.retry.max_attempts {
+        let outcome = Err(exhausted(service, &mut job));
+        end(core, job, outcome, None);
+    } else {
+        job.start_waiting(core.clock.now());
+        core.channels.send_ready(job);
+        core.recheck_stopping();
     }
 }
 
@@ -451,205 +545,4 @@ fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driv
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::engine::test_rig::Rig;
-    use crate::foundation::request::{Priority, Request};
-    use crate::policy::breaker::CircuitState;
-    use crate::upstream::fake_transport::Reply;
-
-    #[test]
-    fn a_deadline_passed_in_the_queue_ends_the_job_unsent() {
-        let rig = Rig::new(&Rig::config(&["a"], ""));
-        let mut ticket = rig
-            .core
-            .queue_request(Request::get("s", "/x").timeout(Duration::from_millis(100)))
-            .unwrap();
-        assert!(ticket.try_wait().is_none());
-        rig.clock.advance(Duration::from_millis(100));
-        assert!(matches!(
-            ticket.try_wait(),
-            Some(Err(Error::Timeout { .. }))
-        ));
-        assert_eq!(rig.work_all(10), 1);
-        assert!(rig.fake("a").sent().is_empty(), "a settled job is not sent");
-        assert_eq!(rig.core.requests_under_way(), 0);
-        assert_eq!(rig.core.snapshot().services["s"].failures, 1);
-    }
-
-    #[test]
-    fn a_parked_job_gets_the_released_slot() {
-        let rig = Rig::new(&Rig::config(&["a"], "pool = { max_connections = 1 }"));
-        let seat = rig.core.services[0].providers[0].take_seat(true).unwrap();
-        let low = rig
-            .core
-            .queue_request(Request::get("s", "/low").priority(Priority::Low))
-            .unwrap();
-        let high = rig
-            .core
-            .queue_request(Request::get("s", "/high").priority(Priority::High))
-            .unwrap();
-        assert_eq!(rig.work_all(10), 2);
-        assert_eq!(
-            rig.core.lines[0].len(),
-            2,
-            "both parked: the only seat is taken"
-        );
-        assert_eq!(rig.core.snapshot().services["s"].queue_depth, 2);
-        let next = hand_over(&rig.core, 0, 0, seat, None).expect("a parked job takes the seat");
-        assert_eq!(next.request.priority, Priority::High);
-        assert!(next.reserved.is_some());
-        let driven = drive(&rig.core, next);
-        let after = driven.next.expect("its release hands the seat on");
-        assert_eq!(drive(&rig.core, after).next.map(|j| j.service), None);
-        assert_eq!(high.wait().unwrap().status(), 200);
-        assert_eq!(low.wait().unwrap().status(), 200);
-        assert_eq!(rig.fake("a").sent().len(), 2);
-        assert_eq!(rig.core.snapshot().services["s"].queue_depth, 0);
-        assert_eq!(rig.core.services[0].providers[0].in_flight(), 0);
-    }
-
-    #[test]
-    fn an_attempt_past_its_deadline_gives_one_timeout() {
-        let rig = Rig::new(&Rig::config(&["a"], ""));
-        let (arrived_tx, arrived) = crossbeam_channel::bounded(1);
-        let (release, release_rx) = crossbeam_channel::bounded(1);
-        rig.fake("a").push(Reply::Held {
-            arrived: arrived_tx,
-            release: release_rx,
-        });
-        let ticket = rig
-            .core
-            .queue_request(Request::get("s", "/x").timeout(Duration::from_millis(50)))
-            .unwrap();
-        std::thread::scope(|s| {
-            let worker = s.spawn(|| rig.work_once().map(|d| d.outcome.is_none()));
-            arrived.recv_timeout(Duration::from_secs(5)).unwrap();
-            // The attempt is on the wire; its deadline and the overtime pass.
-            rig.clock
-                .advance(Duration::from_millis(50) + crate::flow::ticket::OVERTIME);
-            assert!(matches!(ticket.wait(), Err(Error::Timeout { .. })));
-            let _ = release.send(());
-            assert_eq!(worker.join().unwrap(), Some(true));
-        });
-        assert_eq!(rig.core.requests_under_way(), 0);
-        assert_eq!(rig.core.services[0].providers[0].in_flight(), 0);
-    }
-
-    #[test]
-    fn failover_goes_to_the_next_provider_and_counts_it() {
-        let rig = Rig::new(&Rig::config(&["a", "b"], "strategy = \"round_robin\""));
-        // Smooth round robin starts with `a`.
-        rig.fake("a").push(Reply::Status(503));
-        let r = rig.core.drive_call(Request::get("s", "/x")).unwrap();
-        assert_eq!((r.status(), r.provider(), r.attempts()), (200, "b", 2));
-        let s = &rig.core.snapshot().services["s"];
-        assert_eq!(s.failovers, 1);
-        assert_eq!(s.providers["a"].requests + s.providers["b"].requests, 2);
-    }
-
-    #[test]
-    fn circuit_changes_are_posted_and_run_nothing_in_place() {
-        let rig = Rig::new(&Rig::config(
-            &["a"],
-            "retry = { max_attempts = 1 }\ncircuit_breaker = { failure_threshold = 1 }",
-        ));
-        let called = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        {
-            let called = called.clone();
-            rig.core.listeners().add(std::sync::Arc::new(move |_| {
-                called.store(true, std::sync::atomic::Ordering::SeqCst);
-            }));
-        }
-        rig.fake("a").push(Reply::Fail(AttemptKind::Connect));
-        assert!(rig.core.drive_call(Request::get("s", "/x")).is_err());
-        let event = rig.wiring.events.try_recv().expect("the change is posted");
-        assert_eq!(
-            (event.from, event.to),
-            (CircuitState::Closed, CircuitState::Open)
-        );
-        assert!(
-            !called.load(std::sync::atomic::Ordering::SeqCst),
-            "delivery is the events thread's"
-        );
-    }
-
-    #[test]
-    fn draining_ends_queued_and_parked_jobs_with_shutting_down() {
-        let rig = Rig::new(&Rig::config(&["a"], "pool = { max_connections = 1 }"));
-        let seat = rig.core.services[0].providers[0].take_seat(true).unwrap();
-        let parked = rig
-            .core
-            .queue_request(Request::get("s", "/parked"))
-            .unwrap();
-        assert_eq!(rig.work_all(1), 1);
-        let queued = rig
-            .core
-            .queue_request(Request::get("s", "/queued"))
-            .unwrap();
-        rig.core
-            .stopping
-            .store(true, std::sync::atomic::Ordering::SeqCst);
-        rig.core.drain();
-        for t in [parked, queued] {
-            assert!(matches!(t.wait(), Err(Error::ShuttingDown)));
-        }
-        drop(seat);
-        assert_eq!(rig.core.requests_under_way(), 0);
-        assert!(rig.fake("a").sent().is_empty());
-        assert_eq!(rig.core.snapshot().services["s"].queue_depth, 0);
-    }
-
-    #[test]
-    fn input_the_wire_refuses_is_the_callers_error_and_charges_nobody() {
-        let rig = Rig::new(&Rig::config(
-            &["a"],
-            "circuit_breaker = { failure_threshold = 1 }",
-        ));
-        for _ in 0..5 {
-            rig.fake("a").push(Reply::Refused);
-            let e = rig.core.drive_call(Request::get("s", "/x")).unwrap_err();
-            assert!(
-                matches!(&e, Error::InvalidArgument(m) if m.contains("wire")),
-                "{e}"
-            );
-        }
-        let s = &rig.core.snapshot().services["s"];
-        assert_eq!(s.providers["a"].requests, 0, "no attempt is counted");
-        assert_eq!(s.providers["a"].circuit.state, "closed");
-        assert_eq!(rig.core.services[0].providers[0].in_flight(), 0);
-        assert_eq!(
-            rig.core
-                .drive_call(Request::get("s", "/x"))
-                .unwrap()
-                .status(),
-            200
-        );
-    }
-
-    #[test]
-    fn an_attempt_cut_short_by_the_requests_deadline_is_a_timeout() {
-        let rig = Rig::new(&Rig::config(&["a", "b"], "retry = { max_attempts = 1 }"));
-        rig.fake("a")
-            .push(Reply::TimesOut(Duration::from_millis(100)));
-        rig.fake("b")
-            .push(Reply::TimesOut(Duration::from_millis(100)));
-        let r = Request::get("s", "/x").timeout(Duration::from_millis(100));
-        match rig.core.drive_call(r) {
-            Err(Error::Timeout { attempts, elapsed }) => {
-                assert_eq!(attempts.len(), 1);
-                assert_eq!(attempts[0].kind, AttemptKind::Timeout);
-                assert_eq!(elapsed, Duration::from_millis(100));
-            }
-            other => panic!("{other:?}"),
-        }
-        // A provider's own timeout, well inside the deadline, stays a provider failure.
-        rig.fake("a")
-            .push(Reply::TimesOut(Duration::from_millis(10)));
-        rig.fake("b")
-            .push(Reply::TimesOut(Duration::from_millis(10)));
-        let config_cut = Request::get("s", "/y").timeout(Duration::from_secs(3600));
-        let e = rig.core.drive_call(config_cut);
-        assert!(matches!(e, Err(Error::AllProvidersFailed { .. })), "{e:?}");
-    }
-}
+mod tests;

@@ -2,6 +2,7 @@
 //! health loop, event delivery), bottom to top in the order below.
 
 pub(crate) mod channels;
+pub(crate) mod coalesce;
 pub(crate) mod events;
 pub(crate) mod parking;
 pub(crate) mod schedule;

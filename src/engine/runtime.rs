@@ -11,6 +11,7 @@ use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
 
 use crate::engine::channels::{Channels, Next};
+use crate::engine::coalesce::Coalescer;
 use crate::engine::events::Listeners;
 use crate::engine::parking::ParkingLine;
 use crate::engine::schedule::Timer;
@@ -31,6 +32,8 @@ pub(crate) struct Core {
     pub(in crate::engine) services: Vec<Service>,
     /// Each service's parked jobs, by service index.
     pub(in crate::engine) lines: Vec<ParkingLine>,
+    /// Each service's calls in flight that identical requests may share.
+    pub(in crate::engine) coalescers: Vec<Coalescer>,
     service_index: HashMap<String, usize>,
     pub(in crate::engine) channels: Channels,
     /// Admission has stopped.
@@ -93,6 +96,7 @@ impl Core {
         let (timer, timer_rx) = Timer::new();
         let core = Core {
             lines: services.iter().map(|_| ParkingLine::default()).collect(),
+            coalescers: services.iter().map(|_| Coalescer::default()).collect(),
             services,
             service_index,
             channels: Channels::new(),

@@ -279,6 +279,37 @@ impl Request {
         self.idempotent.unwrap_or(self.method.is_idempotent())
     }
 
+    /// Whether identical requests in flight at once may share one upstream call: a GET or
+    /// HEAD, or a request marked idempotent.
+    pub(crate) fn may_share_a_call(&self) -> bool {
+        matches!(self.method, Method::Get | Method::Head) || self.idempotent == Some(true)
+    }
+
+    /// A hash of what goes upstream (method, endpoint, parameters, headers, body), for
+    /// finding an identical call in flight; [`Request::same_call`] settles it.
+    pub(crate) fn call_hash(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (
+            self.method,
+            &self.endpoint,
+            &self.params,
+            &self.headers,
+            &self.body,
+        )
+            .hash(&mut h);
+        h.finish()
+    }
+
+    /// Whether `other` would make exactly the same upstream call.
+    pub(crate) fn same_call(&self, other: &Request) -> bool {
+        self.method == other.method
+            && self.endpoint == other.endpoint
+            && self.params == other.params
+            && self.headers == other.headers
+            && self.body == other.body
+    }
+
     pub(crate) fn is_raw_path(&self) -> bool {
         self.endpoint.starts_with('/')
     }

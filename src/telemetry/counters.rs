@@ -69,6 +69,8 @@ pub(crate) struct ServiceStats {
     pub(crate) failures: AtomicU64,
     pub(crate) rejected: AtomicU64,
     pub(crate) failovers: AtomicU64,
+    /// Requests answered by sharing an identical call in flight.
+    pub(crate) coalesced: AtomicU64,
     pub(crate) latency: Histogram,
     pub(crate) queue_wait: Histogram,
     pub(crate) queue_wait_by_priority: [Histogram; 4],
@@ -84,6 +86,10 @@ impl ServiceStats {
 
     pub fn record_rejected(&self) {
         self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_coalesced(&self) {
+        self.coalesced.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn successes(&self) -> u64 {

@@ -65,6 +65,9 @@ pub struct ServiceSnapshot {
     pub(crate) routes: Vec<(String, String, u64)>,
     /// Attempts beyond each request's first (failovers and same-provider retries).
     pub retries: u64,
+    /// Requests answered by sharing an identical call in flight (no upstream call of
+    /// their own).
+    pub coalesced: u64,
     /// `cost_per_request` x calls charged (attempts, probes, health checks), summed over
     /// the providers.
     pub cost_total: f64,

@@ -37,6 +37,12 @@ pub(crate) enum Reply {
         arrived: Sender<()>,
         release: Receiver<()>,
     },
+    /// The same, then answers this status (5xx and 429 are failures).
+    HeldThen {
+        arrived: Sender<()>,
+        release: Receiver<()>,
+        status: u16,
+    },
 }
 
 /// Makes the reply to the n-th attempt (from 0) when none is queued.
@@ -149,6 +155,15 @@ impl Transport for FakeTransport {
                 let _ = arrived.send(());
                 let _ = release.recv();
                 200
+            }
+            Reply::HeldThen {
+                arrived,
+                release,
+                status,
+            } => {
+                let _ = arrived.send(());
+                let _ = release.recv();
+                status
             }
         };
         if status >= 500 || status == 429 {

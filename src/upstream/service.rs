@@ -44,6 +44,8 @@ pub(crate) struct Service {
     listing: HashMap<String, IndexSet>,
     /// Whether any endpoint template has a `{param}` (then requests are checked for it).
     has_params: bool,
+    /// Endpoints whose identical requests do not share calls (`coalesce = false`).
+    alone: std::collections::HashSet<String>,
 }
 
 /// Above this many providers, first picks sample instead of scanning.
@@ -142,6 +144,12 @@ impl Service {
                 }
                 listing
             },
+            alone: config
+                .endpoints
+                .iter()
+                .filter(|(_, o)| !o.coalesce)
+                .map(|(name, _)| name.clone())
+                .collect(),
             has_params: config
                 .providers
                 .iter()
@@ -223,6 +231,14 @@ impl Service {
         }
         self.picker.set_kind(kind);
         Ok(())
+    }
+
+    /// The key under which identical requests in flight share one call; `None` for a
+    /// request that may not share (not GET, HEAD or marked idempotent, or its endpoint
+    /// says `coalesce = false`).
+    pub fn call_key(&self, request: &Request) -> Option<u64> {
+        (request.may_share_a_call() && !self.alone.contains(&request.endpoint))
+            .then(|| request.call_hash())
     }
 
     pub fn set_fallback(&self, fallback: Option<Fallback>) {

@@ -206,6 +206,22 @@ layered! {
     }
 }
 
+/// Options of one logical endpoint of a service (`[services.S.endpoints.E]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointOptions {
+    /// Identical requests (GET or HEAD, or marked idempotent: same endpoint, parameters,
+    /// headers and body) in flight at once share one upstream call; each caller gets its
+    /// own response and its own deadline. Defaults to true.
+    pub coalesce: bool,
+}
+
+impl Default for EndpointOptions {
+    fn default() -> Self {
+        EndpointOptions { coalesce: true }
+    }
+}
+
 /// How a provider is picked among the available ones.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -335,6 +351,8 @@ pub struct ServiceConfig {
     pub reserve: Option<f64>,
     /// Overrides of `defaults.slo`.
     pub slo: SloOverrides,
+    /// Options per logical endpoint (or raw path), by name.
+    pub endpoints: BTreeMap<String, EndpointOptions>,
     /// The upstreams that serve this service. At least one.
     pub providers: Vec<ProviderConfig>,
 }

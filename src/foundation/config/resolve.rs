@@ -95,7 +95,18 @@ impl Config {
                     "cost_aware needs a cost_per_request on at least one provider",
                 ));
             }
+            for name in svc.endpoints.keys() {
+                let served = name.starts_with('/')
+                    || providers.iter().any(|p| p.endpoints.contains_key(name));
+                if !served {
+                    return Err(Error::config(
+                        format!("{at}.endpoints.{name}"),
+                        format!("no provider of the service serves endpoint `{name}`"),
+                    ));
+                }
+            }
             services.push(ResolvedService {
+                endpoints: svc.endpoints.clone(),
                 name: service_name.clone(),
                 strategy,
                 fallback_strategy,
@@ -148,6 +159,7 @@ pub(crate) struct ResolvedService {
     pub fallback_strategy: StrategyKind,
     pub deadline: Duration,
     pub slo: SloConfig,
+    pub endpoints: BTreeMap<String, EndpointOptions>,
     pub queue: QueueConfig,
     pub retry: RetryConfig,
     pub health_check: HealthCheckConfig,
