@@ -214,10 +214,26 @@ fn allowance_table() {
     }
 }
 
+/// What coalescing adds to a request with no identical call in flight.
+fn coalescing_table() {
+    let h = Harness::new(3, StrategyKind::HealthBased);
+    let n = 1_000_000u32;
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let started = Instant::now();
+        for _ in 0..n {
+            black_box(&h).coalescing_miss();
+        }
+        best = best.min(started.elapsed().as_nanos() as f64 / f64::from(n));
+    }
+    println!("\ncoalescing on a miss (key, registration, end), one thread: {best:.0} ns");
+}
+
 fn main() {
     benches();
     hand_off_table();
     allowance_table();
+    coalescing_table();
     if std::env::var_os("NO_TABLES").is_none() {
         scale_tables();
     }

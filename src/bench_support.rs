@@ -5,6 +5,7 @@
 
 use std::time::Duration;
 
+use crate::engine::coalesce::Coalescer;
 use crate::foundation::clock::{SharedClock, SystemClock};
 use crate::foundation::config::{Config, StrategyKind};
 use crate::foundation::index_set::IndexSet;
@@ -18,6 +19,8 @@ pub struct Harness {
     service: Service,
     clock: SharedClock,
     eligible: IndexSet,
+    coalescer: Coalescer,
+    request: Request,
 }
 
 impl Harness {
@@ -59,6 +62,8 @@ impl Harness {
             service,
             clock,
             eligible,
+            coalescer: Coalescer::default(),
+            request: Request::get("s", "quote").param("symbol", "AAPL"),
         };
         // Warm the latency averages so latency strategies leave their fallback.
         for _ in 0..providers.max(1) * 8 {
@@ -95,6 +100,16 @@ impl Harness {
         drop(slot.seat);
         self.service
             .record_outcome(true, submitted, Duration::ZERO, Priority::Normal);
+    }
+
+    /// What coalescing adds to a request that has no identical call to share (a miss):
+    /// its key, the registration of its call, and its end.
+    pub fn coalescing_miss(&self) {
+        if let Some(key) = self.service.call_key(&self.request) {
+            if self.coalescer.lead(key) {
+                std::hint::black_box(self.coalescer.finish(key));
+            }
+        }
     }
 
     /// The memory one provider's counters, breaker and windows take, in bytes.

@@ -10,22 +10,56 @@ use parking_lot::Mutex;
 
 use crate::flow::job::Job;
 use crate::flow::ticket::Ticket;
-use crate::foundation::request::Request;
 
 struct Group {
-    /// What the call in flight sends (to tell a hash collision from the same call).
-    request: Request,
     /// Jobs waiting for its answer.
     followers: Vec<Job>,
 }
 
-/// A service's calls in flight that others may share, by [`Request::call_hash`].
+/// Shards of the map: every GET takes a shard's lock twice, and one lock for all of a
+/// service's traffic was a convoy at 8 threads (p99 x1.5, p999 x6 end to end).
+const SHARDS: usize = 64;
+
+/// The keys are keyed hashes already: a hasher that uses their low half as it is.
 #[derive(Default)]
+struct AsIs(u64);
+
+impl std::hash::Hasher for AsIs {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
+type Groups = HashMap<u128, Group, std::hash::BuildHasherDefault<AsIs>>;
+
+/// A service's calls in flight that others may share, by their
+/// [`call_key`](crate::foundation::request::Request::call_key).
 pub(crate) struct Coalescer {
-    groups: Mutex<HashMap<u64, Group>>,
+    shards: Box<[Mutex<Groups>]>,
+}
+
+impl Default for Coalescer {
+    fn default() -> Self {
+        Coalescer {
+            shards: (0..SHARDS).map(|_| Mutex::new(Groups::default())).collect(),
+        }
+    }
 }
 
 impl Coalescer {
+    fn shard(&self, key: u128) -> &Mutex<Groups> {
+        // The high half: the map inside uses the low one.
+        &self.shards[(key >> 64) as usize % SHARDS]
+    }
+
     /// Puts the job beside the identical call in flight, if there is one; `park` runs
     /// first, under the lock (it only swaps the job's sink for a ticket's). The job
     /// comes back when there is nothing to share.
@@ -33,13 +67,13 @@ impl Coalescer {
     #[allow(clippy::result_large_err)]
     pub fn join(
         &self,
-        key: u64,
+        key: u128,
         mut job: Job,
         park: impl FnOnce(&mut Job) -> Option<Ticket>,
     ) -> Result<Option<Ticket>, Job> {
-        let mut groups = self.groups.lock();
+        let mut groups = self.shard(key).lock();
         match groups.get_mut(&key) {
-            Some(group) if group.request.same_call(&job.request) => {
+            Some(group) => {
                 let ticket = park(&mut job);
                 group.followers.push(job);
                 Ok(ticket)
@@ -50,22 +84,23 @@ impl Coalescer {
 
     /// Registers a call about to be sent; false when an identical one already is (this
     /// one then goes alone).
-    pub fn lead(&self, key: u64, request: &Request) -> bool {
-        let mut groups = self.groups.lock();
+    pub fn lead(&self, key: u128) -> bool {
+        let mut groups = self.shard(key).lock();
         if groups.contains_key(&key) {
             return false;
         }
-        let group = Group {
-            request: request.clone(),
-            followers: Vec::new(),
-        };
-        groups.insert(key, group);
+        groups.insert(
+            key,
+            Group {
+                followers: Vec::new(),
+            },
+        );
         true
     }
 
     /// The call ended: the jobs that waited for it.
-    pub fn finish(&self, key: u64) -> Vec<Job> {
-        self.groups
+    pub fn finish(&self, key: u128) -> Vec<Job> {
+        self.shard(key)
             .lock()
             .remove(&key)
             .map(|g| g.followers)
@@ -74,7 +109,10 @@ impl Coalescer {
 
     #[cfg(test)]
     pub fn waiting(&self) -> usize {
-        self.groups.lock().values().map(|g| g.followers.len()).sum()
+        self.shards
+            .iter()
+            .map(|s| s.lock().values().map(|g| g.followers.len()).sum::<usize>())
+            .sum()
     }
 }
 

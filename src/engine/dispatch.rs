@@ -134,9 +134,8 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 }
             }
         }
-        let leads = call_key.filter(|key| {
-            job.attempts() == 0 && core.coalescers[job.service].lead(*key, &job.request)
-        });
+        let leads =
+            call_key.filter(|key| job.attempts() == 0 && core.coalescers[job.service].lead(*key));
         let url = provider.url(&job.request);
         let sent = core.clock.now();
         let timeout = provider.attempt_cap.min(job.deadline.saturating_sub(now));
@@ -258,7 +257,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
 /// Puts a job beside the identical call in flight, if there is one. A caller driving its
 /// own job gets a ticket to wait on, as when it parks.
 #[allow(clippy::result_large_err)] // see Coalescer::join
-fn join(core: &Core, key: u64, job: Job) -> Result<Option<Ticket>, Job> {
+fn join(core: &Core, key: u128, job: Job) -> Result<Option<Ticket>, Job> {
     let clock = &core.clock;
     core.coalescers[job.service].join(key, job, |j| {
         // It waits for neither a worker nor a seat: its queue place goes back.

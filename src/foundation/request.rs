@@ -285,29 +285,27 @@ impl Request {
         matches!(self.method, Method::Get | Method::Head) || self.idempotent == Some(true)
     }
 
-    /// A hash of what goes upstream (method, endpoint, parameters, headers, body), for
-    /// finding an identical call in flight; [`Request::same_call`] settles it.
-    pub(crate) fn call_hash(&self) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (
-            self.method,
-            &self.endpoint,
-            &self.params,
-            &self.headers,
-            &self.body,
-        )
-            .hash(&mut h);
-        h.finish()
-    }
-
-    /// Whether `other` would make exactly the same upstream call.
-    pub(crate) fn same_call(&self, other: &Request) -> bool {
-        self.method == other.method
-            && self.endpoint == other.endpoint
-            && self.params == other.params
-            && self.headers == other.headers
-            && self.body == other.body
+    /// What goes upstream (method, endpoint, parameters, headers, body) as 128 bits of
+    /// two hashes keyed at random for this process: identical calls in flight are found
+    /// by it without keeping a copy of the request, and no caller can craft a request that
+    /// collides with another's.
+    pub(crate) fn call_key(&self) -> u128 {
+        use std::hash::{BuildHasher, Hash, Hasher};
+        static KEYS: once_cell::sync::Lazy<[std::collections::hash_map::RandomState; 2]> =
+            once_cell::sync::Lazy::new(Default::default);
+        let half = |keys: &std::collections::hash_map::RandomState| {
+            let mut h = keys.build_hasher();
+            (
+                self.method,
+                &self.endpoint,
+                &self.params,
+                &self.headers,
+                &self.body,
+            )
+                .hash(&mut h);
+            h.finish()
+        };
+        (u128::from(half(&KEYS[0])) << 64) | u128::from(half(&KEYS[1]))
     }
 
     pub(crate) fn is_raw_path(&self) -> bool {
@@ -452,6 +450,34 @@ pub(crate) fn is_header_name_byte(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_call_key_is_what_goes_upstream_and_nothing_else() {
+        let base = || Request::get("s", "quote").param("symbol", "AAPL");
+        assert_eq!(base().call_key(), base().call_key());
+        let same = base()
+            .priority(Priority::Critical)
+            .timeout(Duration::from_secs(1));
+        assert_eq!(
+            same.call_key(),
+            base().call_key(),
+            "priority and timeout do not count"
+        );
+        for other in [
+            base().param("x", "1"),
+            Request::get("s", "quote").param("symbol", "MSFT"),
+            base().header("Accept", "text/csv"),
+            Request::new(Method::Head, "s", "quote").param("symbol", "AAPL"),
+            Request::get("s", "bars").param("symbol", "AAPL"),
+        ] {
+            assert_ne!(other.call_key(), base().call_key(), "{other:?}");
+        }
+        assert!(base().may_share_a_call());
+        assert!(!Request::post("s", "quote").may_share_a_call());
+        assert!(Request::post("s", "quote")
+            .idempotent(true)
+            .may_share_a_call());
+    }
 
     #[test]
     fn method_and_priority_parse_case_insensitively() {

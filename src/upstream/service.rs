@@ -236,9 +236,9 @@ impl Service {
     /// The key under which identical requests in flight share one call; `None` for a
     /// request that may not share (not GET, HEAD or marked idempotent, or its endpoint
     /// says `coalesce = false`).
-    pub fn call_key(&self, request: &Request) -> Option<u64> {
+    pub fn call_key(&self, request: &Request) -> Option<u128> {
         (request.may_share_a_call() && !self.alone.contains(&request.endpoint))
-            .then(|| request.call_hash())
+            .then(|| request.call_key())
     }
 
     pub fn set_fallback(&self, fallback: Option<Fallback>) {
