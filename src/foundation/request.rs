@@ -290,21 +290,17 @@ impl Request {
     /// by it without keeping a copy of the request, and no caller can craft a request that
     /// collides with another's.
     pub(crate) fn call_key(&self) -> u128 {
-        use std::hash::{BuildHasher, Hash, Hasher};
+        use std::hash::BuildHasher;
         static KEYS: once_cell::sync::Lazy<[std::collections::hash_map::RandomState; 2]> =
             once_cell::sync::Lazy::new(Default::default);
-        let half = |keys: &std::collections::hash_map::RandomState| {
-            let mut h = keys.build_hasher();
-            (
-                self.method,
-                &self.endpoint,
-                &self.params,
-                &self.headers,
-                &self.body,
-            )
-                .hash(&mut h);
-            h.finish()
-        };
+        let call = (
+            self.method,
+            &self.endpoint,
+            &self.params,
+            &self.headers,
+            &self.body,
+        );
+        let half = |keys: &std::collections::hash_map::RandomState| keys.hash_one(call);
         (u128::from(half(&KEYS[0])) << 64) | u128::from(half(&KEYS[1]))
     }
 
