@@ -6,15 +6,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use support::server::{Announce, Limit};
-use support::{from_threads, provider, Fault, TestServer};
+use support::{distinct, from_threads, provider, Fault, TestServer};
 use switchyard::{Balancer, Error, Request};
-
-/// A request of its own: concurrent identical GETs would share one call.
-fn distinct() -> Request {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    Request::get("s", "/q").param("n", n.to_string())
-}
 
 /// A limited provider (tier 1) and an unlimited alternative (tier 2).
 fn limited_and_alternative(
@@ -50,7 +43,9 @@ fn no_429_while_an_alternative_exists(announce: Announce) {
             if started.elapsed() > span {
                 break;
             }
-            let r = lb.call(distinct()).expect("every caller is answered");
+            let r = lb
+                .call(distinct("s", "/q"))
+                .expect("every caller is answered");
             assert_eq!(r.status(), 200);
             answered += 1;
             std::thread::sleep(Duration::from_millis(20));
@@ -166,7 +161,7 @@ fn asked_once_then_rests(quota_answer: Fault, classify: &str) {
     // The first caller meets the answer and goes on to the alternative; then 4 threads.
     let first = lb.call(Request::get("s", "/q")).unwrap();
     assert_eq!((first.provider(), first.attempts()), ("alternative", 2));
-    let outcomes = from_threads(4, 5, || lb.call(distinct()));
+    let outcomes = from_threads(4, 5, || lb.call(distinct("s", "/q")));
     for o in &outcomes {
         let r = o
             .as_ref()
@@ -206,7 +201,7 @@ fn a_rate_of_20_per_second_holds_on_the_servers_clock_with_8_threads() {
         "rate = { per_second = 20 }",
     ))
     .unwrap();
-    let outcomes = from_threads(8, 15, || lb.call(distinct()));
+    let outcomes = from_threads(8, 15, || lb.call(distinct("s", "/q")));
     if let Some(Err(e)) = outcomes.iter().find(|o| o.is_err()) {
         panic!("every request waits its turn: {e}");
     }

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{from_threads, provider, refused_url, Fault, TestServer};
+use support::{distinct, from_threads, provider, refused_url, Fault, TestServer};
 use switchyard::{AttemptKind, Balancer, CircuitState, Error, Request, Response};
 
 const FAST_TIMEOUTS: &str = "[defaults.pool]\nrequest_timeout_ms = 150\nconnect_timeout_ms = 150\n\
@@ -16,11 +16,7 @@ const FAST_TIMEOUTS: &str = "[defaults.pool]\nrequest_timeout_ms = 150\nconnect_
 /// Sends `n` distinct GETs from `threads` threads (identical ones in flight at once would
 /// share calls); returns every outcome.
 fn load(lb: &Balancer, n: usize, threads: usize) -> Vec<Result<Response, Error>> {
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    from_threads(threads, n / threads, || {
-        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        lb.call(Request::get("s", "/q").param("i", i.to_string()))
-    })
+    from_threads(threads, n / threads, || lb.call(distinct("s", "/q")))
 }
 
 fn faults() -> Vec<(&'static str, Option<Fault>)> {

@@ -8,8 +8,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{provider, TestServer};
-use switchyard::{Balancer, Request, StrategyKind};
+use support::{distinct, provider, TestServer};
+use switchyard::{Balancer, StrategyKind};
 
 /// These tests judge shares that timing noise can skew: run them one at a time, so they
 /// do not load the machine for each other.
@@ -45,14 +45,11 @@ fn balancer(settings: &str, servers: &[TestServer], extra: &[&str]) -> Balancer 
 /// `n` distinct GETs from `threads` threads (identical ones in flight at once would share
 /// calls, and the shares measured here are of calls).
 fn drive(lb: &Balancer, n: usize, threads: usize) {
-    let next = std::sync::atomic::AtomicUsize::new(0);
     thread::scope(|s| {
         for _ in 0..threads {
             s.spawn(|| {
                 for _ in 0..n / threads {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    lb.call(Request::get("s", "/q").param("i", i.to_string()))
-                        .unwrap();
+                    lb.call(distinct("s", "/q")).unwrap();
                 }
             });
         }
@@ -133,17 +130,13 @@ fn traffic_moves_off_a_slow_provider_and_back(strategy: StrategyKind) {
         &[],
     );
     let stop = AtomicBool::new(false);
-    let next = std::sync::atomic::AtomicUsize::new(0);
     let counts = |s: &[TestServer]| s.iter().map(|s| s.requests()).collect::<Vec<_>>();
     thread::scope(|scope| {
         for _ in 0..4 {
             scope.spawn(|| {
                 let until = Instant::now() + Duration::from_secs(30);
                 while !stop.load(Ordering::Relaxed) && Instant::now() < until {
-                    // Distinct requests: identical ones in flight would share calls.
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    lb.call(Request::get("s", "/q").param("i", i.to_string()))
-                        .unwrap();
+                    lb.call(distinct("s", "/q")).unwrap();
                 }
             });
         }

@@ -162,10 +162,8 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             let error = Error::InvalidArgument(why.clone());
             drop((permit, grant));
             handed = hand_over(core, job.service, index, seat, handed);
-            if let Some(key) = leads {
-                for follower in core.coalescers[job.service].finish(key) {
-                    finish_follower(core, follower, |_| Err(error.clone()));
-                }
+            for follower in followers(core, job.service, leads) {
+                finish_follower(core, follower, |_| Err(error.clone()));
             }
             return end(core, job, Err(error), handed);
         }
@@ -194,10 +192,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
 
         match result {
             Ok(answer) => {
-                for follower in leads
-                    .map(|key| core.coalescers[job.service].finish(key))
-                    .unwrap_or_default()
-                {
+                for follower in followers(core, job.service, leads) {
                     finish_follower(core, follower, |f| {
                         Ok(Response {
                             status: answer.status,
@@ -229,10 +224,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                     *provider.last_failed_get.lock() = Some((url, job.request.headers.clone()));
                 }
                 provider.redact(&mut failure.error.message);
-                for follower in leads
-                    .map(|key| core.coalescers[job.service].finish(key))
-                    .unwrap_or_default()
-                {
+                for follower in followers(core, job.service, leads) {
                     follower_failed(core, follower, failure.error.clone(), index);
                 }
                 job.failures.push(failure.error);
@@ -270,6 +262,11 @@ fn join(core: &Core, key: u128, job: Job) -> Result<Option<Ticket>, Job> {
         j.sink = sink;
         Some(ticket)
     })
+}
+
+/// The jobs that waited for the call this drive led, if it led one; the call is over.
+fn followers(core: &Core, service: usize, leads: Option<u128>) -> Vec<Job> {
+    leads.map_or_else(Vec::new, |key| core.coalescers[service].finish(key))
 }
 
 /// Ends a job that waited for a shared call with what `outcome` makes of that call's.

@@ -127,7 +127,7 @@ fn charged<T>(p: &Provider, now: Duration, call: impl FnOnce() -> T) -> Option<T
     let grant = p.allowance.take(now, false).ok()?;
     let result = call();
     grant.commit();
-    p.charged.charge(p.allowance.unix(now));
+    p.charge(now);
     Some(result)
 }
 

@@ -24,6 +24,9 @@ pub(crate) struct StateFile {
     path: PathBuf,
     /// When it was last written (clock time) and what it said.
     last: Mutex<(Option<Duration>, String)>,
+    /// Whether the last write failed: a directory gone read-only is said once, not
+    /// every second.
+    failing: std::sync::atomic::AtomicBool,
 }
 
 impl StateFile {
@@ -36,6 +39,7 @@ impl StateFile {
         let state = StateFile {
             path: path.to_path_buf(),
             last: Mutex::new((None, String::new())),
+            failing: std::sync::atomic::AtomicBool::new(false),
         };
         match std::fs::read_to_string(path) {
             Ok(text) => match serde_json::from_str::<Value>(&text) {
@@ -87,10 +91,19 @@ impl StateFile {
         let written =
             std::fs::write(&fresh, &text).and_then(|()| std::fs::rename(&fresh, &self.path));
         match written {
-            Ok(()) => last.1 = text,
+            Ok(()) => {
+                last.1 = text;
+                self.failing
+                    .store(false, std::sync::atomic::Ordering::Relaxed);
+            }
             Err(e) => {
                 let _ = std::fs::remove_file(&fresh);
-                warn(&self.path, &format!("cannot be written ({e})"));
+                if !self
+                    .failing
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    warn(&self.path, &format!("cannot be written ({e})"));
+                }
             }
         }
     }

@@ -72,8 +72,7 @@ pub(crate) fn pick<C: Candidate>(
         }
     }
     match (best, cheapest_missing) {
-        (Some((cost, _, i)), Some((cheaper, probe))) if cheaper < cost && unit < PROBE => {
-            let _ = i;
+        (Some((cost, _, _)), Some((cheaper, probe))) if cheaper < cost && unit < PROBE => {
             Some(probe)
         }
         (Some((_, _, i)), _) => Some(i),

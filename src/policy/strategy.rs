@@ -151,6 +151,12 @@ impl Picker {
         KINDS[self.kind.load(Ordering::Relaxed) as usize]
     }
 
+    /// Whether a first attempt waits for a seat on the strategy's pick rather than take
+    /// another provider's: `cost_aware`, for which a full pool is no reason to spend.
+    pub fn waits_for_its_pick(&self) -> bool {
+        self.kind() == StrategyKind::CostAware
+    }
+
     pub fn set_kind(&self, kind: StrategyKind) {
         self.kind.store(kind_index(kind), Ordering::Relaxed);
     }

@@ -70,6 +70,14 @@ impl Holdback {
         }
     }
 
+    /// When only a rate token holds the call back and it is due before `deadline`: then.
+    pub fn rate_due_before(&self, deadline: Duration) -> Option<Duration> {
+        match *self {
+            Holdback::Rate { due: Some(due) } if due < deadline => Some(due),
+            _ => None,
+        }
+    }
+
     /// Whether this is about rate or quota (what `QuotaExhausted` reports), not a
     /// failure's `Retry-After`.
     pub fn is_allowance(&self) -> bool {
@@ -144,8 +152,12 @@ pub(crate) struct Allowance {
 /// gives them back.
 #[derive(Default)]
 pub(crate) struct Grant {
-    taken: Option<(Arc<Limits>, Duration)>,
-    announced: Option<Arc<Limits>>,
+    /// The provider's limits, while the grant holds any of them.
+    limits: Option<Arc<Limits>>,
+    /// When rate and quota were taken (they are given back in that stretch).
+    taken_at: Option<Duration>,
+    /// Whether one of the announced calls left was spent.
+    announced: bool,
 }
 
 impl std::fmt::Debug for Grant {
@@ -157,14 +169,16 @@ impl std::fmt::Debug for Grant {
 impl Grant {
     /// The call was sent: what it took stays taken.
     pub fn commit(mut self) {
-        self.taken = None;
-        self.announced = None;
+        self.limits = None;
     }
 }
 
 impl Drop for Grant {
     fn drop(&mut self) {
-        if let Some((limits, at)) = self.taken.take() {
+        let Some(limits) = self.limits.take() else {
+            return;
+        };
+        if let Some(at) = self.taken_at {
             let _held = limits.lock.lock();
             if let Some(q) = &limits.quota {
                 q.refund(at);
@@ -174,7 +188,7 @@ impl Drop for Grant {
             }
             limits.publish(at);
         }
-        if let Some(limits) = self.announced.take() {
+        if self.announced {
             let _ = limits
                 .announced_left
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
@@ -274,13 +288,13 @@ impl Allowance {
 
     /// Takes a call's share if everything allows it now.
     pub fn take(&self, now: Duration, urgent: bool) -> Result<Grant, Holdback> {
+        if let Some((until, reason)) = self.rest(now) {
+            return Err(Holdback::Rest { until, reason });
+        }
         let mut grant = Grant::default();
         if self.configured {
             let l = &self.limits;
             let _held = l.lock.lock();
-            if let Some((until, reason)) = self.rest(now) {
-                return Err(Holdback::Rest { until, reason });
-            }
             if let Some(q) = &l.quota {
                 if let Err(until) = q.take(now, urgent) {
                     let reserved = !urgent && q.check(now, true).is_ok();
@@ -296,9 +310,8 @@ impl Allowance {
                 }
             }
             l.publish(now);
-            grant.taken = Some((l.clone(), now));
-        } else if let Some((until, reason)) = self.rest(now) {
-            return Err(Holdback::Rest { until, reason });
+            grant.limits = Some(l.clone());
+            grant.taken_at = Some(now);
         }
         self.spend_announced(now, &mut grant)?;
         Ok(grant)
@@ -323,7 +336,8 @@ impl Allowance {
         match spent {
             Ok(UNKNOWN) | Err(UNKNOWN) => Ok(()),
             Ok(before) => {
-                grant.announced = Some(l.clone());
+                grant.limits.get_or_insert_with(|| l.clone());
+                grant.announced = true;
                 if before == 1 {
                     // That was the last one: rest until the window resets.
                     let until = l.announced_reset.get().unwrap_or(now + NO_RESET_REST);

@@ -278,6 +278,12 @@ impl Provider {
         rate_headers::read(&lookup, self.allowance.unix(now))
     }
 
+    /// Counts one call sent at clock time `now` in the cost ledger (attempts, probes,
+    /// health checks alike).
+    pub fn charge(&self, now: Duration) {
+        self.charged.charge(self.allowance.unix(now));
+    }
+
     /// Removes every configured header and query value from a message.
     pub fn redact(&self, message: &mut String) {
         self.secrets.hide(message);

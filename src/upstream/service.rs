@@ -301,7 +301,7 @@ impl Service {
         let p = &self.providers[index];
         let (elapsed, now) = (end.elapsed, end.now);
         grant.commit();
-        p.charged.charge(p.allowance.unix(now));
+        p.charge(now);
         match end.failure {
             Some(AttemptKind::Quota) => {
                 // Not the provider failing: its breaker and latency do not count it.
@@ -386,11 +386,9 @@ impl Service {
             p.allowance.count_holdback(&holdback);
             if self.candidate(want, i, now, &none) {
                 held.insert(i);
-                if let Holdback::Rate { due: Some(due) } = holdback {
-                    if due < want.deadline {
-                        let tier = &mut due_by_tier[usize::from(p.tier).min(3)];
-                        *tier = Some(tier.map_or(due, |t: Duration| t.min(due)));
-                    }
+                if let Some(due) = holdback.rate_due_before(want.deadline) {
+                    let tier = &mut due_by_tier[usize::from(p.tier).min(3)];
+                    *tier = Some(tier.map_or(due, |t: Duration| t.min(due)));
                 }
             }
         }
@@ -436,10 +434,7 @@ impl Service {
             };
             let ready = |i: usize| self.providers[i].tier == tier && usable(i) && !held.contains(i);
             let free = |i: usize| ready(i) && !busy.contains(i);
-            // cost_aware waits for a seat on the cheapest provider rather than pay for a
-            // pricier one: a full pool is not a reason to spend.
-            let waits_for_seat =
-                want.attempts == 0 && self.picker.kind() == StrategyKind::CostAware;
+            let waits_for_seat = want.attempts == 0 && self.picker.waits_for_its_pick();
             let choice = if waits_for_seat {
                 self.picker.pick(&self.providers, &ready, now)
             } else if want.attempts == 0 {
@@ -459,10 +454,8 @@ impl Service {
                 Ok(slot) => return Pick::Slot(slot),
                 Err(Seize::Refused) => refused.insert(i),
                 Err(Seize::Held(held)) => {
-                    if let Holdback::Rate { due: Some(due) } = held {
-                        if due < want.deadline {
-                            raced = Some(raced.map_or(due, |r| r.min(due)));
-                        }
+                    if let Some(due) = held.rate_due_before(want.deadline) {
+                        raced = Some(raced.map_or(due, |r| r.min(due)));
                     }
                     refused.insert(i);
                 }
@@ -523,11 +516,9 @@ impl Service {
         self.providers.iter().enumerate().any(|(i, p)| {
             want.eligible.contains(i)
                 && p.is_available(now)
-                && match p.allowance.check(now, want.urgent) {
-                    Ok(()) => true,
-                    Err(Holdback::Rate { due: Some(due) }) => due < want.deadline,
-                    Err(_) => false,
-                }
+                && p.allowance
+                    .check(now, want.urgent)
+                    .map_or_else(|h| h.rate_due_before(want.deadline).is_some(), |()| true)
         })
     }
 
@@ -584,12 +575,10 @@ impl Service {
         {
             return None;
         }
-        if let Err(Holdback::Rate { due: Some(due) }) =
-            self.providers[provider].allowance.check(now, want.urgent)
-        {
-            return (due < want.deadline).then_some(Err(due));
+        if let Err(held) = self.providers[provider].allowance.check(now, want.urgent) {
+            return held.rate_due_before(want.deadline).map(Err);
         }
-        if want.attempts == 0 && self.picker.kind() == StrategyKind::CostAware {
+        if want.attempts == 0 && self.picker.waits_for_its_pick() {
             // A job waiting for the cheapest provider's seat does not take a pricier
             // one's instead.
             let tier = self.providers[provider].tier;

@@ -24,3 +24,12 @@ pub fn from_threads<T: Send>(threads: usize, per: usize, each: impl Fn() -> T + 
 pub fn provider(service: &str, name: &str, url: &str, extra: &str) -> String {
     format!("[[services.{service}.providers]]\nname = \"{name}\"\nbase_url = \"{url}\"\n{extra}\n")
 }
+
+/// A GET of `path` that no other request equals (a counter in its query): identical
+/// requests in flight at once share one upstream call, and tests of per-call behaviour
+/// need each to make its own.
+pub fn distinct(service: &str, path: &str) -> switchyard::Request {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    switchyard::Request::get(service, path).param("n", n.to_string())
+}
