@@ -82,6 +82,14 @@ typedef struct {
   const char *provider;
   // Every header as "name: value\n" lines, as `sy_response_headers`.
   const char *headers;
+  // Time spent waiting for a worker or a connection slot, in microseconds.
+  uint64_t queue_wait_us;
+  // As `sy_response_raw_body`: the same pointer as `body` unless a shape applied.
+  const uint8_t *raw_body;
+  // The raw body's length in bytes.
+  size_t raw_body_len;
+  // Whether the answer came from the endpoint's cache.
+  bool from_cache;
 } sy_response_view;
 
 // Success.
@@ -301,6 +309,14 @@ uint16_t sy_response_status(const sy_response *response);
 // The body and, through `len_out` (may be NULL), its length. The pointer is valid until
 // `sy_response_free`; it is not NUL-terminated. NULL (and length 0) for NULL.
 const uint8_t *sy_response_body(const sy_response *response, size_t *len_out);
+
+// The provider's own body when the endpoint's `shape` made the body from it, otherwise
+// the body itself (the same pointer as `sy_response_body`); its length through
+// `len_out` (may be NULL). Valid until `sy_response_free`. NULL (and 0) for NULL.
+const uint8_t *sy_response_raw_body(const sy_response *response, size_t *len_out);
+
+// Whether the answer came from the endpoint's cache (`cache_ttl_ms`); false for NULL.
+bool sy_response_from_cache(const sy_response *response);
 
 // The first header of that name (case-insensitive), or NULL when absent (or for NULL
 // arguments). Valid until `sy_response_free`.

@@ -48,3 +48,103 @@ fn different_requests_and_posts_are_not_shared() {
     assert_eq!(server.requests(), 16, "each its own call");
     assert_eq!(lb.metrics().services["s"].coalesced, 0);
 }
+
+/// A service whose `quote` endpoint is served by `servers`, in tier order, each with
+/// its own shape, and cached for `ttl_ms` (0: no cache).
+fn quotes(servers: &[(&TestServer, &str)], ttl_ms: u64) -> Balancer {
+    let mut text = format!("[services.s.endpoints.quote]\ncache_ttl_ms = {ttl_ms}\n");
+    for (i, (server, shape)) in servers.iter().enumerate() {
+        text += &provider(
+            "s",
+            &format!("p{i}"),
+            &server.url(),
+            &format!(
+                "tier = {}\nendpoints = {{ quote = \"/quote/{{symbol}}\" }}\n{shape}",
+                i + 1
+            ),
+        );
+    }
+    Balancer::from_toml_str(&text).unwrap()
+}
+
+#[test]
+fn a_cached_endpoint_asks_the_provider_once_per_ttl_and_says_so() {
+    let server = TestServer::start();
+    server.set_body(br#"{"p":1}"#.to_vec());
+    let lb = quotes(&[(&server, "")], 60_000);
+    let quote = |s: &str| Request::get("s", "quote").param("symbol", s);
+    let first = lb.call(quote("AAPL")).unwrap();
+    assert!(!first.from_cache());
+    let hits = from_threads(4, 25, || lb.call(quote("AAPL")));
+    for r in &hits {
+        let r = r.as_ref().unwrap();
+        assert!(r.from_cache() && r.attempts() == 0 && r.provider() == "p0");
+        assert_eq!(r.body(), br#"{"p":1}"#);
+    }
+    assert!(!lb.call(quote("MSFT")).unwrap().from_cache());
+    assert_eq!(server.requests(), 2, "one call per symbol");
+    let s = &lb.metrics().services["s"];
+    assert_eq!((s.cache_hits, s.cache_misses, s.successes), (100, 2, 102));
+    let text = lb.prometheus();
+    assert!(
+        text.contains("switchyard_cache_requests_total{service=\"s\",result=\"hit\"} 100"),
+        "{text}"
+    );
+}
+
+#[test]
+fn every_provider_answers_in_one_shape_and_the_raw_body_stays() {
+    let (first, second) = (TestServer::start(), TestServer::start());
+    first.set_body(br#"{"results":[{"p":12.5,"t":1700000000}]}"#.to_vec());
+    second.set_body(br#"{"c":12.5,"time":{"unix":1700000000}}"#.to_vec());
+    let lb = quotes(
+        &[
+            (
+                &first,
+                "shape = { quote = { price = \"/results/0/p\", time = \"/results/0/t\" } }",
+            ),
+            (
+                &second,
+                "shape = { quote = { price = \"/c\", time = \"/time/unix\" } }",
+            ),
+        ],
+        0,
+    );
+    let quote = || Request::get("s", "quote").param("symbol", "AAPL");
+    let from_first = lb.call(quote()).unwrap();
+    first.set_fault(support::server::Fault::Status(503));
+    let from_second = lb.call(quote()).unwrap();
+    assert_eq!(
+        (from_first.provider(), from_second.provider()),
+        ("p0", "p1")
+    );
+    assert_eq!(from_first.body(), from_second.body(), "one shape");
+    assert_eq!(from_first.body(), br#"{"price":12.5,"time":1700000000}"#);
+    assert_eq!(
+        from_second.raw_body(),
+        br#"{"c":12.5,"time":{"unix":1700000000}}"#
+    );
+}
+
+#[test]
+fn an_answer_that_is_not_json_where_a_shape_needs_it_is_a_protocol_failure() {
+    let (html, json) = (TestServer::start(), TestServer::start());
+    html.set_body(b"<html>maintenance</html>".to_vec());
+    json.set_body(br#"{"c":3}"#.to_vec());
+    let lb = quotes(
+        &[
+            (&html, "shape = { quote = { price = \"/c\" } }"),
+            (&json, "shape = { quote = { price = \"/c\" } }"),
+        ],
+        0,
+    );
+    let r = lb
+        .call(Request::get("s", "quote").param("symbol", "X"))
+        .unwrap();
+    assert_eq!((r.provider(), r.body()), ("p1", &br#"{"price":3}"#[..]));
+    let m = lb.metrics();
+    assert_eq!(
+        m.services["s"].providers["p0"].failures_by_kind["protocol"],
+        1
+    );
+}

@@ -572,6 +572,17 @@ fn the_dashboard_renders_in_a_real_browser() {
         dom.contains("cost today <b data-cost=\"today\">"),
         "{dom:.3000}"
     );
+    // What fewer calls saved: counts, drawn as numbers.
+    for counter in ["coalesced", "cache_hits"] {
+        let shown = dom
+            .split(&format!("data-saved=\"{counter}\">"))
+            .nth(1)
+            .and_then(|rest| rest.split('<').next());
+        assert!(
+            shown.is_some_and(|n| n.parse::<u64>().is_ok()),
+            "{counter}: {shown:?}"
+        );
+    }
     assert!(
         dom.contains("data-health=\"down\""),
         "news has one provider, always failing"

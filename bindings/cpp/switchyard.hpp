@@ -148,6 +148,14 @@ public:
         const std::uint8_t *data = sy_response_body(p_.get(), &len);
         return {reinterpret_cast<const char *>(data), len};
     }
+    // The provider's own body when the endpoint's shape made body() from it, else body().
+    std::string_view raw_body() const noexcept {
+        std::size_t len = 0;
+        const std::uint8_t *data = sy_response_raw_body(p_.get(), &len);
+        return {reinterpret_cast<const char *>(data), len};
+    }
+    // Whether the answer came from the endpoint's cache (cache_ttl_ms).
+    bool from_cache() const noexcept { return sy_response_from_cache(p_.get()); }
     std::string_view provider() const noexcept { return sy_response_provider(p_.get()); }
     std::uint32_t attempts() const noexcept { return sy_response_attempts(p_.get()); }
     std::chrono::microseconds latency() const noexcept {

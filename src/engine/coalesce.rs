@@ -4,12 +4,11 @@
 //! ends, each waiting job gets its own copy of the answer, or, when it failed, goes on
 //! by itself (another provider, or its own timeout) as if it had made that attempt.
 
-use std::collections::HashMap;
-
 use parking_lot::Mutex;
 
 use crate::flow::job::Job;
 use crate::flow::ticket::Ticket;
+use crate::foundation::request::ByCallKey;
 
 struct Group {
     /// Jobs waiting for its answer.
@@ -20,25 +19,7 @@ struct Group {
 /// service's traffic was a convoy at 8 threads (p99 x1.5, p999 x6 end to end).
 const SHARDS: usize = 64;
 
-/// The keys are keyed hashes already: a hasher that uses their low half as it is.
-#[derive(Default)]
-struct AsIs(u64);
-
-impl std::hash::Hasher for AsIs {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-    fn write(&mut self, bytes: &[u8]) {
-        for b in bytes {
-            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
-        }
-    }
-    fn write_u128(&mut self, n: u128) {
-        self.0 = n as u64;
-    }
-}
-
-type Groups = HashMap<u128, Group, std::hash::BuildHasherDefault<AsIs>>;
+type Groups = ByCallKey<Group>;
 
 /// A service's calls in flight that others may share, by their
 /// [`call_key`](crate::foundation::request::Request::call_key).
@@ -83,7 +64,7 @@ impl Coalescer {
     }
 
     /// Registers a call about to be sent; false when an identical one already is (this
-    /// one then goes alone).
+    /// one then gives its seat back and joins it).
     pub fn lead(&self, key: u128) -> bool {
         let mut groups = self.shard(key).lock();
         if groups.contains_key(&key) {
@@ -180,6 +161,50 @@ mod tests {
         let s = &rig.core.snapshot().services["s"];
         assert_eq!((s.coalesced, s.successes), (49, 51));
         assert_eq!(s.providers["a"].requests, 2);
+    }
+
+    #[test]
+    fn a_job_handed_a_seat_while_its_twin_is_on_the_wire_waits_beside_it() {
+        use crate::engine::dispatch::drive;
+        let rig = Rig::new(&Rig::config(&["a"], "pool = { max_connections = 2 }"));
+        let (arrived_1, release_1) = hold(&rig, 200);
+        let (arrived_2, release_2) = hold(&rig, 200);
+        let (arrived_twin, release_twin) = hold(&rig, 200);
+        let busy: Vec<_> = ["/w1", "/w2"]
+            .map(|p| rig.core.queue_request(Request::get("s", p)).unwrap())
+            .into();
+        std::thread::scope(|s| {
+            // Both seats taken; then two identical jobs miss the map and park for a seat.
+            let first = s.spawn(|| rig.work_once().unwrap().next);
+            arrived_1.recv_timeout(Duration::from_secs(5)).unwrap();
+            let second = s.spawn(|| rig.work_once().unwrap().next);
+            arrived_2.recv_timeout(Duration::from_secs(5)).unwrap();
+            let twins: Vec<_> = (0..2)
+                .map(|_| rig.core.queue_request(Request::get("s", "/q")).unwrap())
+                .collect();
+            assert_eq!(rig.work_all(5), 2);
+            // The first seat freed goes to one twin, which leads the call.
+            release_1.send(()).unwrap();
+            let leader = first.join().unwrap().expect("handed the seat");
+            let led = s.spawn(|| drive(&rig.core, leader));
+            arrived_twin.recv_timeout(Duration::from_secs(5)).unwrap();
+            // The second seat goes to the other twin: it gives the seat back and joins.
+            release_2.send(()).unwrap();
+            let late = second.join().unwrap().expect("handed the seat");
+            assert!(drive(&rig.core, late).next.is_none());
+            let waiting = rig.core.coalescers[0].waiting();
+            release_twin.send(()).unwrap();
+            led.join().unwrap();
+            assert_eq!(waiting, 1);
+            for t in twins {
+                assert_eq!(t.wait().unwrap().status(), 200);
+            }
+        });
+        for t in busy {
+            assert_eq!(t.wait().unwrap().status(), 200);
+        }
+        assert_eq!(rig.fake("a").sent().len(), 3, "the twins made one call");
+        assert_eq!(rig.core.requests_under_way(), 0);
     }
 
     #[test]

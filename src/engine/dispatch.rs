@@ -63,6 +63,9 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         }
 
         if let (Some(key), None, 0) = (call_key, &job.reserved, job.attempts()) {
+            if let Some(kept) = from_cache(core, &mut job, key, now) {
+                return end(core, job, Ok(kept), handed);
+            }
             // The same call is on the wire already: wait for its answer beside it.
             match join(core, key, job) {
                 Ok(parked) => return Driven::left(parked, handed),
@@ -134,19 +137,33 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 }
             }
         }
-        let leads =
-            call_key.filter(|key| job.attempts() == 0 && core.coalescers[job.service].lead(*key));
+        let leads = match call_key {
+            Some(key) if job.attempts() == 0 => {
+                if !core.coalescers[job.service].lead(key) {
+                    // An identical call went on the wire while this one took its seat:
+                    // give the seat back (rate and quota unspent) and wait beside it.
+                    job.end_attempt();
+                    handed = pass_on(core, job.service, slot, handed);
+                    continue;
+                }
+                Some(key)
+            }
+            _ => None,
+        };
         let url = provider.url(&job.request);
         let sent = core.clock.now();
         let timeout = provider.attempt_cap.min(job.deadline.saturating_sub(now));
         let r = &job.request;
-        let result = provider.judge(provider.transport.send(&provider.outgoing(
-            r.method,
-            &url,
-            &r.headers,
-            r.body.as_deref(),
-            timeout,
-        )));
+        let result = provider.judge(
+            &r.endpoint,
+            provider.transport.send(&provider.outgoing(
+                r.method,
+                &url,
+                &r.headers,
+                r.body.as_deref(),
+                timeout,
+            )),
+        );
         // One reading of the clock for everything this attempt's end records.
         let finished = core.clock.now();
         let elapsed = finished.saturating_sub(sent);
@@ -192,20 +209,6 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
 
         match result {
             Ok(answer) => {
-                for follower in followers(core, job.service, leads) {
-                    finish_follower(core, follower, |f| {
-                        Ok(Response {
-                            status: answer.status,
-                            headers: answer.headers.clone(),
-                            body: answer.body.clone(),
-                            provider: provider.name.clone(),
-                            attempts: f.attempts() + 1,
-                            latency: finished.saturating_sub(f.submitted),
-                            queue_wait: f.queue_wait,
-                            fallback: false,
-                        })
-                    });
-                }
                 let response = Response {
                     status: answer.status,
                     headers: answer.headers,
@@ -215,7 +218,22 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                     latency: finished.saturating_sub(job.submitted),
                     queue_wait: job.queue_wait,
                     fallback: false,
+                    raw_body: answer.raw_body,
+                    from_cache: false,
                 };
+                if let Some(key) = call_key {
+                    core.caches[job.service].keep(&job.request.endpoint, key, &response, finished);
+                }
+                for follower in followers(core, job.service, leads) {
+                    finish_follower(core, follower, |f| {
+                        Ok(Response {
+                            attempts: f.attempts() + 1,
+                            latency: finished.saturating_sub(f.submitted),
+                            queue_wait: f.queue_wait,
+                            ..response.clone()
+                        })
+                    });
+                }
                 return end(core, job, Ok(response), handed);
             }
             Err(mut failure) => {
@@ -244,6 +262,27 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             }
         }
     }
+}
+
+/// The answer kept for this call by its endpoint's cache, if it has one that has not
+/// expired, made the job's own.
+fn from_cache(core: &Core, job: &mut Job, key: u128, now: Duration) -> Option<Response> {
+    let cache = core.caches[job.service].of(&job.request.endpoint)?;
+    let kept = cache.get(key, now);
+    let stats = &core.services[job.service].stats;
+    if kept.is_some() || !job.looked_in_cache {
+        stats.record_cache(kept.is_some());
+    }
+    job.looked_in_cache = true;
+    let kept = kept?;
+    job.stop_waiting(now);
+    Some(Response {
+        attempts: 0,
+        latency: now.saturating_sub(job.submitted),
+        queue_wait: job.queue_wait,
+        from_cache: true,
+        ..kept
+    })
 }
 
 /// Puts a job beside the identical call in flight, if there is one. A caller driving its

@@ -1,6 +1,7 @@
 //! Engine: the runtime, its channels, and the threads that drive jobs (workers, timer,
 //! health loop, event delivery), bottom to top in the order below.
 
+pub(crate) mod cache;
 pub(crate) mod channels;
 pub(crate) mod coalesce;
 pub(crate) mod events;
@@ -18,6 +19,8 @@ pub(crate) mod worker;
 
 #[cfg(test)]
 mod allowance_tests;
+#[cfg(test)]
+mod fewer_calls_tests;
 pub(crate) mod lifecycle;
 #[cfg(feature = "dashboard")]
 pub(crate) mod observer;

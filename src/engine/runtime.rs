@@ -10,6 +10,7 @@ use crossbeam_channel::Receiver;
 #[cfg(feature = "dashboard")]
 use parking_lot::Mutex;
 
+use crate::engine::cache::ServiceCache;
 use crate::engine::channels::{Channels, Next};
 use crate::engine::coalesce::Coalescer;
 use crate::engine::events::Listeners;
@@ -34,6 +35,8 @@ pub(crate) struct Core {
     pub(in crate::engine) lines: Vec<ParkingLine>,
     /// Each service's calls in flight that identical requests may share.
     pub(in crate::engine) coalescers: Vec<Coalescer>,
+    /// Each service's kept answers, by endpoint.
+    pub(in crate::engine) caches: Vec<ServiceCache>,
     service_index: HashMap<String, usize>,
     pub(in crate::engine) channels: Channels,
     /// Admission has stopped.
@@ -97,6 +100,11 @@ impl Core {
         let core = Core {
             lines: services.iter().map(|_| ParkingLine::default()).collect(),
             coalescers: services.iter().map(|_| Coalescer::default()).collect(),
+            caches: resolved
+                .services
+                .iter()
+                .map(|s| ServiceCache::new(&s.endpoints))
+                .collect(),
             services,
             service_index,
             channels: Channels::new(),

@@ -75,6 +75,30 @@ pub extern "C" fn sy_response_body(response: *const sy_response, len_out: *mut u
     ptr
 }
 
+/// The provider's own body when the endpoint's `shape` made the body from it, otherwise
+/// the body itself (the same pointer as `sy_response_body`); its length through
+/// `len_out` (may be NULL). Valid until `sy_response_free`. NULL (and 0) for NULL.
+#[no_mangle]
+pub extern "C" fn sy_response_raw_body(
+    response: *const sy_response,
+    len_out: *mut usize,
+) -> *const u8 {
+    let (ptr, len) = with(response, (std::ptr::null(), 0), |r| {
+        (r.inner.raw_body().as_ptr(), r.inner.raw_body().len())
+    });
+    if !len_out.is_null() {
+        // SAFETY: non-NULL and, per the header, writable storage for one size_t.
+        unsafe { *len_out = len };
+    }
+    ptr
+}
+
+/// Whether the answer came from the endpoint's cache (`cache_ttl_ms`); false for NULL.
+#[no_mangle]
+pub extern "C" fn sy_response_from_cache(response: *const sy_response) -> bool {
+    with(response, false, |r| r.inner.from_cache())
+}
+
 /// The first header of that name (case-insensitive), or NULL when absent (or for NULL
 /// arguments). Valid until `sy_response_free`.
 #[no_mangle]
@@ -196,6 +220,14 @@ pub struct sy_response_view {
     pub provider: *const c_char,
     /// Every header as "name: value\n" lines, as `sy_response_headers`.
     pub headers: *const c_char,
+    /// Time spent waiting for a worker or a connection slot, in microseconds.
+    pub queue_wait_us: u64,
+    /// As `sy_response_raw_body`: the same pointer as `body` unless a shape applied.
+    pub raw_body: *const u8,
+    /// The raw body's length in bytes.
+    pub raw_body_len: usize,
+    /// Whether the answer came from the endpoint's cache.
+    pub from_cache: bool,
 }
 
 /// Fills `view_out` with everything about the response at once.
@@ -218,6 +250,10 @@ pub extern "C" fn sy_response_view_of(
             body_len: r.inner.body().len(),
             provider: r.provider.as_ptr(),
             headers: sy_response_headers(response),
+            queue_wait_us: r.inner.queue_wait().as_micros() as u64,
+            raw_body: r.inner.raw_body().as_ptr(),
+            raw_body_len: r.inner.raw_body().len(),
+            from_cache: r.inner.from_cache(),
         };
         // SAFETY: non-NULL and, per the header, writable storage for one sy_response_view.
         unsafe { view_out.write(view) };

@@ -35,6 +35,8 @@ pub(crate) struct Job {
     pub reserved: Option<Slot>,
     /// The job's place in its service's waiting line, while it waits.
     pub place: Option<Place>,
+    /// Whether it looked in its endpoint's cache already (a miss is counted once).
+    pub looked_in_cache: bool,
     _active: ActiveGuard,
 }
 
@@ -63,6 +65,7 @@ impl Job {
             queue_wait: Duration::ZERO,
             reserved: None,
             place: None,
+            looked_in_cache: false,
             _active: active,
         }
     }

@@ -8,5 +8,6 @@ pub(crate) mod index_set;
 pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod secrets;
+pub(crate) mod shape;
 pub(crate) mod sync;
 pub(crate) mod template;

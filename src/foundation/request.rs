@@ -443,6 +443,28 @@ pub(crate) fn is_header_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
+/// A map by [`Request::call_key`]: the keys are keyed hashes already, so their low half
+/// is used as it is.
+pub(crate) type ByCallKey<V> =
+    std::collections::HashMap<u128, V, std::hash::BuildHasherDefault<KeyAsIs>>;
+
+#[derive(Default)]
+pub(crate) struct KeyAsIs(u64);
+
+impl std::hash::Hasher for KeyAsIs {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u128(&mut self, n: u128) {
+        self.0 = n as u64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

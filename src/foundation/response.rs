@@ -16,6 +16,9 @@ pub struct Response {
     pub(crate) latency: Duration,
     pub(crate) queue_wait: Duration,
     pub(crate) fallback: bool,
+    /// The provider's own body when a `shape` replaced it.
+    pub(crate) raw_body: Option<Vec<u8>>,
+    pub(crate) from_cache: bool,
 }
 
 impl Response {
@@ -31,6 +34,8 @@ impl Response {
             latency: Duration::ZERO,
             queue_wait: Duration::ZERO,
             fallback: true,
+            raw_body: None,
+            from_cache: false,
         }
     }
 
@@ -59,6 +64,18 @@ impl Response {
     /// The body, at most `pool.max_response_bytes` long.
     pub fn body(&self) -> &[u8] {
         &self.body
+    }
+
+    /// The provider's own body, as it came, when the endpoint's `shape` made
+    /// [`Response::body`] from it; otherwise the body itself.
+    pub fn raw_body(&self) -> &[u8] {
+        self.raw_body.as_deref().unwrap_or(&self.body)
+    }
+
+    /// Whether the answer came from the endpoint's cache (`cache_ttl_ms`) rather than a
+    /// call made for this request. A cached answer took 0 attempts.
+    pub fn from_cache(&self) -> bool {
+        self.from_cache
     }
 
     /// Takes the body out without copying it.

@@ -147,6 +147,34 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     }
 
     out.family(
+        "switchyard_coalesced_total",
+        "counter",
+        "Requests answered by sharing an identical call in flight (no call of their own).",
+    );
+    for (name, s) in services {
+        out.sample(
+            "switchyard_coalesced_total",
+            &[("service", name)],
+            s.coalesced,
+        );
+    }
+
+    out.family(
+        "switchyard_cache_requests_total",
+        "counter",
+        "Requests to endpoints with a cache, by result: hit (no upstream call) or miss.",
+    );
+    for (name, s) in services {
+        for (result, n) in [("hit", s.cache_hits), ("miss", s.cache_misses)] {
+            out.sample(
+                "switchyard_cache_requests_total",
+                &[("service", name), ("result", result)],
+                n,
+            );
+        }
+    }
+
+    out.family(
         "switchyard_attempts_total",
         "counter",
         "Attempts sent to a provider by outcome: success or the failure kind.",

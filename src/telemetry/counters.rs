@@ -71,6 +71,9 @@ pub(crate) struct ServiceStats {
     pub(crate) failovers: AtomicU64,
     /// Requests answered by sharing an identical call in flight.
     pub(crate) coalesced: AtomicU64,
+    /// Requests answered from an endpoint's cache, and those that looked and missed.
+    pub(crate) cache_hits: AtomicU64,
+    pub(crate) cache_misses: AtomicU64,
     pub(crate) latency: Histogram,
     pub(crate) queue_wait: Histogram,
     pub(crate) queue_wait_by_priority: [Histogram; 4],
@@ -90,6 +93,15 @@ impl ServiceStats {
 
     pub fn record_coalesced(&self) {
         self.coalesced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_cache(&self, hit: bool) {
+        let counter = if hit {
+            &self.cache_hits
+        } else {
+            &self.cache_misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn successes(&self) -> u64 {

@@ -68,6 +68,10 @@ pub struct ServiceSnapshot {
     /// Requests answered by sharing an identical call in flight (no upstream call of
     /// their own).
     pub coalesced: u64,
+    /// Requests answered from an endpoint's cache (`cache_ttl_ms`).
+    pub cache_hits: u64,
+    /// Requests to a caching endpoint that found nothing kept and went upstream.
+    pub cache_misses: u64,
     /// `cost_per_request` x calls charged (attempts, probes, health checks), summed over
     /// the providers.
     pub cost_total: f64,

@@ -45,6 +45,10 @@ pub(crate) enum Reply {
     },
 }
 
+/// A held call lets go by itself after this, so a test that fails before releasing it
+/// ends instead of hanging.
+const HELD_AT_MOST: Duration = Duration::from_secs(10);
+
 /// Makes the reply to the n-th attempt (from 0) when none is queued.
 type Script = Box<dyn FnMut(usize) -> Reply + Send>;
 
@@ -134,6 +138,7 @@ impl Transport for FakeTransport {
                     status,
                     headers: map,
                     body,
+                    raw_body: None,
                 });
             }
             Reply::Fail(kind) => return Err(fail(kind, None)),
@@ -153,7 +158,7 @@ impl Transport for FakeTransport {
             }
             Reply::Held { arrived, release } => {
                 let _ = arrived.send(());
-                let _ = release.recv();
+                let _ = release.recv_timeout(HELD_AT_MOST);
                 200
             }
             Reply::HeldThen {
@@ -162,7 +167,7 @@ impl Transport for FakeTransport {
                 status,
             } => {
                 let _ = arrived.send(());
-                let _ = release.recv();
+                let _ = release.recv_timeout(HELD_AT_MOST);
                 status
             }
         };
@@ -173,6 +178,7 @@ impl Transport for FakeTransport {
             status,
             headers: ureq::http::HeaderMap::new(),
             body: out.url.as_bytes().to_vec(),
+            raw_body: None,
         })
     }
 

@@ -313,6 +313,7 @@ fn exchange(
         status,
         headers,
         body,
+        raw_body: None,
     })
 }
 

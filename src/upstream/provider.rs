@@ -10,6 +10,7 @@ use crate::foundation::config::{PoolConfig, ResolvedProvider};
 use crate::foundation::error::{AttemptError, AttemptKind};
 use crate::foundation::request::{Method, Request};
 use crate::foundation::secrets::Secrets;
+use crate::foundation::shape::Shape;
 use crate::foundation::sync::AtomicUsize;
 use crate::foundation::template::{encode_component, Template};
 use crate::policy::breaker::Breaker;
@@ -50,6 +51,8 @@ pub(crate) struct Provider {
     pub allowance: Allowance,
     /// What its answers mean beyond the status rule.
     pub classifier: Classifier,
+    /// Response shapes by endpoint name.
+    shapes: HashMap<String, Shape>,
     /// Connection slots that normal and low requests may use (the rest are reserved).
     shed_connections: usize,
     /// Recent latency tail over the breaker's window, for `cost_aware`.
@@ -129,6 +132,11 @@ impl Provider {
             breaker: Breaker::new(config.circuit_breaker.clone(), clock.clone()),
             allowance: Allowance::new(config, clock.clone()),
             classifier: Classifier::new(&config.classify),
+            shapes: config
+                .shapes
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             shed_connections: config.pool.max_connections
                 - ((config.pool.max_connections as f64) * config.reserve).floor() as usize,
             tail: LatencyTail::new(Duration::from_millis(config.circuit_breaker.window_ms)),
@@ -214,9 +222,15 @@ impl Provider {
         self.allowance.rest(now).is_none() && self.breaker.is_available()
     }
 
-    /// What an answer means, by the status rule and then `classify`: a "quota used up"
-    /// answer or one `classify` calls a failure becomes a failed attempt.
-    pub fn judge(&self, result: Result<Answer, Failure>) -> Result<Answer, Failure> {
+    /// What an answer to a request for `endpoint` means, by the status rule and then
+    /// `classify`: a "quota used up" answer or one `classify` calls a failure becomes a
+    /// failed attempt. A 2xx answer then takes the endpoint's shape, if this provider has
+    /// one; an answer the shape cannot read is a `protocol` failure.
+    pub fn judge(
+        &self,
+        endpoint: &str,
+        result: Result<Answer, Failure>,
+    ) -> Result<Answer, Failure> {
         let failed = |answer: Answer, kind, message: String| Failure {
             error: AttemptError {
                 provider: self.name.to_string(),
@@ -230,8 +244,20 @@ impl Provider {
             refused: None,
         };
         match result {
-            Ok(answer) => match self.classifier.judge(answer.status, &answer.body) {
-                Verdict::Answer => Ok(answer),
+            Ok(mut answer) => match self.classifier.judge(answer.status, &answer.body) {
+                Verdict::Answer => match self.shapes.get(endpoint) {
+                    Some(shape) if (200..300).contains(&answer.status) => {
+                        match shape.apply(&answer.body) {
+                            Ok(shaped) => {
+                                let raw = std::mem::replace(&mut answer.body, shaped);
+                                answer.raw_body = Some(raw);
+                                Ok(answer)
+                            }
+                            Err(why) => Err(failed(answer, AttemptKind::Protocol, why)),
+                        }
+                    }
+                    _ => Ok(answer),
+                },
                 Verdict::QuotaUsedUp => {
                     let message = if (200..300).contains(&answer.status) {
                         "quota used up (a throttle notice in the body)".to_string()

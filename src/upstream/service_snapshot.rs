@@ -57,6 +57,8 @@ impl Service {
             routes,
             retries: attempts.saturating_sub(first_attempts.min(attempts)),
             coalesced: st.coalesced.load(Ordering::Relaxed),
+            cache_hits: st.cache_hits.load(Ordering::Relaxed),
+            cache_misses: st.cache_misses.load(Ordering::Relaxed),
             cost_total: costs.iter().map(|c| c.0 * c.1.total as f64).sum(),
             cost_last_24h: costs.iter().map(|c| c.0 * c.1.last_24h as f64).sum(),
             cost_today: costs.iter().map(|c| c.0 * c.1.today as f64).sum(),

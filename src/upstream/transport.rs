@@ -25,6 +25,8 @@ pub(crate) struct Answer {
     pub status: u16,
     pub headers: ureq::http::HeaderMap,
     pub body: Vec<u8>,
+    /// The provider's own body when a shape replaced it.
+    pub raw_body: Option<Vec<u8>>,
 }
 
 /// A failed attempt, with what the failover logic needs to know about it.

@@ -182,6 +182,11 @@ static void answers(sy_balancer *lb) {
         size_t len = 0;
         const uint8_t *body = sy_response_body(resp, &len);
         CHECK(sy_response_status(resp) == 200 && len > 0 && body != NULL, "status %u", sy_response_status(resp));
+        size_t raw_len = 0;
+        const uint8_t *raw = sy_response_raw_body(resp, &raw_len);
+        CHECK(raw == body && raw_len == len, "no shape: the raw body is the body");
+        CHECK(!sy_response_from_cache(resp) && !sy_response_from_cache(NULL), "no cache here");
+        CHECK(sy_response_raw_body(NULL, &raw_len) == NULL && raw_len == 0, "raw body of NULL");
         CHECK(strcmp(sy_response_provider(resp), "bad") != 0, "served by %s", sy_response_provider(resp));
         CHECK(sy_response_header(resp, "Content-Type") != NULL, "content-type header");
         CHECK(sy_response_header_count(resp) >= 2, "header count");

@@ -44,6 +44,8 @@ int main(int argc, char **argv) {
     CHECK(r.headers_text().find(':') != std::string_view::npos, "headers_text");
     const sy_response_view v = r.view();
     CHECK(v.status == 200 && v.attempts >= 1 && std::string(v.provider) == std::string(r.provider()), "view");
+    CHECK(v.raw_body == v.body && v.raw_body_len == v.body_len && !v.from_cache, "view: raw body, cache");
+    CHECK(r.raw_body() == r.body() && !r.from_cache(), "raw_body, from_cache");
 
     lb.force_open("good1");
     for (int i = 0; i < 200 && opened.load() == 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));

@@ -255,6 +255,10 @@ class _View(ctypes.Structure):
         ("body_len", ctypes.c_size_t),
         ("provider", ctypes.c_char_p),
         ("headers", ctypes.c_char_p),
+        ("queue_wait_us", ctypes.c_uint64),
+        ("raw_body", ctypes.c_void_p),
+        ("raw_body_len", ctypes.c_size_t),
+        ("from_cache", ctypes.c_bool),
     ]
 
 
@@ -266,6 +270,8 @@ _sig("sy_response_provider", _s, _p)
 _sig("sy_response_attempts", _u32, _p)
 _sig("sy_response_latency_us", _u64, _p)
 _sig("sy_response_queue_wait_us", _u64, _p)
+_sig("sy_response_raw_body", ctypes.POINTER(ctypes.c_ubyte), _p, ctypes.POINTER(_size))
+_sig("sy_response_from_cache", ctypes.c_bool, _p)
 # Bound for completeness; Response.headers already holds every header.
 _sig("sy_response_header", _s, _p, _s)
 _sig("sy_response_free", None, _p)
@@ -391,6 +397,14 @@ class Response:
         _check(_lib.sy_response_view_of(raw, ctypes.byref(view)))
         #: The body.
         self.body: bytes = ctypes.string_at(view.body, view.body_len) if view.body_len else b""
+        #: The provider's own body when the endpoint's shape made ``body`` from it, else ``body``.
+        self.raw_body: bytes = (
+            self.body
+            if view.raw_body == view.body
+            else ctypes.string_at(view.raw_body, view.raw_body_len) if view.raw_body_len else b""
+        )
+        #: Whether the answer came from the endpoint's cache (``cache_ttl_ms``).
+        self.from_cache: bool = bool(view.from_cache)
         #: The HTTP status code.
         self.status: int = view.status
         #: The name of the provider that answered ("fallback" for a fallback's answer).
@@ -400,7 +414,7 @@ class Response:
         #: Seconds from submission to answer.
         self.latency: float = view.latency_us / 1e6
         #: Seconds it waited for a worker or a connection slot.
-        self.queue_wait: float = _lib.sy_response_queue_wait_us(raw) / 1e6
+        self.queue_wait: float = view.queue_wait_us / 1e6
         lines = view.headers.decode("utf-8", "replace").split("\n")
         pairs = [tuple(line.split(": ", 1)) for line in lines if ": " in line]
         #: Case-insensitive headers.

@@ -1,5 +1,6 @@
 """The Python binding against local HTTP servers: answers, every error kind, threads."""
 
+import json
 import os
 import re
 import socket
@@ -81,6 +82,10 @@ class BindingTest(unittest.TestCase):
                 "slow": {"providers": [provider("hang", u["hang"])]},
                 "lag": {"pool": {"max_connections": 16}, "providers": [provider("lagging", u["slow"])]},
                 "capped": {"quota": {"per_day": 2}, "providers": [provider("free", u["good1"])]},
+                "kept": {
+                    "endpoints": {"quote": {"cache_ttl_ms": 60000}},
+                    "providers": [dict(provider("shaped", u["good2"]), shape={"quote": {"where": "/path"}})],
+                },
             },
         }
         cls.lb = switchyard.Balancer(cls.config)
@@ -104,6 +109,20 @@ class BindingTest(unittest.TestCase):
             self.assertEqual(r.headers["x-multi"], "a, b")
             self.assertIn("Content-Type", r.headers)
             self.assertGreater(r.latency, 0)
+
+    def test_shaped_and_cached_answers_say_so(self):
+        first = self.lb.get("kept", "quote", params={"symbol": "K"})
+        self.assertFalse(first.from_cache)
+        self.assertEqual(first.json(), {"where": "/quote?symbol=K"})
+        self.assertEqual(json.loads(first.raw_body)["path"], "/quote?symbol=K")
+        again = self.lb.get("kept", "quote", params={"symbol": "K"})
+        self.assertTrue(again.from_cache)
+        self.assertEqual((again.body, again.raw_body, again.attempts), (first.body, first.raw_body, 0))
+        plain = self.lb.get("s", "quote", params={"symbol": "AAPL"})
+        self.assertIs(plain.raw_body, plain.body, "no shape: the same bytes")
+        self.assertFalse(plain.from_cache)
+        svc = self.lb.metrics()["services"]["kept"]
+        self.assertEqual((svc["cache_hits"], svc["cache_misses"]), (1, 1))
 
     def test_every_error_kind_maps_to_its_exception(self):
         with self.assertRaises(switchyard.UnknownService) as e:

@@ -14,6 +14,7 @@ use crate::foundation::error::Error;
 use crate::foundation::secrets;
 use crate::foundation::template::Template;
 
+mod fewer_calls;
 mod resolve;
 pub(crate) use resolve::{Resolved, ResolvedProvider, ResolvedQuota, ResolvedService};
 
@@ -214,11 +215,20 @@ pub struct EndpointOptions {
     /// headers and body) in flight at once share one upstream call; each caller gets its
     /// own response and its own deadline. Defaults to true.
     pub coalesce: bool,
+    /// Above 0: 2xx answers to requests that may share a call are served from memory for
+    /// this long (less when the answer's `Cache-Control` says so). Defaults to 0, off.
+    pub cache_ttl_ms: u64,
+    /// At most this many answers are kept; the oldest go first. Defaults to 10000.
+    pub cache_max_entries: usize,
 }
 
 impl Default for EndpointOptions {
     fn default() -> Self {
-        EndpointOptions { coalesce: true }
+        EndpointOptions {
+            coalesce: true,
+            cache_ttl_ms: 0,
+            cache_max_entries: 10_000,
+        }
     }
 }
 
@@ -405,6 +415,10 @@ pub struct ProviderConfig {
     /// Overrides of the service's answer classification.
     #[serde(default)]
     pub classify: ClassifyOverrides,
+    /// Endpoint name -> (field -> JSON pointer into this provider's 2xx answer): the
+    /// caller's body becomes an object of those fields whichever provider answered.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub shape: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -425,6 +439,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("rate", &self.rate)
             .field("quota", &self.quota)
             .field("classify", &self.classify)
+            .field("shape", &self.shape)
             .finish()
     }
 }

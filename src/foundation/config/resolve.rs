@@ -95,7 +95,8 @@ impl Config {
                     "cost_aware needs a cost_per_request on at least one provider",
                 ));
             }
-            for name in svc.endpoints.keys() {
+            for (name, options) in &svc.endpoints {
+                fewer_calls::check_endpoint(&format!("{at}.endpoints.{name}"), options)?;
                 let served = name.starts_with('/')
                     || providers.iter().any(|p| p.endpoints.contains_key(name));
                 if !served {
@@ -186,6 +187,8 @@ pub(crate) struct ResolvedProvider {
     pub classify: ClassifyConfig,
     /// The service's `reserve`.
     pub reserve: f64,
+    /// Response shapes by endpoint name.
+    pub shapes: BTreeMap<String, crate::foundation::shape::Shape>,
 }
 
 /// A provider's quotas, with the reset time read.
@@ -551,6 +554,7 @@ fn resolve_provider(
     check_rate(&format!("{at}.rate"), &limits.rate)?;
     let reset = check_quota(&format!("{at}.quota"), &limits.quota)?;
     check_classify(&format!("{at}.classify"), &limits.classify)?;
+    let shapes = fewer_calls::resolve_shapes(at, p)?;
     let weight = p.weight.unwrap_or(match p.tier {
         1 => 100,
         2 => 75,
@@ -585,6 +589,7 @@ fn resolve_provider(
         },
         classify: limits.classify,
         reserve: 0.0,
+        shapes,
     })
 }
 

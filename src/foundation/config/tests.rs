@@ -150,6 +150,40 @@ fn every_refusal_names_its_path() {
             r#"[[services.s.providers]]
             name = "a"
             base_url = "http://h"
+            endpoints = { quote = "/q" }
+            shape = { quote = { price = "results/0/p" } }"#,
+            r#"services.s.providers[0].shape.quote.price: "results/0/p" is not a JSON pointer: it must be empty or start with /"#,
+        ),
+        (
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            shape = { quote = { price = "/p" } }"#,
+            "services.s.providers[0].shape.quote: the provider does not serve endpoint `quote` (see its endpoints)",
+        ),
+        (
+            r#"[services.s.endpoints.quote]
+            cache_ttl_ms = 1000
+            cache_max_entries = 0
+            [[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            endpoints = { quote = "/q" }"#,
+            "services.s.endpoints.quote.cache_max_entries: must be at least 1 when cache_ttl_ms is set",
+        ),
+        (
+            r#"[services.s.endpoints.quotes]
+            cache_ttl_ms = 1000
+            [[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            endpoints = { quote = "/q" }"#,
+            "services.s.endpoints.quotes: no provider of the service serves endpoint `quotes`",
+        ),
+        (
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
             tierr = 1"#,
             "services.s.providers[0].tierr: unknown field `tierr`",
         ),

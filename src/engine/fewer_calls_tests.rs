@@ -1,0 +1,195 @@
+//! The endpoint cache and response shapes on the real dispatch path, with the fake
+//! transport and a manual clock.
+
+use std::time::Duration;
+
+use crate::engine::test_rig::Rig;
+use crate::foundation::request::Request;
+use crate::upstream::fake_transport::Reply;
+
+fn cached(ttl_ms: u64) -> Rig {
+    Rig::new(
+        &(Rig::config(&["a"], "")
+            + "endpoints = { quote = \"/quote\" }\n\
+               [services.s.endpoints.quote]\n"
+            + &format!("cache_ttl_ms = {ttl_ms}\n")),
+    )
+}
+
+fn quote(symbol: &str) -> Request {
+    Request::get("s", "quote").param("symbol", symbol)
+}
+
+#[test]
+fn a_kept_answer_serves_identical_requests_until_its_ttl() {
+    let rig = cached(1_000);
+    let first = rig.core.drive_call(quote("A")).unwrap();
+    assert!(!first.from_cache());
+    rig.clock.advance(Duration::from_millis(999));
+    let again = rig.core.drive_call(quote("A")).unwrap();
+    assert!(again.from_cache());
+    assert_eq!(
+        (
+            again.status(),
+            again.body(),
+            again.provider(),
+            again.attempts()
+        ),
+        (200, first.body(), "a", 0)
+    );
+    assert!(!rig.core.drive_call(quote("B")).unwrap().from_cache());
+    rig.clock.advance(Duration::from_millis(1));
+    assert!(
+        !rig.core.drive_call(quote("A")).unwrap().from_cache(),
+        "expired"
+    );
+    assert_eq!(rig.fake("a").sent().len(), 3);
+    let s = &rig.core.snapshot().services["s"];
+    assert_eq!((s.cache_hits, s.cache_misses, s.successes), (1, 3, 4));
+    assert_eq!(s.providers["a"].requests, 3, "a hit charges no provider");
+}
+
+#[test]
+fn only_2xx_answers_to_requests_that_may_share_are_kept() {
+    let rig = cached(60_000);
+    for status in [404, 200] {
+        rig.fake("a").push(Reply::Answer {
+            status,
+            headers: vec![("cache-control", "no-store".into())],
+            body: vec![],
+        });
+    }
+    rig.fake("a").push(Reply::Status(404));
+    for _ in 0..3 {
+        assert!(!rig.core.drive_call(quote("A")).unwrap().from_cache());
+    }
+    let post = || Request::post("s", "quote").body(b"x".to_vec());
+    assert!(!rig.core.drive_call(post()).unwrap().from_cache());
+    assert!(!rig.core.drive_call(post()).unwrap().from_cache());
+    assert_eq!(rig.fake("a").sent().len(), 5);
+    // The next 200 has no Cache-Control: it is kept.
+    rig.core.drive_call(quote("A")).unwrap();
+    assert!(rig.core.drive_call(quote("A")).unwrap().from_cache());
+}
+
+#[test]
+fn a_submitted_request_and_a_callback_are_answered_from_the_cache_too() {
+    let rig = cached(60_000);
+    rig.core.drive_call(quote("A")).unwrap();
+    let ticket = rig.core.queue_request(quote("A")).unwrap();
+    let (tx, rx) = crossbeam_channel::bounded(1);
+    rig.core
+        .queue_with_callback(quote("A"), move |r| {
+            let _ = tx.send(r.map(|r| r.from_cache()));
+        })
+        .unwrap();
+    assert_eq!(rig.work_all(5), 2);
+    assert!(ticket.wait().unwrap().from_cache());
+    assert!(rx.recv_timeout(Duration::from_secs(5)).unwrap().unwrap());
+    assert_eq!(rig.fake("a").sent().len(), 1);
+}
+
+#[test]
+fn services_never_share_kept_answers() {
+    let mut text = String::new();
+    for (service, host) in [("s", 1), ("t", 2)] {
+        text.push_str(&format!(
+            "[services.{service}.endpoints.quote]\ncache_ttl_ms = 60000\n\
+             [[services.{service}.providers]]\nname = \"{service}p\"\n\
+             base_url = \"http://10.0.0.{host}:80\"\nendpoints = {{ quote = \"/quote\" }}\n"
+        ));
+    }
+    let rig = Rig::new(&text);
+    rig.core.drive_call(quote("A")).unwrap();
+    let mut other = quote("A");
+    other.service = "t".into();
+    let r = rig.core.drive_call(other).unwrap();
+    assert!(!r.from_cache());
+    assert_eq!(r.provider(), "tp");
+}
+
+/// Two providers answering one quote in their own JSON, shaped alike.
+fn shaped() -> Rig {
+    Rig::new(
+        "[services.s]\nstrategy = \"round_robin\"\n\
+         [[services.s.providers]]\nname = \"a\"\nbase_url = \"http://10.0.0.1:80\"\n\
+         endpoints = { quote = \"/v2/{symbol}\" }\n\
+         shape = { quote = { price = \"/results/0/p\", time = \"/results/0/t\" } }\n\
+         [[services.s.providers]]\nname = \"b\"\nbase_url = \"http://10.0.0.2:80\"\n\
+         endpoints = { quote = \"/query\" }\n\
+         shape = { quote = { price = \"/Global Quote/05. price\", time = \"/Global Quote/ts\" } }\n",
+    )
+}
+
+fn answer(body: &str) -> Reply {
+    Reply::Answer {
+        status: 200,
+        headers: vec![],
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn a_shape_gives_one_body_whichever_provider_answers() {
+    let rig = shaped();
+    let a_body = r#"{"results":[{"p":12.5,"t":7,"x":"more"}]}"#;
+    let b_body = r#"{"Global Quote":{"05. price":12.5,"ts":7}}"#;
+    rig.fake("a").push(answer(a_body));
+    rig.fake("b").push(answer(b_body));
+    let mut raws = Vec::new();
+    for _ in 0..2 {
+        let r = rig.core.drive_call(quote("A")).unwrap();
+        let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+        assert_eq!(body, serde_json::json!({"price": 12.5, "time": 7}));
+        raws.push((r.provider().to_string(), r.raw_body().to_vec()));
+    }
+    raws.sort();
+    assert_eq!(
+        raws,
+        [
+            ("a".to_string(), a_body.as_bytes().to_vec()),
+            ("b".to_string(), b_body.as_bytes().to_vec())
+        ]
+    );
+}
+
+#[test]
+fn an_answer_a_shape_cannot_read_fails_that_attempt_over() {
+    let rig = shaped();
+    rig.fake("a").push(answer("<html>busy</html>"));
+    rig.fake("b").push(answer("<html>busy</html>"));
+    rig.fake("a").push(answer(r#"{"results":[{"p":1}]}"#));
+    rig.fake("b")
+        .push(answer(r#"{"Global Quote":{"05. price":1}}"#));
+    let r = rig.core.drive_call(quote("A")).unwrap();
+    assert_eq!(r.attempts(), 3, "each HTML answer was a failed attempt");
+    let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+    assert_eq!(body, serde_json::json!({"price": 1, "time": null}));
+    let s = &rig.core.snapshot().services["s"];
+    let failed: u64 = s.providers.values().map(|p| p.failures).sum();
+    assert_eq!(failed, 2);
+    assert_eq!(
+        s.providers
+            .values()
+            .map(|p| p.failures_by_kind.get("protocol").copied().unwrap_or(0))
+            .sum::<u64>(),
+        2
+    );
+}
+
+#[test]
+fn a_non_2xx_answer_keeps_its_own_body() {
+    let rig = shaped();
+    for name in ["a", "b"] {
+        rig.fake(name).push(Reply::Answer {
+            status: 404,
+            headers: vec![],
+            body: b"not found".to_vec(),
+        });
+    }
+    let r = rig.core.drive_call(quote("ZZZ")).unwrap();
+    assert_eq!(
+        (r.status(), r.body(), r.raw_body()),
+        (404, &b"not found"[..], &b"not found"[..])
+    );
+}
