@@ -229,11 +229,70 @@ fn coalescing_table() {
     println!("\ncoalescing on a miss (key, registration, end), one thread: {best:.0} ns");
 }
 
+/// The memory a bounded cache holds after 1,000,000 distinct answers, beside a map that
+/// keeps them all; first in the run, on a heap no other table has warmed.
+fn cache_memory_table() {
+    let before = rss_kib();
+    let held = switchyard::bench_support::fill_cache(10_000, 1_000_000, 64);
+    let bounded = rss_kib().saturating_sub(before);
+    let before = rss_kib();
+    let all: std::collections::HashMap<u64, Vec<u8>> =
+        (0..1_000_000u64).map(|k| (k, vec![b'x'; 64])).collect();
+    let unbounded = rss_kib().saturating_sub(before);
+    drop(black_box(all));
+    println!(
+        "\ncache of 10000 entries after 1000000 distinct 64-byte answers: {held} held, \
+         RSS +{bounded} KiB; a map keeping all: +{unbounded} KiB"
+    );
+}
+
+/// A cache hit through the whole public `call()` against a loopback call without the
+/// cache, in one run.
+fn cache_table() {
+    use switchyard::{Balancer, Request};
+    let upstream = server::TestServer::start();
+    upstream.set_body(br#"{"p":1}"#.to_vec());
+    let provider = |service: &str| {
+        format!(
+            "[[services.{service}.providers]]\nname = \"{service}p\"\nbase_url = \"{}\"\n\
+             endpoints = {{ quote = \"/q\" }}\n",
+            upstream.url()
+        )
+    };
+    let text = format!(
+        "[services.kept.endpoints.quote]\ncache_ttl_ms = 3600000\n{}{}",
+        provider("kept"),
+        provider("plain")
+    );
+    let lb = Balancer::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let quote = |service: &str| Request::get(service, "quote").param("symbol", "AAPL");
+    assert!(!lb.call(quote("kept")).unwrap().from_cache());
+    let time = |service: &str, n: u32| {
+        let mut best = f64::MAX;
+        for _ in 0..5 {
+            let started = Instant::now();
+            for _ in 0..n {
+                black_box(lb.call(quote(service)).unwrap());
+            }
+            best = best.min(started.elapsed().as_nanos() as f64 / f64::from(n));
+        }
+        best
+    };
+    let (hit, call) = (time("kept", 200_000), time("plain", 2_000));
+    println!(
+        "cache, one thread, whole call(): hit {hit:.0} ns; loopback call without it {call:.0} ns; \
+         hit/call {:.3}",
+        hit / call
+    );
+}
+
 fn main() {
+    cache_memory_table();
     benches();
     hand_off_table();
     allowance_table();
     coalescing_table();
+    cache_table();
     if std::env::var_os("NO_TABLES").is_none() {
         scale_tables();
     }

@@ -119,3 +119,23 @@ impl Harness {
             + crate::policy::window::heap_bytes()
     }
 }
+
+/// Keeps `keys` distinct 2xx answers of `body_bytes` each in an endpoint cache of
+/// `max_entries`; returns how many it holds after (never more than `max_entries`).
+pub fn fill_cache(max_entries: usize, keys: u64, body_bytes: usize) -> usize {
+    use crate::engine::cache::ServiceCache;
+    use crate::foundation::config::EndpointOptions;
+    let options = EndpointOptions {
+        cache_ttl_ms: 3_600_000,
+        cache_max_entries: max_entries,
+        ..EndpointOptions::default()
+    };
+    let cache = ServiceCache::new(&[("quote".to_string(), options)].into_iter().collect());
+    let answer = crate::Response::fallback(200, vec![b'x'; body_bytes]);
+    for n in 0..keys {
+        // Keys as spread as the keyed hashes real requests get.
+        let key = u128::from(n).wrapping_mul(0x9E37_79B9_7F4A_7C15_F39C_C060_5CED_C835);
+        cache.keep("quote", key, &answer, Duration::from_secs(1));
+    }
+    cache.entries()
+}

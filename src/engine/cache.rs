@@ -42,6 +42,11 @@ impl ServiceCache {
         self.endpoints.get(endpoint)
     }
 
+    /// Answers kept over every endpoint.
+    pub fn entries(&self) -> usize {
+        self.endpoints.values().map(EndpointCache::len).sum()
+    }
+
     /// Keeps a 2xx answer of an endpoint that caches, for its TTL or less when the
     /// answer's `Cache-Control` says so.
     pub fn keep(&self, endpoint: &str, key: u128, response: &Response, now: Duration) {
@@ -158,7 +163,6 @@ impl EndpointCache {
     }
 
     /// Answers kept, expired ones included until they are pushed out.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.lock().entries.len()).sum()
     }
