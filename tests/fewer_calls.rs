@@ -148,3 +148,49 @@ fn an_answer_that_is_not_json_where_a_shape_needs_it_is_a_protocol_failure() {
         1
     );
 }
+
+#[test]
+fn a_slow_answer_is_hedged_to_the_other_provider_and_the_caller_gets_the_first() {
+    let (slow, fast) = (TestServer::start(), TestServer::start());
+    slow.set_fault(support::server::Fault::SlowEvery(5, Duration::from_secs(2)));
+    let text = "[services.s.endpoints.quote]\nhedge_after_ms = 100\n".to_string()
+        + &provider("s", "slow", &slow.url(), "endpoints = { quote = \"/q\" }")
+        + &provider(
+            "s",
+            "fast",
+            &fast.url(),
+            "tier = 2\nendpoints = { quote = \"/q\" }",
+        );
+    let lb = Balancer::from_toml_str(&text).unwrap();
+    let mut by = std::collections::BTreeMap::new();
+    for i in 0..20 {
+        let r = lb
+            .call(Request::get("s", "quote").param("i", i.to_string()))
+            .expect("every caller is answered");
+        assert!(
+            r.latency() < Duration::from_millis(1_500),
+            "call {i} waited {:?} for {}",
+            r.latency(),
+            r.provider()
+        );
+        *by.entry(r.provider().to_string()).or_insert(0) += 1;
+    }
+    let s = &lb.metrics().services["s"];
+    assert!(by.get("fast").copied().unwrap_or(0) >= 4, "{by:?}");
+    assert!(
+        s.hedges >= 4 && s.hedge_wins >= 4,
+        "{} {}",
+        s.hedges,
+        s.hedge_wins
+    );
+    assert_eq!((s.successes, s.failures), (20, 0));
+    assert_eq!(
+        slow.requests(),
+        20,
+        "every request went to the first provider once"
+    );
+    assert_eq!(fast.requests() as u64, s.hedges);
+    let text = lb.prometheus();
+    let line = format!("switchyard_hedge_wins_total{{service=\"s\"}} {}", s.hedge_wins);
+    assert!(text.contains(&line), "{text}");
+}

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crossbeam_channel::select;
 
+use crate::engine::hedge;
 use crate::engine::runtime::Core;
 use crate::flow::job::Job;
 use crate::flow::ticket::{Outcome, Sink, Ticket};
@@ -43,7 +44,11 @@ impl Driven {
 pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
     let service = &core.services[job.service];
     let mut handed: Option<Job> = None;
-    let call_key = service.call_key(&job.request);
+    // A hedge is a second call on purpose: it neither shares one nor reads the cache.
+    let call_key = match job.is_hedge {
+        true => None,
+        false => service.call_key(&job.request),
+    };
     loop {
         let now = core.clock.now();
         if core.stopping.load(Ordering::Acquire) {
@@ -152,6 +157,10 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         };
         let url = provider.url(&job.request);
         let sent = core.clock.now();
+        hedge::arm(core, &mut job, slot.index, sent);
+        if job.is_hedge {
+            service.stats.record_hedge();
+        }
         let timeout = provider.attempt_cap.min(job.deadline.saturating_sub(now));
         let r = &job.request;
         let result = provider.judge(
@@ -164,6 +173,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 timeout,
             )),
         );
+        hedge::first_attempt_over(&job);
         // One reading of the clock for everything this attempt's end records.
         let finished = core.clock.now();
         let elapsed = finished.saturating_sub(sent);
@@ -527,6 +537,10 @@ fn hand_over(
 /// Counts a job a waiter gave up on: its outcome was delivered already.
 fn abandon(service: &Service, mut job: Job) {
     job.place = None;
+    if job.is_hedge || job.lost_to_its_hedge() {
+        // The request's outcome is counted by whichever of the two delivered it.
+        return;
+    }
     service.record_outcome(false, job.submitted, job.queue_wait, job.request.priority);
 }
 
@@ -559,6 +573,10 @@ fn exhausted(service: &Service, job: &mut Job) -> Error {
 fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driven {
     let service = &core.services[job.service];
     job.place = None;
+    if job.is_hedge {
+        hedge::end(core, job, outcome);
+        return Driven::left(None, handed);
+    }
     let outcome = match outcome {
         Err(e) => {
             let elapsed = core.clock.now().saturating_sub(job.submitted);
@@ -566,6 +584,12 @@ fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driv
         }
         ok => ok,
     };
+    // Claimed before it is counted: a waiter whose deadline passed, or a hedge, may
+    // have delivered first, and then this outcome is not the request's.
+    if !job.claim() {
+        abandon(service, job);
+        return Driven::left(None, handed);
+    }
     service.record_outcome(
         outcome.is_ok(),
         job.submitted,
@@ -573,7 +597,7 @@ fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driv
         job.request.priority,
     );
     Driven {
-        outcome: job.finish(outcome),
+        outcome: job.finish_claimed(outcome),
         parked: None,
         next: handed,
     }

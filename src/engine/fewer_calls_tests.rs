@@ -193,3 +193,173 @@ fn a_non_2xx_answer_keeps_its_own_body() {
         (404, &b"not found"[..], &b"not found"[..])
     );
 }
+
+/// `a` first (tier 1), `b` behind it; `q` hedged after 50 ms.
+fn hedged(extra: &str) -> Rig {
+    Rig::new(&format!(
+        "[defaults]\n{extra}\n[services.s.endpoints.q]\nhedge_after_ms = 50\n\
+         [[services.s.providers]]\nname = \"a\"\nbase_url = \"http://10.0.0.1:80\"\n\
+         endpoints = {{ q = \"/q\" }}\n\
+         [[services.s.providers]]\nname = \"b\"\ntier = 2\nbase_url = \"http://10.0.0.2:80\"\n\
+         endpoints = {{ q = \"/q\" }}\n"
+    ))
+}
+
+type Held = (
+    crossbeam_channel::Receiver<()>,
+    crossbeam_channel::Sender<()>,
+);
+
+fn hold(rig: &Rig, provider: &str) -> Held {
+    let (arrived_tx, arrived) = crossbeam_channel::bounded(1);
+    let (release, release_rx) = crossbeam_channel::bounded(1);
+    rig.fake(provider).push(Reply::HeldThen {
+        arrived: arrived_tx,
+        release: release_rx,
+        status: 200,
+    });
+    (arrived, release)
+}
+
+const SOON: Duration = Duration::from_secs(5);
+
+#[test]
+fn a_slow_first_attempt_is_hedged_and_the_first_answer_wins() {
+    let rig = hedged("");
+    let (arrived, release) = hold(&rig, "a");
+    let ticket = rig.core.queue_request(Request::get("s", "q")).unwrap();
+    std::thread::scope(|s| {
+        let first = s.spawn(|| rig.work_once().is_some());
+        arrived.recv_timeout(SOON).unwrap();
+        rig.clock.advance(Duration::from_millis(49));
+        assert_eq!(rig.fire_timers(), 0, "not yet");
+        rig.clock.advance(Duration::from_millis(1));
+        assert_eq!(rig.fire_timers(), 1);
+        assert_eq!(rig.work_all(5), 1, "the hedge goes to b");
+        let r = ticket.wait().unwrap();
+        assert_eq!((r.provider(), r.status()), ("b", 200));
+        release.send(()).unwrap();
+        assert!(first.join().unwrap());
+    });
+    let s = &rig.core.snapshot().services["s"];
+    assert_eq!((s.hedges, s.hedge_wins), (1, 1));
+    assert_eq!(
+        (s.successes, s.failures),
+        (1, 0),
+        "one request, one outcome"
+    );
+    assert_eq!(
+        (s.providers["a"].requests, s.providers["b"].requests),
+        (1, 1)
+    );
+    assert_eq!(rig.core.requests_under_way(), 0);
+}
+
+#[test]
+fn when_the_first_attempt_answers_first_the_hedge_ends_quietly() {
+    let rig = hedged("");
+    let (arrived_a, release_a) = hold(&rig, "a");
+    let (arrived_b, release_b) = hold(&rig, "b");
+    let ticket = rig.core.queue_request(Request::get("s", "q")).unwrap();
+    std::thread::scope(|s| {
+        let first = s.spawn(|| rig.work_once().is_some());
+        arrived_a.recv_timeout(SOON).unwrap();
+        rig.clock.advance(Duration::from_millis(50));
+        assert_eq!(rig.fire_timers(), 1);
+        let hedge = s.spawn(|| rig.work_once().is_some());
+        arrived_b.recv_timeout(SOON).unwrap();
+        release_a.send(()).unwrap();
+        assert!(first.join().unwrap());
+        assert_eq!(ticket.wait().unwrap().provider(), "a");
+        release_b.send(()).unwrap();
+        assert!(hedge.join().unwrap());
+    });
+    let s = &rig.core.snapshot().services["s"];
+    assert_eq!(
+        (s.hedges, s.hedge_wins, s.successes, s.failures),
+        (1, 0, 1, 0)
+    );
+    assert_eq!(s.providers["b"].requests, 1, "the hedge was charged");
+    assert_eq!(rig.core.requests_under_way(), 0);
+}
+
+#[test]
+fn no_hedge_for_an_early_answer_a_post_or_a_spent_budget() {
+    // An answer before 50 ms: the hedge is moot.
+    let rig = hedged("");
+    rig.fake("a").push(Reply::Slow(Duration::from_millis(20)));
+    let ticket = rig.core.queue_request(Request::get("s", "q")).unwrap();
+    assert_eq!(rig.work_all(5), 1);
+    assert_eq!(ticket.wait().unwrap().provider(), "a");
+    rig.clock.advance(Duration::from_millis(50));
+    rig.fire_timers();
+    assert_eq!(rig.work_all(5), 0);
+
+    // A POST may not be sent twice.
+    let (arrived, release) = hold(&rig, "a");
+    let post = rig
+        .core
+        .queue_request(Request::post("s", "q").body(b"x".to_vec()))
+        .unwrap();
+    std::thread::scope(|s| {
+        let first = s.spawn(|| rig.work_once().is_some());
+        arrived.recv_timeout(SOON).unwrap();
+        rig.clock.advance(Duration::from_millis(100));
+        assert_eq!(rig.fire_timers(), 0);
+        release.send(()).unwrap();
+        assert!(first.join().unwrap());
+    });
+    assert_eq!(post.wait().unwrap().provider(), "a");
+    assert!(rig.fake("b").sent().is_empty());
+
+    // No retry budget left: no hedge either.
+    let rig = hedged("retry = { budget_ratio = 0.0, budget_min_per_sec = 0 }");
+    let (arrived, release) = hold(&rig, "a");
+    let ticket = rig.core.queue_request(Request::get("s", "q")).unwrap();
+    std::thread::scope(|s| {
+        let first = s.spawn(|| rig.work_once().is_some());
+        arrived.recv_timeout(SOON).unwrap();
+        rig.clock.advance(Duration::from_millis(50));
+        rig.fire_timers();
+        assert_eq!(rig.work_all(5), 0, "nothing launched");
+        release.send(()).unwrap();
+        assert!(first.join().unwrap());
+    });
+    assert_eq!(ticket.wait().unwrap().provider(), "a");
+    assert!(rig.fake("b").sent().is_empty());
+    assert_eq!(rig.core.snapshot().services["s"].hedges, 0);
+}
+
+#[test]
+fn a_failing_hedge_leaves_the_outcome_to_the_first_attempt() {
+    let rig = hedged("");
+    let (arrived, release) = hold(&rig, "a");
+    rig.fake("b").push(Reply::Status(503));
+    let (tx, rx) = crossbeam_channel::bounded(2);
+    rig.core
+        .queue_with_callback(Request::get("s", "q"), move |r| {
+            let _ = tx.send(r.map(|r| r.provider().to_string()));
+        })
+        .unwrap();
+    std::thread::scope(|s| {
+        let first = s.spawn(|| rig.work_once().is_some());
+        arrived.recv_timeout(SOON).unwrap();
+        rig.clock.advance(Duration::from_millis(50));
+        assert_eq!(rig.fire_timers(), 1);
+        assert_eq!(rig.work_all(5), 1);
+        assert!(
+            rx.try_recv().is_err(),
+            "the hedge's failure is not the outcome"
+        );
+        release.send(()).unwrap();
+        assert!(first.join().unwrap());
+    });
+    assert_eq!(rx.recv_timeout(SOON).unwrap().unwrap(), "a");
+    assert!(rx.try_recv().is_err(), "exactly one outcome");
+    let s = &rig.core.snapshot().services["s"];
+    assert_eq!(
+        (s.hedges, s.hedge_wins, s.successes, s.failures),
+        (1, 0, 1, 0)
+    );
+    assert_eq!(s.providers["b"].failures, 1);
+}

@@ -14,11 +14,15 @@ use crate::foundation::response::Response;
 
 impl Core {
     /// Runs a request to its outcome; inline when a slot is free and nothing as urgent
-    /// waits, else queued like [`Core::queue_request`] with the caller waiting on its ticket.
+    /// waits, else queued like [`Core::queue_request`] with the caller waiting on its
+    /// ticket. A hedged request is always queued: the caller's thread must be free to
+    /// take whichever answer comes first.
     pub fn drive_call(&self, request: Request) -> Outcome {
         let (service, eligible) = self.admit(&request)?;
         let svc = &self.services[service];
-        if svc.admission.has_waiting_at_or_above(request.priority) {
+        if svc.admission.has_waiting_at_or_above(request.priority)
+            || svc.hedge_after(&request).is_some()
+        {
             return self.enqueue(service, eligible, request)?.wait();
         }
         let now = self.clock.now();

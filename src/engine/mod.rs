@@ -13,6 +13,7 @@ pub(crate) mod runtime;
 
 pub(crate) mod dispatch;
 pub(crate) mod health_loop;
+pub(crate) mod hedge;
 pub(crate) mod intake;
 pub(crate) mod timer;
 pub(crate) mod worker;

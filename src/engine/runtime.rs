@@ -189,6 +189,10 @@ impl Core {
 
     /// Ends a job that the stop caught waiting; its slot, if any, goes back on drop.
     pub fn end_stopped(&self, mut job: Job) {
+        if job.is_hedge {
+            // The hedged job ends the request.
+            return;
+        }
         let service = &self.services[job.service];
         job.reserved = None;
         job.place = None;

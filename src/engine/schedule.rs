@@ -1,5 +1,6 @@
-//! What is to happen at a set time: jobs waiting out a backoff (so no worker sleeps), and
-//! the deadlines of callback requests (which have no waiter to notice). The sending side
+//! What is to happen at a set time: jobs waiting out a backoff (so no worker sleeps),
+//! hedges waiting for their time, and the deadlines of callback requests (which have no
+//! waiter to notice). The sending side
 //! lives in the runtime; the timer thread (`timer.rs`) fires them.
 
 use std::cmp::Ordering as CmpOrdering;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender};
 
-use crate::flow::job::Job;
+use crate::flow::job::{HedgeOrder, Job};
 use crate::flow::ticket::{CallbackCell, JobPhase};
 use crate::foundation::error::Error;
 
@@ -21,6 +22,8 @@ pub(crate) struct Delayed {
 pub(crate) enum Due {
     /// Back to the queue.
     Requeue(Box<Job>),
+    /// Send a hedge, unless the first attempt ended by then.
+    Hedge(Box<HedgeOrder>),
     /// Time out a callback request still waiting for a worker or a slot.
     Expire {
         phase: Arc<JobPhase>,
@@ -70,6 +73,15 @@ impl Timer {
                 job.finish(Err(Error::ShuttingDown));
             }
         }
+    }
+
+    /// Sends the hedge at `due` unless the first attempt ends before; a stopped timer
+    /// drops it (the hedged job still has its own outcome).
+    pub fn hedge(&self, order: HedgeOrder, due: Duration) {
+        let _ = self.tx.send(Delayed {
+            due,
+            what: Due::Hedge(Box::new(order)),
+        });
     }
 
     /// Times out a callback request at `due` unless it has started or ended by then.

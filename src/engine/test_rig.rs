@@ -52,8 +52,8 @@ impl Rig {
         }
     }
 
-    /// What the timer thread would do now: requeues every job due by the clock. Returns
-    /// how many it requeued.
+    /// What the timer thread would do now: requeues every job due by the clock and sends
+    /// the hedges due (unless moot). Returns how many of either it fired.
     pub fn fire_timers(&self) -> usize {
         let mut timers = self.timers.lock();
         timers.extend(self.wiring.timer.try_iter());
@@ -62,10 +62,14 @@ impl Rig {
         *timers = later;
         let mut fired = 0;
         for d in due {
-            if let crate::engine::schedule::Due::Requeue(job) = d.what {
-                self.core.requeue(*job);
-                fired += 1;
+            match d.what {
+                crate::engine::schedule::Due::Requeue(job) => self.core.requeue(*job),
+                crate::engine::schedule::Due::Hedge(order) => {
+                    crate::engine::hedge::launch(&self.core, *order)
+                }
+                crate::engine::schedule::Due::Expire { .. } => continue,
             }
+            fired += 1;
         }
         fired
     }

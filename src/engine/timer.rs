@@ -54,6 +54,7 @@ const PURGE_FLOOR: usize = 1024;
 fn purge_settled(heap: &mut BinaryHeap<Delayed>) -> usize {
     heap.retain(|d| match &d.what {
         Due::Expire { phase, .. } => !phase.is_settled(),
+        Due::Hedge(order) => !order.is_moot(),
         Due::Requeue(_) => true,
     });
     (heap.len() * 2).max(PURGE_FLOOR)
@@ -72,6 +73,7 @@ fn fire_due(core: &Core, heap: &mut BinaryHeap<Delayed>) {
 fn fire(core: &Core, what: Due) {
     match what {
         Due::Requeue(job) => core.requeue(*job),
+        Due::Hedge(order) => crate::engine::hedge::launch(core, *order),
         Due::Expire {
             phase,
             callback,

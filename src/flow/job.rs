@@ -1,15 +1,60 @@
 //! A request on its way through the balancer: what it asked, what happened so far.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::flow::activity::ActiveGuard;
-use crate::flow::ticket::{Outcome, Phase, Sink};
+use crate::flow::ticket::{JobPhase, Outcome, Phase, Sink};
 use crate::foundation::error::AttemptError;
 use crate::foundation::index_set::IndexSet;
 use crate::foundation::request::Request;
 use crate::upstream::admission::Place;
 use crate::upstream::service::Want;
 use crate::upstream::slot::Slot;
+
+/// What a job and its hedge share.
+#[derive(Debug, Default)]
+pub(crate) struct Race {
+    /// The job's first attempt ended (answered or failed): a hedge not yet sent is moot.
+    pub first_over: AtomicBool,
+}
+
+/// A hedge waiting for its time: what it needs to become a job of its own then.
+pub(crate) struct HedgeOrder {
+    pub request: Request,
+    pub service: usize,
+    pub eligible: IndexSet,
+    /// The providers the hedged job has tried, its current one included.
+    pub tried: IndexSet,
+    pub times: (Duration, Duration),
+    pub sink: Sink,
+    pub race: Arc<Race>,
+}
+
+impl HedgeOrder {
+    /// Whether sending it now would be pointless: the first attempt ended, or the
+    /// outcome is decided.
+    pub fn is_moot(&self) -> bool {
+        self.race.first_over.load(Ordering::Acquire)
+            || self.sink.phase().is_some_and(|p| p.is_settled())
+    }
+
+    pub fn into_job(self, active: ActiveGuard) -> Job {
+        let mut job = Job::new(
+            self.request,
+            self.service,
+            self.eligible,
+            self.times,
+            self.sink,
+            active,
+        );
+        job.tried = self.tried;
+        job.race = Some(self.race);
+        job.is_hedge = true;
+        job
+    }
+}
 
 pub(crate) struct Job {
     pub request: Request,
@@ -37,6 +82,11 @@ pub(crate) struct Job {
     pub place: Option<Place>,
     /// Whether it looked in its endpoint's cache already (a miss is counted once).
     pub looked_in_cache: bool,
+    /// Shared with its hedge once one is armed; see [`Race`].
+    pub race: Option<Arc<Race>>,
+    /// This job is the hedge of another: it delivers only a winning answer, quietly ends
+    /// otherwise, and never counts as a request of its own.
+    pub is_hedge: bool,
     _active: ActiveGuard,
 }
 
@@ -66,6 +116,8 @@ impl Job {
             reserved: None,
             place: None,
             looked_in_cache: false,
+            race: None,
+            is_hedge: false,
             _active: active,
         }
     }
@@ -100,8 +152,12 @@ impl Job {
         self.sink.phase().is_some_and(|p| p.is_settled())
     }
 
-    /// Claims the job for an attempt; false when a waiter settled it first.
+    /// Claims the job for an attempt; false when a waiter settled it first. A hedge
+    /// leaves the phase to the job it hedges, whose attempt may be running.
     pub fn begin_attempt(&self) -> bool {
+        if self.is_hedge {
+            return !self.is_settled();
+        }
         self.sink
             .phase()
             .is_none_or(|p| p.shift(Phase::Waiting, Phase::Running))
@@ -109,9 +165,31 @@ impl Job {
 
     /// Hands the job back to waiting after an attempt (it will park or retry).
     pub fn end_attempt(&self) {
+        if self.is_hedge {
+            return;
+        }
         if let Some(p) = self.sink.phase() {
             p.shift(Phase::Running, Phase::Waiting);
         }
+    }
+
+    /// Whether a hedge of this job delivered its outcome (so the job itself has nothing
+    /// to record).
+    pub fn lost_to_its_hedge(&self) -> bool {
+        !self.is_hedge && self.sink.phase().is_some_and(JobPhase::was_hedged)
+    }
+
+    /// Decides the outcome is this job's to deliver; false when a waiter, the job it
+    /// hedges or its hedge settled it first.
+    pub fn claim(&self) -> bool {
+        self.sink.claim(self.is_hedge)
+    }
+
+    /// Delivers an outcome [`Job::claim`] won; see [`Job::finish`].
+    pub fn finish_claimed(self, outcome: Outcome) -> Option<Outcome> {
+        let Job { sink, _active, .. } = self;
+        drop(_active);
+        sink.deliver_claimed(outcome)
     }
 
     /// Delivers the outcome. The request stops counting as under way first, so whoever

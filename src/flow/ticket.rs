@@ -29,6 +29,8 @@ pub(crate) enum Phase {
     Running = 1,
     /// The outcome is decided.
     Settled = 2,
+    /// The outcome is decided, by a hedge's answer.
+    Hedged = 3,
 }
 
 #[derive(Debug, Default)]
@@ -43,11 +45,30 @@ impl JobPhase {
     }
 
     pub fn settle(&self) -> bool {
-        self.0.swap(Phase::Settled as u8, Ordering::AcqRel) != Phase::Settled as u8
+        self.settle_as(Phase::Settled)
+    }
+
+    /// Settles it for a hedge, so the hedged job can tell who delivered.
+    pub fn settle_for_hedge(&self) -> bool {
+        self.settle_as(Phase::Hedged)
+    }
+
+    /// Decides the outcome unless it was decided already, keeping who decided it.
+    fn settle_as(&self, to: Phase) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p < Phase::Settled as u8).then_some(to as u8)
+            })
+            .is_ok()
     }
 
     pub fn is_settled(&self) -> bool {
-        self.0.load(Ordering::Acquire) == Phase::Settled as u8
+        self.0.load(Ordering::Acquire) >= Phase::Settled as u8
+    }
+
+    /// Whether a hedge's answer decided the outcome.
+    pub fn was_hedged(&self) -> bool {
+        self.0.load(Ordering::Acquire) == Phase::Hedged as u8
     }
 }
 
@@ -82,6 +103,43 @@ impl Sink {
         match self {
             Sink::Caller => None,
             Sink::Channel(phase, _) | Sink::Callback(phase, _) => Some(phase),
+        }
+    }
+
+    /// A second sink for the same outcome (a hedge's): whoever settles first delivers.
+    /// `None` for `Caller`, whose outcome can only come back to the thread driving it.
+    pub fn share(&self) -> Option<Sink> {
+        match self {
+            Sink::Caller => None,
+            Sink::Channel(phase, tx) => Some(Sink::Channel(phase.clone(), tx.clone())),
+            Sink::Callback(phase, cell) => Some(Sink::Callback(phase.clone(), cell.clone())),
+        }
+    }
+
+    /// Decides the outcome is this side's to deliver; false when somebody settled first.
+    /// A hedge claims so that the job it hedges can tell.
+    pub fn claim(&self, for_hedge: bool) -> bool {
+        self.phase().is_none_or(|p| {
+            if for_hedge {
+                p.settle_for_hedge()
+            } else {
+                p.settle()
+            }
+        })
+    }
+
+    /// Delivers an outcome this side has claimed. Returns it for `Caller`.
+    pub fn deliver_claimed(self, outcome: Outcome) -> Option<Outcome> {
+        match self {
+            Sink::Caller => Some(outcome),
+            Sink::Channel(_, tx) => {
+                let _ = tx.send(outcome);
+                None
+            }
+            Sink::Callback(_, cell) => {
+                call_back(&cell, outcome);
+                None
+            }
         }
     }
 

@@ -175,6 +175,28 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     }
 
     out.family(
+        "switchyard_hedges_total",
+        "counter",
+        "Hedges: second attempts sent to another provider after hedge_after_ms with no answer.",
+    );
+    for (name, s) in services {
+        out.sample("switchyard_hedges_total", &[("service", name)], s.hedges);
+    }
+
+    out.family(
+        "switchyard_hedge_wins_total",
+        "counter",
+        "Hedges whose answer was the one the caller got.",
+    );
+    for (name, s) in services {
+        out.sample(
+            "switchyard_hedge_wins_total",
+            &[("service", name)],
+            s.hedge_wins,
+        );
+    }
+
+    out.family(
         "switchyard_attempts_total",
         "counter",
         "Attempts sent to a provider by outcome: success or the failure kind.",

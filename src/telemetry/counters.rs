@@ -74,6 +74,9 @@ pub(crate) struct ServiceStats {
     /// Requests answered from an endpoint's cache, and those that looked and missed.
     pub(crate) cache_hits: AtomicU64,
     pub(crate) cache_misses: AtomicU64,
+    /// Hedges sent, and those whose answer was the one delivered.
+    pub(crate) hedges: AtomicU64,
+    pub(crate) hedge_wins: AtomicU64,
     pub(crate) latency: Histogram,
     pub(crate) queue_wait: Histogram,
     pub(crate) queue_wait_by_priority: [Histogram; 4],
@@ -93,6 +96,14 @@ impl ServiceStats {
 
     pub fn record_coalesced(&self) {
         self.coalesced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_hedge(&self) {
+        self.hedges.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_hedge_win(&self) {
+        self.hedge_wins.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn record_cache(&self, hit: bool) {

@@ -72,6 +72,10 @@ pub struct ServiceSnapshot {
     pub cache_hits: u64,
     /// Requests to a caching endpoint that found nothing kept and went upstream.
     pub cache_misses: u64,
+    /// Hedges sent (`hedge_after_ms`): second attempts of requests slow to answer.
+    pub hedges: u64,
+    /// Hedges whose answer was the one the caller got.
+    pub hedge_wins: u64,
     /// `cost_per_request` x calls charged (attempts, probes, health checks), summed over
     /// the providers.
     pub cost_total: f64,

@@ -46,6 +46,8 @@ pub(crate) struct Service {
     has_params: bool,
     /// Endpoints whose identical requests do not share calls (`coalesce = false`).
     alone: std::collections::HashSet<String>,
+    /// Endpoints whose requests are hedged, and after how long (`hedge_after_ms`).
+    hedged: HashMap<String, Duration>,
 }
 
 /// Above this many providers, first picks sample instead of scanning.
@@ -150,6 +152,12 @@ impl Service {
                 .filter(|(_, o)| !o.coalesce)
                 .map(|(name, _)| name.clone())
                 .collect(),
+            hedged: config
+                .endpoints
+                .iter()
+                .filter(|(_, o)| o.hedge_after_ms > 0)
+                .map(|(name, o)| (name.clone(), Duration::from_millis(o.hedge_after_ms)))
+                .collect(),
             has_params: config
                 .providers
                 .iter()
@@ -239,6 +247,16 @@ impl Service {
     pub fn call_key(&self, request: &Request) -> Option<u128> {
         (request.may_share_a_call() && !self.alone.contains(&request.endpoint))
             .then(|| request.call_key())
+    }
+
+    /// How long a request waits for its first attempt's answer before it is also sent to
+    /// another provider; `None` when it is not hedged (its endpoint says nothing, or it
+    /// may not be sent twice).
+    pub fn hedge_after(&self, request: &Request) -> Option<Duration> {
+        if self.hedged.is_empty() || !request.may_share_a_call() {
+            return None;
+        }
+        self.hedged.get(&request.endpoint).copied()
     }
 
     pub fn set_fallback(&self, fallback: Option<Fallback>) {

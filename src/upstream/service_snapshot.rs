@@ -59,6 +59,8 @@ impl Service {
             coalesced: st.coalesced.load(Ordering::Relaxed),
             cache_hits: st.cache_hits.load(Ordering::Relaxed),
             cache_misses: st.cache_misses.load(Ordering::Relaxed),
+            hedges: st.hedges.load(Ordering::Relaxed),
+            hedge_wins: st.hedge_wins.load(Ordering::Relaxed),
             cost_total: costs.iter().map(|c| c.0 * c.1.total as f64).sum(),
             cost_last_24h: costs.iter().map(|c| c.0 * c.1.last_24h as f64).sum(),
             cost_today: costs.iter().map(|c| c.0 * c.1.today as f64).sum(),

@@ -24,6 +24,8 @@ pub enum Fault {
     RetryAfter(u16, u64),
     /// Waits this long, then answers normally.
     Slow(Duration),
+    /// Every n-th request (the n-th, the 2n-th...) waits this long; the rest answer at once.
+    SlowEvery(usize, Duration),
     /// Reads the request and never answers (until the server stops or 30 s pass).
     Hang,
     /// Reads the request, then resets the connection (RST).
@@ -127,6 +129,8 @@ struct State {
     health_latency: Mutex<Duration>,
     health_checks: AtomicUsize,
     enforced: Mutex<Enforced>,
+    /// Requests answered under `SlowEvery`.
+    paced: AtomicUsize,
 }
 
 /// A running test server; stops when dropped.
@@ -400,6 +404,12 @@ fn respond(w: &mut TcpStream, st: &State) -> bool {
         }
         Fault::Slow(d) => {
             thread::sleep(d);
+            write_response(w, 200, &[], &body)
+        }
+        Fault::SlowEvery(n, d) => {
+            if (st.paced.fetch_add(1, Ordering::AcqRel) + 1) % n.max(1) == 0 {
+                thread::sleep(d);
+            }
             write_response(w, 200, &[], &body)
         }
         Fault::Hang => {

@@ -6,8 +6,19 @@ use super::{EndpointOptions, ProviderConfig};
 use crate::foundation::error::Error;
 use crate::foundation::shape::Shape;
 
-/// `at` is the endpoint's own path, `services.S.endpoints.E`.
-pub(super) fn check_endpoint(at: &str, options: &EndpointOptions) -> Result<(), Error> {
+/// `at` is the endpoint's own path, `services.S.endpoints.E`; `serving` is how many
+/// providers serve it.
+pub(super) fn check_endpoint(
+    at: &str,
+    options: &EndpointOptions,
+    serving: usize,
+) -> Result<(), Error> {
+    if options.hedge_after_ms > 0 && serving < 2 {
+        return Err(Error::config(
+            format!("{at}.hedge_after_ms"),
+            "a hedge goes to a different provider, and only one serves this endpoint",
+        ));
+    }
     if options.cache_ttl_ms > 0 && options.cache_max_entries == 0 {
         return Err(Error::config(
             format!("{at}.cache_max_entries"),

@@ -220,6 +220,10 @@ pub struct EndpointOptions {
     pub cache_ttl_ms: u64,
     /// At most this many answers are kept; the oldest go first. Defaults to 10000.
     pub cache_max_entries: usize,
+    /// Above 0: a request that may share a call (GET, HEAD or idempotent) with no answer
+    /// after this long also goes to a different provider; the first answer wins. Hedges
+    /// draw on the retry budget. Defaults to 0, off.
+    pub hedge_after_ms: u64,
 }
 
 impl Default for EndpointOptions {
@@ -228,6 +232,7 @@ impl Default for EndpointOptions {
             coalesce: true,
             cache_ttl_ms: 0,
             cache_max_entries: 10_000,
+            hedge_after_ms: 0,
         }
     }
 }

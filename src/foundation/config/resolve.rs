@@ -96,15 +96,20 @@ impl Config {
                 ));
             }
             for (name, options) in &svc.endpoints {
-                fewer_calls::check_endpoint(&format!("{at}.endpoints.{name}"), options)?;
-                let served = name.starts_with('/')
-                    || providers.iter().any(|p| p.endpoints.contains_key(name));
-                if !served {
+                let serving = match name.starts_with('/') {
+                    true => providers.len(),
+                    false => providers
+                        .iter()
+                        .filter(|p| p.endpoints.contains_key(name))
+                        .count(),
+                };
+                if serving == 0 {
                     return Err(Error::config(
                         format!("{at}.endpoints.{name}"),
                         format!("no provider of the service serves endpoint `{name}`"),
                     ));
                 }
+                fewer_calls::check_endpoint(&format!("{at}.endpoints.{name}"), options, serving)?;
             }
             services.push(ResolvedService {
                 endpoints: svc.endpoints.clone(),

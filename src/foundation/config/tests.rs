@@ -172,6 +172,15 @@ fn every_refusal_names_its_path() {
             "services.s.endpoints.quote.cache_max_entries: must be at least 1 when cache_ttl_ms is set",
         ),
         (
+            r#"[services.s.endpoints.quote]
+            hedge_after_ms = 50
+            [[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            endpoints = { quote = "/q" }"#,
+            "services.s.endpoints.quote.hedge_after_ms: a hedge goes to a different provider, and only one serves this endpoint",
+        ),
+        (
             r#"[services.s.endpoints.quotes]
             cache_ttl_ms = 1000
             [[services.s.providers]]
