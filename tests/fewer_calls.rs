@@ -191,6 +191,9 @@ fn a_slow_answer_is_hedged_to_the_other_provider_and_the_caller_gets_the_first()
     );
     assert_eq!(fast.requests() as u64, s.hedges);
     let text = lb.prometheus();
-    let line = format!("switchyard_hedge_wins_total{{service=\"s\"}} {}", s.hedge_wins);
+    let line = format!(
+        "switchyard_hedge_wins_total{{service=\"s\"}} {}",
+        s.hedge_wins
+    );
     assert!(text.contains(&line), "{text}");
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use crossbeam_channel::select;
 
+use crate::engine::batch::{self, EndpointBatcher, Offer};
 use crate::engine::hedge;
 use crate::engine::runtime::Core;
 use crate::flow::job::Job;
@@ -17,8 +18,10 @@ use crate::flow::ticket::{Outcome, Sink, Ticket};
 use crate::foundation::error::{AttemptError, AttemptKind, Error};
 use crate::foundation::response::Response;
 use crate::policy::retry::backoff;
+use crate::upstream::provider::Provider;
 use crate::upstream::service::{AttemptEnd, Pick, Service};
 use crate::upstream::slot::Slot;
+use crate::upstream::transport::{Answer, Failure};
 
 /// How a drive ended.
 pub(crate) struct Driven {
@@ -44,8 +47,9 @@ impl Driven {
 pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
     let service = &core.services[job.service];
     let mut handed: Option<Job> = None;
-    // A hedge is a second call on purpose: it neither shares one nor reads the cache.
-    let call_key = match job.is_hedge {
+    // A hedge is a second call on purpose: it neither shares one nor reads the cache;
+    // nor does a batch's carrier, whose members did.
+    let call_key = match job.is_hedge || job.batch.is_some() {
         true => None,
         false => service.call_key(&job.request),
     };
@@ -76,6 +80,14 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 Ok(parked) => return Driven::left(parked, handed),
                 Err(j) => job = j,
             }
+            if !job.unbatched {
+                if let Some(batcher) = core.batchers[job.service].of(&job.request.endpoint) {
+                    match offer(core, batcher, job, now) {
+                        Ok(parked) => return Driven::left(parked, handed),
+                        Err(j) => job = j,
+                    }
+                }
+            }
         }
         let slot = match job.reserved.take() {
             Some(slot) => slot,
@@ -101,6 +113,11 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                     }
                     None => return Driven::left(None, handed),
                 },
+                Pick::Exhausted if job.batch.is_some() => {
+                    // No batch provider can take it now: its members go alone.
+                    batch::split(core, job.batch.take().unwrap_or_default(), None);
+                    return Driven::left(None, handed);
+                }
                 Pick::Exhausted => match next_round(service, &mut job, now) {
                     Some(delay) => match back_off(core, job, delay) {
                         Some(j) => {
@@ -129,6 +146,9 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         if !job.begin_attempt() {
             job.reserved = Some(slot);
             continue;
+        }
+        if job.batch.is_some() {
+            return batch_call::send(core, job, slot, handed);
         }
         if let Some(last) = job.failures.last() {
             // A retry of the same provider after a backoff is a retry, not a failover.
@@ -164,7 +184,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         let timeout = provider.attempt_cap.min(job.deadline.saturating_sub(now));
         let r = &job.request;
         let result = provider.judge(
-            &r.endpoint,
+            Some(r.endpoint.as_str()),
             provider.transport.send(&provider.outgoing(
                 r.method,
                 &url,
@@ -194,26 +214,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             }
             return end(core, job, Err(error), handed);
         }
-        let attempt_end = match &result {
-            Ok(answer) => AttemptEnd {
-                failure: None,
-                status: Some(answer.status),
-                announced: provider.announced(&answer.headers, finished),
-                elapsed,
-                now: finished,
-            },
-            Err(f) => AttemptEnd {
-                failure: Some(f.error.kind),
-                status: f.error.status,
-                announced: f
-                    .headers
-                    .as_ref()
-                    .map(|h| provider.announced(h, finished))
-                    .unwrap_or_default(),
-                elapsed,
-                now: finished,
-            },
-        };
+        let attempt_end = attempt_end(provider, &result, elapsed, finished);
         service.record_attempt(index, permit, grant, &attempt_end);
         handed = hand_over(core, job.service, index, seat, handed);
 
@@ -295,22 +296,89 @@ fn from_cache(core: &Core, job: &mut Job, key: u128, now: Duration) -> Option<Re
     })
 }
 
+/// What an attempt's result tells its provider's breaker, windows and allowance.
+fn attempt_end(
+    provider: &Provider,
+    result: &Result<Answer, Failure>,
+    elapsed: Duration,
+    finished: Duration,
+) -> AttemptEnd {
+    match result {
+        Ok(answer) => AttemptEnd {
+            failure: None,
+            status: Some(answer.status),
+            announced: provider.announced(&answer.headers, finished),
+            elapsed,
+            now: finished,
+        },
+        Err(f) => AttemptEnd {
+            failure: Some(f.error.kind),
+            status: f.error.status,
+            announced: f
+                .headers
+                .as_ref()
+                .map(|h| provider.announced(h, finished))
+                .unwrap_or_default(),
+            elapsed,
+            now: finished,
+        },
+    }
+}
+
 /// Puts a job beside the identical call in flight, if there is one. A caller driving its
 /// own job gets a ticket to wait on, as when it parks.
 #[allow(clippy::result_large_err)] // see Coalescer::join
 fn join(core: &Core, key: u128, job: Job) -> Result<Option<Ticket>, Job> {
-    let clock = &core.clock;
-    core.coalescers[job.service].join(key, job, |j| {
-        // It waits for neither a worker nor a seat: its queue place goes back.
-        j.place = None;
-        j.start_waiting(clock.now());
-        if !matches!(j.sink, Sink::Caller) {
-            return None;
+    core.coalescers[job.service].join(key, job, |j| set_aside(core, j))
+}
+
+/// A job put aside to wait beside others (a shared call, a batch): it waits for neither
+/// a worker nor a seat, so its queue place goes back; a caller driving its own job gets
+/// a ticket to wait on.
+fn set_aside(core: &Core, job: &mut Job) -> Option<Ticket> {
+    job.place = None;
+    job.start_waiting(core.clock.now());
+    if !matches!(job.sink, Sink::Caller) {
+        return None;
+    }
+    let (ticket, sink) = Ticket::new(core.clock.clone(), job.submitted, job.deadline);
+    job.sink = sink;
+    Some(ticket)
+}
+
+/// Puts a job in a batch of its endpoint: it waits there (a ticket for a caller), or
+/// comes back when it cannot be batched. A batch it opens is closed by the timer; one it
+/// fills goes at once.
+#[allow(clippy::result_large_err)] // see Coalescer::join
+fn offer(
+    core: &Core,
+    batcher: &EndpointBatcher,
+    job: Job,
+    now: Duration,
+) -> Result<Option<Ticket>, Job> {
+    let (service, endpoint) = (job.service, job.request.endpoint.clone());
+    match batcher.offer(job, now, |j| set_aside(core, j)) {
+        Offer::Alone(job) => Err(job),
+        Offer::Joined(ticket) => Ok(ticket),
+        Offer::Opened {
+            ticket,
+            key,
+            id,
+            due,
+        } => {
+            if !core.timer.close_batch(service, &endpoint, key, id, due) {
+                // The timer is gone (stopping): end what waits now.
+                for job in batcher.close(key, id) {
+                    core.end_stopped(job);
+                }
+            }
+            Ok(ticket)
         }
-        let (ticket, sink) = Ticket::new(clock.clone(), j.submitted, j.deadline);
-        j.sink = sink;
-        Some(ticket)
-    })
+        Offer::Full { members, ticket } => {
+            batch::dispatch(core, service, &endpoint, members);
+            Ok(ticket)
+        }
+    }
 }
 
 /// The jobs that waited for the call this drive led, if it led one; the call is over.
@@ -577,6 +645,11 @@ fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driv
         hedge::end(core, job, outcome);
         return Driven::left(None, handed);
     }
+    if let Some(members) = job.batch.take() {
+        // A carrier's end without its call (deadline, shutdown): the members go alone.
+        batch::split(core, members, None);
+        return Driven::left(None, handed);
+    }
     let outcome = match outcome {
         Err(e) => {
             let elapsed = core.clock.now().saturating_sub(job.submitted);
@@ -603,5 +676,6 @@ fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driv
     }
 }
 
+mod batch_call;
 #[cfg(test)]
 mod tests;

@@ -363,3 +363,135 @@ fn a_failing_hedge_leaves_the_outcome_to_the_first_attempt() {
     );
     assert_eq!(s.providers["b"].failures, 1);
 }
+
+/// `a` answers many quotes in one call, `b` (tier 2) one at a time; windows of 5 ms,
+/// batches of at most 3.
+fn batching() -> Rig {
+    Rig::new(
+        "[services.s.endpoints.quote]\nbatch_window_ms = 5\nbatch_max = 3\n\
+         [[services.s.providers]]\nname = \"a\"\nbase_url = \"http://10.0.0.1:80\"\n\
+         endpoints = { quote = \"/q/{symbol}\" }\n\
+         batch = { quote = { path = \"/batch\", param = \"symbol\", query = \"symbols\", item = \"/{symbol}\" } }\n\
+         [[services.s.providers]]\nname = \"b\"\ntier = 2\nbase_url = \"http://10.0.0.2:80\"\n\
+         endpoints = { quote = \"/q/{symbol}\" }\n",
+    )
+}
+
+fn body_of(r: &crate::foundation::response::Response) -> String {
+    String::from_utf8_lossy(r.body()).into_owned()
+}
+
+#[test]
+fn requests_filling_a_batch_go_as_one_call_and_each_gets_its_item() {
+    let rig = batching();
+    rig.fake("a").push(answer(r#"{"A":{"p":1},"B":{"p":2}}"#));
+    let tickets: Vec<_> = ["A", "B", "C"]
+        .map(|s| rig.core.queue_request(quote(s)).unwrap())
+        .into();
+    // Two wait in the batch, the third fills it; the carrier then makes the call.
+    assert_eq!(rig.work_all(10), 4);
+    let got: Vec<_> = tickets
+        .into_iter()
+        .map(|t| {
+            let r = t.wait().unwrap();
+            (r.status(), body_of(&r), r.provider().to_string())
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (200, r#"{"p":1}"#.to_string(), "a".to_string()),
+            (200, r#"{"p":2}"#.to_string(), "a".to_string()),
+            (
+                404,
+                r#"{"error":"not in the batch answer"}"#.to_string(),
+                "a".to_string()
+            ),
+        ]
+    );
+    assert_eq!(
+        rig.fake("a").sent(),
+        ["http://10.0.0.1:80/batch?symbols=A%2CB%2CC"]
+    );
+    let s = &rig.core.snapshot().services["s"];
+    assert_eq!((s.batched, s.batch_calls, s.successes), (3, 1, 3));
+    assert_eq!(s.providers["a"].requests, 1, "one call charged");
+    assert_eq!(rig.core.requests_under_way(), 0);
+}
+
+#[test]
+fn a_window_closes_on_time_and_a_lone_request_goes_alone() {
+    let rig = batching();
+    rig.fake("a").push(answer(r#"{"A":1,"B":2}"#));
+    let two: Vec<_> = ["A", "B"]
+        .map(|s| rig.core.queue_request(quote(s)).unwrap())
+        .into();
+    assert_eq!(rig.work_all(10), 2, "both wait in the batch");
+    rig.clock.advance(Duration::from_millis(4));
+    assert_eq!(rig.fire_timers(), 0);
+    rig.clock.advance(Duration::from_millis(1));
+    assert_eq!(rig.fire_timers(), 1);
+    assert_eq!(rig.work_all(10), 1);
+    for (t, want) in two.into_iter().zip(["1", "2"]) {
+        assert_eq!(body_of(&t.wait().unwrap()), want);
+    }
+    let alone = rig.core.queue_request(quote("C")).unwrap();
+    rig.work_all(10);
+    rig.clock.advance(Duration::from_millis(5));
+    rig.fire_timers();
+    rig.work_all(10);
+    assert_eq!(alone.wait().unwrap().status(), 200);
+    assert_eq!(
+        rig.fake("a").sent()[1],
+        "http://10.0.0.1:80/q/C",
+        "a single call"
+    );
+    let s = &rig.core.snapshot().services["s"];
+    assert_eq!((s.batched, s.batch_calls), (2, 1));
+}
+
+#[test]
+fn a_failing_batch_call_splits_into_single_calls_with_no_caller_error() {
+    for reply in [Reply::Status(503), answer("<html>maintenance</html>")] {
+        let rig = batching();
+        rig.fake("a").push(reply);
+        let tickets: Vec<_> = ["A", "B", "C"]
+            .map(|s| rig.core.queue_request(quote(s)).unwrap())
+            .into();
+        rig.work_all(20);
+        for t in tickets {
+            let r = t.wait().expect("no caller error");
+            assert_eq!((r.status(), r.provider()), (200, "b"));
+        }
+        let mut sent = rig.fake("b").sent();
+        sent.sort();
+        assert_eq!(
+            sent,
+            [
+                "http://10.0.0.2:80/q/A",
+                "http://10.0.0.2:80/q/B",
+                "http://10.0.0.2:80/q/C"
+            ]
+        );
+        let s = &rig.core.snapshot().services["s"];
+        assert_eq!((s.batch_calls, s.successes, s.failures), (0, 3, 0));
+        assert_eq!(
+            s.providers["a"].failures, 1,
+            "the batch call counts against a"
+        );
+    }
+}
+
+#[test]
+fn without_an_available_batch_provider_the_members_go_alone() {
+    let rig = batching();
+    rig.core.services[0].providers[0].breaker.force_open();
+    let tickets: Vec<_> = ["A", "B", "C"]
+        .map(|s| rig.core.queue_request(quote(s)).unwrap())
+        .into();
+    rig.work_all(20);
+    for t in tickets {
+        assert_eq!(t.wait().unwrap().provider(), "b");
+    }
+    assert!(rig.fake("a").sent().is_empty());
+}

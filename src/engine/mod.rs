@@ -1,6 +1,7 @@
 //! Engine: the runtime, its channels, and the threads that drive jobs (workers, timer,
 //! health loop, event delivery), bottom to top in the order below.
 
+pub(crate) mod batch;
 pub(crate) mod cache;
 pub(crate) mod channels;
 pub(crate) mod coalesce;

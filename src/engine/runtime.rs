@@ -10,6 +10,7 @@ use crossbeam_channel::Receiver;
 #[cfg(feature = "dashboard")]
 use parking_lot::Mutex;
 
+use crate::engine::batch::ServiceBatcher;
 use crate::engine::cache::ServiceCache;
 use crate::engine::channels::{Channels, Next};
 use crate::engine::coalesce::Coalescer;
@@ -37,6 +38,8 @@ pub(crate) struct Core {
     pub(in crate::engine) coalescers: Vec<Coalescer>,
     /// Each service's kept answers, by endpoint.
     pub(in crate::engine) caches: Vec<ServiceCache>,
+    /// Each service's batches still taking members, by endpoint.
+    pub(in crate::engine) batchers: Vec<ServiceBatcher>,
     service_index: HashMap<String, usize>,
     pub(in crate::engine) channels: Channels,
     /// Admission has stopped.
@@ -105,6 +108,7 @@ impl Core {
                 .iter()
                 .map(|s| ServiceCache::new(&s.endpoints))
                 .collect(),
+            batchers: resolved.services.iter().map(ServiceBatcher::new).collect(),
             services,
             service_index,
             channels: Channels::new(),
@@ -167,6 +171,11 @@ impl Core {
                 self.end_stopped(job);
             }
         }
+        for batcher in &self.batchers {
+            for job in batcher.take_all() {
+                self.end_stopped(job);
+            }
+        }
     }
 
     /// Puts a job that waited out a backoff back in its line.
@@ -191,6 +200,12 @@ impl Core {
     pub fn end_stopped(&self, mut job: Job) {
         if job.is_hedge {
             // The hedged job ends the request.
+            return;
+        }
+        if let Some(members) = job.batch.take() {
+            for member in members {
+                self.end_stopped(member);
+            }
             return;
         }
         let service = &self.services[job.service];

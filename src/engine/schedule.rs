@@ -24,6 +24,13 @@ pub(crate) enum Due {
     Requeue(Box<Job>),
     /// Send a hedge, unless the first attempt ended by then.
     Hedge(Box<HedgeOrder>),
+    /// Close batch `id` of `endpoint` under `key` and send it.
+    CloseBatch {
+        service: usize,
+        endpoint: String,
+        key: u128,
+        id: u64,
+    },
     /// Time out a callback request still waiting for a worker or a slot.
     Expire {
         phase: Arc<JobPhase>,
@@ -82,6 +89,25 @@ impl Timer {
             due,
             what: Due::Hedge(Box::new(order)),
         });
+    }
+
+    /// Closes a batch at `due`. False when the timer is gone (the balancer stopped): the
+    /// caller then ends the batch itself.
+    pub fn close_batch(
+        &self,
+        service: usize,
+        endpoint: &str,
+        key: u128,
+        id: u64,
+        due: Duration,
+    ) -> bool {
+        let what = Due::CloseBatch {
+            service,
+            endpoint: endpoint.to_string(),
+            key,
+            id,
+        };
+        self.tx.send(Delayed { due, what }).is_ok()
     }
 
     /// Times out a callback request at `due` unless it has started or ended by then.

@@ -67,6 +67,12 @@ impl Rig {
                 crate::engine::schedule::Due::Hedge(order) => {
                     crate::engine::hedge::launch(&self.core, *order)
                 }
+                crate::engine::schedule::Due::CloseBatch {
+                    service,
+                    endpoint,
+                    key,
+                    id,
+                } => crate::engine::batch::close_and_send(&self.core, service, &endpoint, key, id),
                 crate::engine::schedule::Due::Expire { .. } => continue,
             }
             fired += 1;

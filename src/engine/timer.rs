@@ -41,6 +41,11 @@ pub(crate) fn keep_time(core: Arc<Core>, rx: Receiver<Delayed>, stop: Receiver<(
             core.end_stopped(*job);
         }
     }
+    for batcher in &core.batchers {
+        for job in batcher.take_all() {
+            core.end_stopped(job);
+        }
+    }
 }
 
 /// The heap is purged of settled entries whenever it grows past twice what it held after
@@ -55,6 +60,7 @@ fn purge_settled(heap: &mut BinaryHeap<Delayed>) -> usize {
     heap.retain(|d| match &d.what {
         Due::Expire { phase, .. } => !phase.is_settled(),
         Due::Hedge(order) => !order.is_moot(),
+        Due::CloseBatch { .. } => true,
         Due::Requeue(_) => true,
     });
     (heap.len() * 2).max(PURGE_FLOOR)
@@ -74,6 +80,12 @@ fn fire(core: &Core, what: Due) {
     match what {
         Due::Requeue(job) => core.requeue(*job),
         Due::Hedge(order) => crate::engine::hedge::launch(core, *order),
+        Due::CloseBatch {
+            service,
+            endpoint,
+            key,
+            id,
+        } => crate::engine::batch::close_and_send(core, service, &endpoint, key, id),
         Due::Expire {
             phase,
             callback,

@@ -87,6 +87,10 @@ pub(crate) struct Job {
     /// This job is the hedge of another: it delivers only a winning answer, quietly ends
     /// otherwise, and never counts as a request of its own.
     pub is_hedge: bool,
+    /// It may not wait for a batch (it was split from one, or carries one).
+    pub unbatched: bool,
+    /// The requests this job carries as one batch call; its own outcome goes nowhere.
+    pub batch: Option<Vec<Job>>,
     _active: ActiveGuard,
 }
 
@@ -118,6 +122,8 @@ impl Job {
             looked_in_cache: false,
             race: None,
             is_hedge: false,
+            unbatched: false,
+            batch: None,
             _active: active,
         }
     }

@@ -290,18 +290,35 @@ impl Request {
     /// by it without keeping a copy of the request, and no caller can craft a request that
     /// collides with another's.
     pub(crate) fn call_key(&self) -> u128 {
-        use std::hash::BuildHasher;
-        static KEYS: once_cell::sync::Lazy<[std::collections::hash_map::RandomState; 2]> =
-            once_cell::sync::Lazy::new(Default::default);
-        let call = (
+        keyed_hash((
             self.method,
             &self.endpoint,
             &self.params,
             &self.headers,
             &self.body,
-        );
-        let half = |keys: &std::collections::hash_map::RandomState| keys.hash_one(call);
-        (u128::from(half(&KEYS[0])) << 64) | u128::from(half(&KEYS[1]))
+        ))
+    }
+
+    /// The key under which requests that differ only in parameter `item` may go in one
+    /// batch call, keyed like [`Request::call_key`].
+    pub(crate) fn batch_key(&self, item: &str) -> u128 {
+        let others = self.params.iter().filter(|(k, _)| k != item);
+        let others: Vec<&(String, String)> = others.collect();
+        keyed_hash((
+            self.method,
+            &self.endpoint,
+            others,
+            &self.headers,
+            &self.body,
+        ))
+    }
+
+    /// The value of parameter `name`, if the request has it.
+    pub(crate) fn param_value(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub(crate) fn is_raw_path(&self) -> bool {
@@ -441,6 +458,15 @@ pub(crate) fn header_value_problem(value: &str) -> Option<&'static str> {
 /// RFC 9110 token characters.
 pub(crate) fn is_header_name_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// 128 bits of two hashes keyed at random for this process.
+fn keyed_hash(value: impl std::hash::Hash) -> u128 {
+    use std::hash::BuildHasher;
+    static KEYS: once_cell::sync::Lazy<[std::collections::hash_map::RandomState; 2]> =
+        once_cell::sync::Lazy::new(Default::default);
+    let half = |keys: &std::collections::hash_map::RandomState| keys.hash_one(&value);
+    (u128::from(half(&KEYS[0])) << 64) | u128::from(half(&KEYS[1]))
 }
 
 /// A map by [`Request::call_key`]: the keys are keyed hashes already, so their low half

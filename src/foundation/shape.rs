@@ -32,12 +32,17 @@ impl Shape {
     pub fn apply(&self, body: &[u8]) -> Result<Vec<u8>, String> {
         let answer: Value = serde_json::from_slice(body)
             .map_err(|e| format!("the answer is not JSON, which its shape needs ({e})"))?;
+        serde_json::to_vec(&self.apply_value(&answer)).map_err(|e| e.to_string())
+    }
+
+    /// The shaped object of an answer already parsed.
+    pub fn apply_value(&self, answer: &Value) -> Value {
         let mut shaped = Map::with_capacity(self.fields.len());
         for (name, pointer) in &self.fields {
             let value = answer.pointer(pointer).cloned().unwrap_or(Value::Null);
             shaped.insert(name.clone(), value);
         }
-        serde_json::to_vec(&Value::Object(shaped)).map_err(|e| e.to_string())
+        Value::Object(shaped)
     }
 }
 

@@ -77,6 +77,9 @@ pub(crate) struct ServiceStats {
     /// Hedges sent, and those whose answer was the one delivered.
     pub(crate) hedges: AtomicU64,
     pub(crate) hedge_wins: AtomicU64,
+    /// Requests that went out inside a batch call of two or more, and those calls.
+    pub(crate) batched: AtomicU64,
+    pub(crate) batch_calls: AtomicU64,
     pub(crate) latency: Histogram,
     pub(crate) queue_wait: Histogram,
     pub(crate) queue_wait_by_priority: [Histogram; 4],
@@ -96,6 +99,11 @@ impl ServiceStats {
 
     pub fn record_coalesced(&self) {
         self.coalesced.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn record_batch(&self, members: usize) {
+        self.batch_calls.fetch_add(1, Ordering::Relaxed);
+        self.batched.fetch_add(members as u64, Ordering::Relaxed);
     }
 
     pub fn record_hedge(&self) {

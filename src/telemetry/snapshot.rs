@@ -72,6 +72,10 @@ pub struct ServiceSnapshot {
     pub cache_hits: u64,
     /// Requests to a caching endpoint that found nothing kept and went upstream.
     pub cache_misses: u64,
+    /// Requests that went out inside a batch call of two or more (`batch_window_ms`).
+    pub batched: u64,
+    /// Batch calls made (each one upstream call for its requests).
+    pub batch_calls: u64,
     /// Hedges sent (`hedge_after_ms`): second attempts of requests slow to answer.
     pub hedges: u64,
     /// Hedges whose answer was the one the caller got.

@@ -2,6 +2,7 @@
 
 pub(crate) mod admission;
 pub(crate) mod allowance;
+pub(crate) mod batch_form;
 pub(crate) mod circuit_events;
 #[cfg(test)]
 pub(crate) mod fake_transport;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::foundation::clock::SharedClock;
-use crate::foundation::config::{PoolConfig, ResolvedProvider};
+use crate::foundation::config::{PoolConfig, ResolvedBatch, ResolvedProvider};
 use crate::foundation::error::{AttemptError, AttemptKind};
 use crate::foundation::request::{Method, Request};
 use crate::foundation::secrets::Secrets;
@@ -24,6 +24,7 @@ use crate::policy::tail::LatencyTail;
 use crate::telemetry::cost::CostLedger;
 use crate::telemetry::counters::ProviderStats;
 use crate::upstream::allowance::Allowance;
+use crate::upstream::batch_form;
 use crate::upstream::http;
 use crate::upstream::slot::Seat;
 use crate::upstream::transport::{Answer, Connector, Failure, Outgoing, Transport};
@@ -53,6 +54,8 @@ pub(crate) struct Provider {
     pub classifier: Classifier,
     /// Response shapes by endpoint name.
     shapes: HashMap<String, Shape>,
+    /// Batch forms by endpoint name.
+    batches: HashMap<String, ResolvedBatch>,
     /// Connection slots that normal and low requests may use (the rest are reserved).
     shed_connections: usize,
     /// Recent latency tail over the breaker's window, for `cost_aware`.
@@ -137,6 +140,11 @@ impl Provider {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            batches: config
+                .batches
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
             shed_connections: config.pool.max_connections
                 - ((config.pool.max_connections as f64) * config.reserve).floor() as usize,
             tail: LatencyTail::new(Duration::from_millis(config.circuit_breaker.window_ms)),
@@ -197,6 +205,36 @@ impl Provider {
         url
     }
 
+    /// The URL of the batch call for `items` of `endpoint`, the other parameters taken
+    /// from `params`; `None` when the provider has no batch form for it.
+    pub fn batch_url(
+        &self,
+        endpoint: &str,
+        params: &[(String, String)],
+        items: &[&str],
+    ) -> Option<String> {
+        let batch = self.batches.get(endpoint)?;
+        let mut url = self.base_url.clone();
+        url.push_str(&batch_form::target(batch, params, items));
+        if !self.query.is_empty() {
+            url.push('&');
+            url.push_str(&self.query);
+        }
+        Some(url)
+    }
+
+    /// Each item's body (and raw body, when shaped) in a 2xx answer to a batch call of
+    /// `endpoint`, in the order of `items`.
+    pub fn batch_items(
+        &self,
+        endpoint: &str,
+        body: &[u8],
+        items: &[&str],
+    ) -> Result<Vec<Option<batch_form::Item>>, String> {
+        let batch = self.batches.get(endpoint).ok_or("no batch form")?;
+        batch_form::split(batch, self.shapes.get(endpoint), body, items)
+    }
+
     /// Takes a connection seat if one is free to a request of this urgency (normal and
     /// low ones leave the reserved seats free); dropping it gives it back.
     pub fn take_seat(&self, urgent: bool) -> Option<Seat> {
@@ -222,35 +260,26 @@ impl Provider {
         self.allowance.rest(now).is_none() && self.breaker.is_available()
     }
 
-    /// What an answer to a request for `endpoint` means, by the status rule and then
-    /// `classify`: a "quota used up" answer or one `classify` calls a failure becomes a
-    /// failed attempt. A 2xx answer then takes the endpoint's shape, if this provider has
-    /// one; an answer the shape cannot read is a `protocol` failure.
+    /// What an answer means, by the status rule and then `classify`: a "quota used up"
+    /// answer or one `classify` calls a failure becomes a failed attempt. A 2xx answer
+    /// then takes the shape of endpoint `shaped_as`, if this provider has one; an answer
+    /// the shape cannot read is a `protocol` failure. (A batch answer is shaped per item.)
     pub fn judge(
         &self,
-        endpoint: &str,
+        shaped_as: Option<&str>,
         result: Result<Answer, Failure>,
     ) -> Result<Answer, Failure> {
-        let failed = |answer: Answer, kind, message: String| Failure {
-            error: AttemptError {
-                provider: self.name.to_string(),
-                kind,
-                status: Some(answer.status),
-                elapsed: Duration::ZERO,
-                message,
-            },
-            maybe_sent: true,
-            headers: Some(Box::new(answer.headers)),
-            refused: None,
-        };
+        let failed = |answer, kind, message| self.refuse(answer, kind, message);
         match result {
             Ok(mut answer) => match self.classifier.judge(answer.status, &answer.body) {
-                Verdict::Answer => match self.shapes.get(endpoint) {
+                Verdict::Answer => match shaped_as.and_then(|e| self.shapes.get(e)) {
                     Some(shape) if (200..300).contains(&answer.status) => {
                         match shape.apply(&answer.body) {
                             Ok(shaped) => {
                                 let raw = std::mem::replace(&mut answer.body, shaped);
                                 answer.raw_body = Some(raw);
+                                // It described the provider's body, not this one.
+                                answer.headers.remove(ureq::http::header::CONTENT_LENGTH);
                                 Ok(answer)
                             }
                             Err(why) => Err(failed(answer, AttemptKind::Protocol, why)),
@@ -280,6 +309,22 @@ impl Provider {
                 }
                 Err(f)
             }
+        }
+    }
+
+    /// An answer that counts as a failed attempt of this `kind`.
+    pub fn refuse(&self, answer: Answer, kind: AttemptKind, message: String) -> Failure {
+        Failure {
+            error: AttemptError {
+                provider: self.name.to_string(),
+                kind,
+                status: Some(answer.status),
+                elapsed: Duration::ZERO,
+                message,
+            },
+            maybe_sent: true,
+            headers: Some(Box::new(answer.headers)),
+            refused: None,
         }
     }
 

@@ -59,6 +59,8 @@ impl Service {
             coalesced: st.coalesced.load(Ordering::Relaxed),
             cache_hits: st.cache_hits.load(Ordering::Relaxed),
             cache_misses: st.cache_misses.load(Ordering::Relaxed),
+            batched: st.batched.load(Ordering::Relaxed),
+            batch_calls: st.batch_calls.load(Ordering::Relaxed),
             hedges: st.hedges.load(Ordering::Relaxed),
             hedge_wins: st.hedge_wins.load(Ordering::Relaxed),
             cost_total: costs.iter().map(|c| c.0 * c.1.total as f64).sum(),

@@ -15,6 +15,7 @@ use crate::foundation::secrets;
 use crate::foundation::template::Template;
 
 mod fewer_calls;
+pub(crate) use fewer_calls::ResolvedBatch;
 mod resolve;
 pub(crate) use resolve::{Resolved, ResolvedProvider, ResolvedQuota, ResolvedService};
 
@@ -224,6 +225,32 @@ pub struct EndpointOptions {
     /// after this long also goes to a different provider; the first answer wins. Hedges
     /// draw on the retry budget. Defaults to 0, off.
     pub hedge_after_ms: u64,
+    /// Above 0: requests for this endpoint arriving within this many ms are merged into
+    /// one call to a provider that declares a `batch` for it. Defaults to 0, off.
+    pub batch_window_ms: u64,
+    /// Items in one batch call at most. Defaults to 50.
+    pub batch_max: usize,
+}
+
+/// How a provider answers many items of one endpoint in one call (`batch = { E = {...} }`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchConfig {
+    /// Path template of the batch call (other `{param}`s of the request fill it).
+    pub path: String,
+    /// The request parameter that names the item (the same for every provider).
+    pub param: String,
+    /// The query parameter the batch call lists the items in.
+    pub query: String,
+    /// What goes between two items in that list. Defaults to ",".
+    #[serde(default = "default_join")]
+    pub join: String,
+    /// JSON pointer to one item in the answer, with `{param}` where the item's name goes.
+    pub item: String,
+}
+
+fn default_join() -> String {
+    ",".to_string()
 }
 
 impl Default for EndpointOptions {
@@ -233,6 +260,8 @@ impl Default for EndpointOptions {
             cache_ttl_ms: 0,
             cache_max_entries: 10_000,
             hedge_after_ms: 0,
+            batch_window_ms: 0,
+            batch_max: 50,
         }
     }
 }
@@ -424,6 +453,9 @@ pub struct ProviderConfig {
     /// caller's body becomes an object of those fields whichever provider answered.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub shape: BTreeMap<String, BTreeMap<String, String>>,
+    /// Endpoint name -> how this provider answers many of its items in one call.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub batch: BTreeMap<String, BatchConfig>,
 }
 
 impl std::fmt::Debug for ProviderConfig {
@@ -445,6 +477,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("quota", &self.quota)
             .field("classify", &self.classify)
             .field("shape", &self.shape)
+            .field("batch", &self.batch)
             .finish()
     }
 }

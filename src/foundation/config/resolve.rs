@@ -96,20 +96,8 @@ impl Config {
                 ));
             }
             for (name, options) in &svc.endpoints {
-                let serving = match name.starts_with('/') {
-                    true => providers.len(),
-                    false => providers
-                        .iter()
-                        .filter(|p| p.endpoints.contains_key(name))
-                        .count(),
-                };
-                if serving == 0 {
-                    return Err(Error::config(
-                        format!("{at}.endpoints.{name}"),
-                        format!("no provider of the service serves endpoint `{name}`"),
-                    ));
-                }
-                fewer_calls::check_endpoint(&format!("{at}.endpoints.{name}"), options, serving)?;
+                let here = format!("{at}.endpoints.{name}");
+                fewer_calls::check_endpoint(&here, name, options, &providers)?;
             }
             services.push(ResolvedService {
                 endpoints: svc.endpoints.clone(),
@@ -194,6 +182,8 @@ pub(crate) struct ResolvedProvider {
     pub reserve: f64,
     /// Response shapes by endpoint name.
     pub shapes: BTreeMap<String, crate::foundation::shape::Shape>,
+    /// Batch forms by endpoint name.
+    pub batches: BTreeMap<String, fewer_calls::ResolvedBatch>,
 }
 
 /// A provider's quotas, with the reset time read.
@@ -560,6 +550,7 @@ fn resolve_provider(
     let reset = check_quota(&format!("{at}.quota"), &limits.quota)?;
     check_classify(&format!("{at}.classify"), &limits.classify)?;
     let shapes = fewer_calls::resolve_shapes(at, p)?;
+    let batches = fewer_calls::resolve_batches(at, p)?;
     let weight = p.weight.unwrap_or(match p.tier {
         1 => 100,
         2 => 75,
@@ -595,6 +586,7 @@ fn resolve_provider(
         classify: limits.classify,
         reserve: 0.0,
         shapes,
+        batches,
     })
 }
 

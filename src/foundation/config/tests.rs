@@ -181,6 +181,42 @@ fn every_refusal_names_its_path() {
             "services.s.endpoints.quote.hedge_after_ms: a hedge goes to a different provider, and only one serves this endpoint",
         ),
         (
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            endpoints = { quote = "/q/{symbol}" }
+            batch = { quote = { path = "/qs", param = "symbol", query = "symbols", item = "/results" } }"#,
+            r#"services.s.providers[0].batch.quote.item: "/results" does not name its param: it needs {symbol} where the item goes"#,
+        ),
+        (
+            r#"[[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            endpoints = { quote = "/q/{symbol}" }
+            batch = { quote = { path = "/qs", param = "symbol", query = "symbols", item = "results/{symbol}" } }"#,
+            r#"services.s.providers[0].batch.quote.item: "results/{symbol}" is not a JSON pointer: it must be empty or start with /"#,
+        ),
+        (
+            r#"[services.s.endpoints.quote]
+            batch_window_ms = 5
+            batch_max = 0
+            [[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            endpoints = { quote = "/q/{symbol}" }
+            batch = { quote = { path = "/qs", param = "symbol", query = "symbols", item = "/{symbol}" } }"#,
+            "services.s.endpoints.quote.batch_max: must be at least 1",
+        ),
+        (
+            r#"[services.s.endpoints.quote]
+            batch_window_ms = 5
+            [[services.s.providers]]
+            name = "a"
+            base_url = "http://h"
+            endpoints = { quote = "/q/{symbol}" }"#,
+            "services.s.endpoints.quote.batch_window_ms: no provider of the service declares a batch for endpoint `quote`",
+        ),
+        (
             r#"[services.s.endpoints.quotes]
             cache_ttl_ms = 1000
             [[services.s.providers]]
