@@ -4,6 +4,13 @@
 //!     cargo bench --bench fewer_calls -- --reps 5 --requests 800
 //!     cargo bench --bench fewer_calls -- --smoke           # a short run, for CI
 //!
+//! Batching: 200 requests a second (arrivals at random, as from independent users) for
+//! quotes of 500 symbols, `batch_window_ms = 5`; `bulk` answers many symbols in one call,
+//! `single` one at a time. The table gives the share of requests that went out in batches
+//! of two or more, upstream calls, and how many callers got anything but their own
+//! symbol (must be 0); a second run stops `bulk` halfway (503), so batches split into
+//! single calls to `single` (errors must be 0).
+//!
 //! Hedging: `first` answers every tenth call after 1 s and the rest at once; `second`
 //! (tier 2) answers at once. 8 callers send GETs; with hedging off every request goes to
 //! `first`, with `hedge_after_ms = 50` a request with no answer by then also goes to
@@ -138,9 +145,118 @@ fn hedging_table(requests: usize, reps: usize) {
     );
 }
 
+struct Batched {
+    requests: usize,
+    batched: u64,
+    batch_calls: u64,
+    upstream: usize,
+    wrong: usize,
+    errors: usize,
+}
+
+/// `seconds` of 200 requests a second over 500 symbols; `bulk` fails from halfway when
+/// `fail_halfway`.
+fn batching_run(seconds: f64, random_arrivals: bool, fail_halfway: bool) -> Batched {
+    let (bulk, single) = (TestServer::start(), TestServer::start());
+    for s in [&bulk, &single] {
+        s.keep_log(false);
+        s.set_fault(Fault::Items("symbols"));
+    }
+    let text = format!(
+        "[services.s.endpoints.quote]\nbatch_window_ms = 5\n\
+         [[services.s.providers]]\nname = \"bulk\"\nbase_url = \"{}\"\n\
+         endpoints = {{ quote = \"/q/{{symbol}}\" }}\n\
+         batch = {{ quote = {{ path = \"/quotes\", param = \"symbol\", query = \"symbols\", item = \"/{{symbol}}\" }} }}\n\
+         [[services.s.providers]]\nname = \"single\"\ntier = 2\nbase_url = \"{}\"\n\
+         endpoints = {{ quote = \"/q/{{symbol}}\" }}\n",
+        bulk.url(),
+        single.url()
+    );
+    let lb = Balancer::from_toml_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let requests = (200.0 * seconds) as usize;
+    let (tx, rx) =
+        crossbeam_channel::unbounded::<(String, Result<switchyard::Ticket, switchyard::Error>)>();
+    let (wrong, errors) = thread::scope(|s| {
+        let checker = s.spawn(move || {
+            let (mut wrong, mut errors) = (0, 0);
+            for (symbol, submitted) in rx {
+                match submitted.and_then(switchyard::Ticket::wait) {
+                    Ok(r) => {
+                        let want = format!("{{\"item\":\"{symbol}\"}}");
+                        if r.body() != want.as_bytes() {
+                            wrong += 1;
+                        }
+                    }
+                    Err(_) => errors += 1,
+                }
+            }
+            (wrong, errors)
+        });
+        let started = Instant::now();
+        let mut due = Duration::ZERO;
+        for i in 0..requests {
+            // Exponential gaps of mean 5 ms (arrivals at random), or 5 ms each.
+            let gap = match random_arrivals {
+                true => -(1.0 - rand::random::<f64>()).ln() / 200.0,
+                false => 1.0 / 200.0,
+            };
+            due += Duration::from_secs_f64(gap);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                thread::sleep(wait);
+            }
+            if fail_halfway && i == requests / 2 {
+                bulk.set_fault(Fault::Status(503));
+            }
+            let symbol = format!("SYM{}", rand::random::<u32>() % 500);
+            let request = Request::get("s", "quote").param("symbol", &symbol);
+            let _ = tx.send((symbol, lb.submit(request)));
+        }
+        drop(tx);
+        checker.join().unwrap()
+    });
+    let s = &lb.metrics().services["s"];
+    Batched {
+        requests,
+        batched: s.batched,
+        batch_calls: s.batch_calls,
+        upstream: bulk.requests() + single.requests(),
+        wrong,
+        errors,
+    }
+}
+
+fn batching_table(seconds: f64) {
+    println!(
+        "batching: {seconds} s of 200 requests/s over 500 symbols, batch_window_ms = 5 \
+         (random arrivals: 1 - e^-1/2 = 0.816 of requests expected in batches of 2+)"
+    );
+    println!("| run | requests | in batches of 2+ | share | batch calls | upstream calls | wrong item | errors |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let runs = [
+        ("random arrivals", true, false),
+        ("evenly spaced", false, false),
+        ("random, bulk fails halfway", true, true),
+    ];
+    for (name, random, fail) in runs {
+        let b = batching_run(seconds, random, fail);
+        println!(
+            "| {name} | {} | {} | {:.3} | {} | {} | {} | {} |",
+            b.requests,
+            b.batched,
+            b.batched as f64 / b.requests as f64,
+            b.batch_calls,
+            b.upstream,
+            b.wrong,
+            b.errors
+        );
+    }
+}
+
 fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let requests = arg("--requests", if smoke { 80 } else { 400 });
     let reps = arg("--reps", if smoke { 1 } else { 3 });
+    let seconds = arg("--seconds", if smoke { 1 } else { 10 }) as f64;
+    batching_table(seconds);
     hedging_table(requests, reps);
 }

@@ -197,3 +197,68 @@ fn a_slow_answer_is_hedged_to_the_other_provider_and_the_caller_gets_the_first()
     );
     assert!(text.contains(&line), "{text}");
 }
+
+/// `bulk` answers many quotes in one call; `single` (tier 2) one at a time.
+fn batching(bulk: &TestServer, single: &TestServer) -> Balancer {
+    bulk.set_fault(support::server::Fault::Items("symbols"));
+    single.set_fault(support::server::Fault::Items("symbols"));
+    let text = "[services.s.endpoints.quote]\nbatch_window_ms = 20\n".to_string()
+        + &provider(
+            "s",
+            "bulk",
+            &bulk.url(),
+            "endpoints = { quote = \"/q/{symbol}\" }\n\
+             batch = { quote = { path = \"/quotes\", param = \"symbol\", query = \"symbols\", item = \"/{symbol}\" } }",
+        )
+        + &provider("s", "single", &single.url(), "tier = 2\nendpoints = { quote = \"/q/{symbol}\" }");
+    Balancer::from_toml_str(&text).unwrap()
+}
+
+fn items(lb: &Balancer, from: usize, to: usize) -> Vec<(String, String)> {
+    let tickets: Vec<_> = (from..to)
+        .map(|i| {
+            let symbol = format!("S{i}");
+            let ticket = lb
+                .submit(Request::get("s", "quote").param("symbol", &symbol))
+                .unwrap();
+            (symbol, ticket)
+        })
+        .collect();
+    tickets
+        .into_iter()
+        .map(|(symbol, t)| {
+            let r = t.wait().expect("every caller is answered");
+            assert_eq!(r.status(), 200);
+            let body: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
+            assert_eq!(body, serde_json::json!({ "item": symbol }), "its own item");
+            (symbol, r.provider().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn requests_arriving_together_go_in_batches_and_split_when_the_batch_provider_fails() {
+    let (bulk, single) = (TestServer::start(), TestServer::start());
+    let lb = batching(&bulk, &single);
+    let first = items(&lb, 0, 40);
+    assert!(first.iter().all(|(_, p)| p == "bulk"), "{first:?}");
+    let s = &lb.metrics().services["s"];
+    assert!(
+        bulk.requests() <= 4 && s.batched >= 30,
+        "{} calls for 40, {} batched",
+        bulk.requests(),
+        s.batched
+    );
+    assert_eq!(s.providers["bulk"].requests as usize, bulk.requests());
+    assert!(bulk.seen()[0].target.starts_with("/quotes?symbols=S"));
+
+    bulk.set_fault(support::server::Fault::Status(503));
+    let then = items(&lb, 40, 80);
+    assert!(then.iter().all(|(_, p)| p == "single"), "{then:?}");
+    let s = &lb.metrics().services["s"];
+    assert_eq!((s.successes, s.failures), (80, 0));
+    assert!(single.requests() >= 40);
+    let text = lb.prometheus();
+    let line = format!("switchyard_batched_total{{service=\"s\"}} {}", s.batched);
+    assert!(text.contains(&line), "{text}");
+}

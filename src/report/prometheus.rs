@@ -175,6 +175,28 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     }
 
     out.family(
+        "switchyard_batched_total",
+        "counter",
+        "Requests that went out inside a batch call of two or more.",
+    );
+    for (name, s) in services {
+        out.sample("switchyard_batched_total", &[("service", name)], s.batched);
+    }
+
+    out.family(
+        "switchyard_batch_calls_total",
+        "counter",
+        "Batch calls made, each one upstream call for its requests.",
+    );
+    for (name, s) in services {
+        out.sample(
+            "switchyard_batch_calls_total",
+            &[("service", name)],
+            s.batch_calls,
+        );
+    }
+
+    out.family(
         "switchyard_hedges_total",
         "counter",
         "Hedges: second attempts sent to another provider after hedge_after_ms with no answer.",

@@ -26,6 +26,9 @@ pub enum Fault {
     Slow(Duration),
     /// Every n-th request (the n-th, the 2n-th...) waits this long; the rest answer at once.
     SlowEvery(usize, Duration),
+    /// A batch API: `{"A":{"item":"A"},...}` for the comma-separated values of this query
+    /// parameter, or `{"item":"<last path segment>"}` for a request without it.
+    Items(&'static str),
     /// Reads the request and never answers (until the server stops or 30 s pass).
     Hang,
     /// Reads the request, then resets the connection (RST).
@@ -319,10 +322,11 @@ fn serve(stream: TcpStream, id: usize, st: &State) {
         let close = seen
             .header("connection")
             .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        let target = seen.target.clone();
         if st.keep_log.load(Ordering::Relaxed) {
             st.seen.lock().unwrap().push(seen);
         }
-        let keep_going = respond(&mut writer, st);
+        let keep_going = respond(&mut writer, st, &target);
         st.in_flight.fetch_sub(1, Ordering::AcqRel);
         if !keep_going || close {
             return;
@@ -369,7 +373,7 @@ fn read_request(reader: &mut BufReader<TcpStream>, connection: usize) -> Option<
 }
 
 /// Answers one request; false when the connection must end.
-fn respond(w: &mut TcpStream, st: &State) -> bool {
+fn respond(w: &mut TcpStream, st: &State, target: &str) -> bool {
     {
         let mut closed = st.gate_closed.lock().unwrap();
         let until = Instant::now() + HOLD_LIMIT;
@@ -405,6 +409,24 @@ fn respond(w: &mut TcpStream, st: &State) -> bool {
         Fault::Slow(d) => {
             thread::sleep(d);
             write_response(w, 200, &[], &body)
+        }
+        Fault::Items(query) => {
+            let (path, qs) = target.split_once('?').unwrap_or((target, ""));
+            let listed = qs
+                .split('&')
+                .find_map(|kv| kv.strip_prefix(query)?.strip_prefix('='))
+                .map(|v| v.replace("%2C", ",").replace("%2c", ","));
+            let body = match listed {
+                Some(list) => {
+                    let items: Vec<String> = list
+                        .split(',')
+                        .map(|i| format!("\"{i}\":{{\"item\":\"{i}\"}}"))
+                        .collect();
+                    format!("{{{}}}", items.join(","))
+                }
+                None => format!("{{\"item\":\"{}\"}}", path.rsplit('/').next().unwrap_or("")),
+            };
+            write_response(w, 200, &[], body.as_bytes())
         }
         Fault::SlowEvery(n, d) => {
             if (st.paced.fetch_add(1, Ordering::AcqRel) + 1) % n.max(1) == 0 {
