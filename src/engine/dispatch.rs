@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use crossbeam_channel::select;
 
-use crate::engine::batch::{self, EndpointBatcher, Offer};
+use crate::engine::batch;
+use crate::engine::batcher::{EndpointBatcher, Offer};
 use crate::engine::hedge;
 use crate::engine::runtime::Core;
 use crate::flow::job::Job;

@@ -2,6 +2,7 @@
 //! health loop, event delivery), bottom to top in the order below.
 
 pub(crate) mod batch;
+pub(crate) mod batcher;
 pub(crate) mod cache;
 pub(crate) mod channels;
 pub(crate) mod coalesce;

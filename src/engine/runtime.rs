@@ -10,7 +10,7 @@ use crossbeam_channel::Receiver;
 #[cfg(feature = "dashboard")]
 use parking_lot::Mutex;
 
-use crate::engine::batch::ServiceBatcher;
+use crate::engine::batcher::ServiceBatcher;
 use crate::engine::cache::ServiceCache;
 use crate::engine::channels::{Channels, Next};
 use crate::engine::coalesce::Coalescer;
