@@ -19,22 +19,15 @@
 
 #[path = "../tests/support/server.rs"]
 mod server;
+mod support;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use server::{Fault, TestServer};
+use support::arg;
 use switchyard::{Balancer, Request};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 const CALLERS: usize = 8;
 

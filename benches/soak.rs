@@ -22,17 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use server::{Fault, TestServer};
-use support::rss_kib;
+use support::{arg, rss_kib};
 use switchyard::{Balancer, Request};
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 /// The faults a flapping upstream cycles through.
 fn faults() -> Vec<Fault> {

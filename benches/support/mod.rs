@@ -1,6 +1,7 @@
 //! Shared by the benchmarks.
 
 /// This process's resident memory, in KiB, from /proc.
+#[allow(dead_code)] // not every benchmark measures memory
 pub fn rss_kib() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
@@ -10,4 +11,15 @@ pub fn rss_kib() -> u64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// The number after `--name` on the command line, else `default`.
+#[allow(dead_code)] // not every benchmark takes arguments
+pub fn arg(name: &str, default: usize) -> usize {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }

@@ -65,8 +65,18 @@ pub extern "C" fn sy_response_status(response: *const sy_response) -> u16 {
 /// `sy_response_free`; it is not NUL-terminated. NULL (and length 0) for NULL.
 #[no_mangle]
 pub extern "C" fn sy_response_body(response: *const sy_response, len_out: *mut usize) -> *const u8 {
+    bytes_of(response, len_out, Response::body)
+}
+
+/// The bytes `part` gives of a response, their length through `len_out` (may be NULL).
+fn bytes_of(
+    response: *const sy_response,
+    len_out: *mut usize,
+    part: fn(&Response) -> &[u8],
+) -> *const u8 {
     let (ptr, len) = with(response, (std::ptr::null(), 0), |r| {
-        (r.inner.body().as_ptr(), r.inner.body().len())
+        let bytes = part(&r.inner);
+        (bytes.as_ptr(), bytes.len())
     });
     if !len_out.is_null() {
         // SAFETY: non-NULL and, per the header, writable storage for one size_t.
@@ -83,14 +93,7 @@ pub extern "C" fn sy_response_raw_body(
     response: *const sy_response,
     len_out: *mut usize,
 ) -> *const u8 {
-    let (ptr, len) = with(response, (std::ptr::null(), 0), |r| {
-        (r.inner.raw_body().as_ptr(), r.inner.raw_body().len())
-    });
-    if !len_out.is_null() {
-        // SAFETY: non-NULL and, per the header, writable storage for one size_t.
-        unsafe { *len_out = len };
-    }
-    ptr
+    bytes_of(response, len_out, Response::raw_body)
 }
 
 /// Whether the answer came from the endpoint's cache (`cache_ttl_ms`); false for NULL.

@@ -117,6 +117,26 @@ pub(crate) fn encode_component(value: &str, out: &mut String) {
     }
 }
 
+/// Appends `k=v` (encoded) for each parameter `render` did not use (a bit per index in
+/// `used`), the first after `*sep`, the rest after `&`.
+pub(crate) fn append_unused(
+    params: &[(String, String)],
+    used: u64,
+    sep: &mut char,
+    out: &mut String,
+) {
+    for (i, (k, v)) in params.iter().enumerate() {
+        if i < 64 && used & (1 << i) != 0 {
+            continue;
+        }
+        out.push(*sep);
+        encode_component(k, out);
+        out.push('=');
+        encode_component(v, out);
+        *sep = '&';
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,9 +1,12 @@
 //! The Prometheus text exposition (format 0.0.4) of every counter.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use crate::foundation::request::Priority;
-use crate::telemetry::snapshot::{Buckets, ProviderSnapshot, Snapshot, EXPORT_BOUNDS};
+use crate::telemetry::snapshot::{
+    Buckets, ProviderSnapshot, ServiceSnapshot, Snapshot, EXPORT_BOUNDS,
+};
 
 /// Escapes a label value: backslash, double quote and line feed.
 fn escape(value: &str) -> String {
@@ -40,6 +43,20 @@ impl Out {
             self.0.push('}');
         }
         let _ = writeln!(self.0, " {value}");
+    }
+
+    /// A counter family with one sample per service.
+    fn per_service(
+        &mut self,
+        services: &BTreeMap<String, ServiceSnapshot>,
+        name: &str,
+        help: &str,
+        value: impl Fn(&ServiceSnapshot) -> u64,
+    ) {
+        self.family(name, "counter", help);
+        for (service, s) in services {
+            self.sample(name, &[("service", service)], value(s));
+        }
     }
 
     fn histogram(&mut self, name: &str, labels: &[(&str, &str)], h: &Buckets) {
@@ -146,18 +163,12 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         }
     }
 
-    out.family(
+    out.per_service(
+        services,
         "switchyard_coalesced_total",
-        "counter",
         "Requests answered by sharing an identical call in flight (no call of their own).",
+        |s| s.coalesced,
     );
-    for (name, s) in services {
-        out.sample(
-            "switchyard_coalesced_total",
-            &[("service", name)],
-            s.coalesced,
-        );
-    }
 
     out.family(
         "switchyard_cache_requests_total",
@@ -174,49 +185,33 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         }
     }
 
-    out.family(
+    out.per_service(
+        services,
         "switchyard_batched_total",
-        "counter",
         "Requests that went out inside a batch call of two or more.",
+        |s| s.batched,
     );
-    for (name, s) in services {
-        out.sample("switchyard_batched_total", &[("service", name)], s.batched);
-    }
 
-    out.family(
+    out.per_service(
+        services,
         "switchyard_batch_calls_total",
-        "counter",
         "Batch calls made, each one upstream call for its requests.",
+        |s| s.batch_calls,
     );
-    for (name, s) in services {
-        out.sample(
-            "switchyard_batch_calls_total",
-            &[("service", name)],
-            s.batch_calls,
-        );
-    }
 
-    out.family(
+    out.per_service(
+        services,
         "switchyard_hedges_total",
-        "counter",
         "Hedges: second attempts sent to another provider after hedge_after_ms with no answer.",
+        |s| s.hedges,
     );
-    for (name, s) in services {
-        out.sample("switchyard_hedges_total", &[("service", name)], s.hedges);
-    }
 
-    out.family(
+    out.per_service(
+        services,
         "switchyard_hedge_wins_total",
-        "counter",
         "Hedges whose answer was the one the caller got.",
+        |s| s.hedge_wins,
     );
-    for (name, s) in services {
-        out.sample(
-            "switchyard_hedge_wins_total",
-            &[("service", name)],
-            s.hedge_wins,
-        );
-    }
 
     out.family(
         "switchyard_attempts_total",

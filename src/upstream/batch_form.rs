@@ -5,7 +5,7 @@ use serde_json::Value;
 
 use crate::foundation::config::ResolvedBatch;
 use crate::foundation::shape::Shape;
-use crate::foundation::template::encode_component;
+use crate::foundation::template::{append_unused, encode_component};
 
 /// The path and query of the batch call for `items` (distinct names), with the first
 /// request's other parameters filling the path or following in the query.
@@ -18,16 +18,7 @@ pub(crate) fn target(batch: &ResolvedBatch, params: &[(String, String)], items: 
     let mut out = String::with_capacity(64 + items.iter().map(|i| i.len() + 1).sum::<usize>());
     let used = batch.path.render(&others, &mut out);
     let mut sep = if out.contains('?') { '&' } else { '?' };
-    for (i, (k, v)) in others.iter().enumerate() {
-        if i < 64 && used & (1 << i) != 0 {
-            continue;
-        }
-        out.push(sep);
-        encode_component(k, &mut out);
-        out.push('=');
-        encode_component(v, &mut out);
-        sep = '&';
-    }
+    append_unused(&others, used, &mut sep, &mut out);
     out.push(sep);
     encode_component(&batch.query, &mut out);
     out.push('=');

@@ -12,7 +12,7 @@ use crate::foundation::request::{Method, Request};
 use crate::foundation::secrets::Secrets;
 use crate::foundation::shape::Shape;
 use crate::foundation::sync::AtomicUsize;
-use crate::foundation::template::{encode_component, Template};
+use crate::foundation::template::{append_unused, encode_component, Template};
 use crate::policy::breaker::Breaker;
 use crate::policy::candidate::Candidate;
 use crate::policy::classify::Classifier;
@@ -192,16 +192,7 @@ impl Provider {
             url.push_str(&self.query);
             sep = '&';
         }
-        for (i, (k, v)) in request.params.iter().enumerate() {
-            if i < 64 && used & (1 << i) != 0 {
-                continue;
-            }
-            url.push(sep);
-            encode_component(k, &mut url);
-            url.push('=');
-            encode_component(v, &mut url);
-            sep = '&';
-        }
+        append_unused(&request.params, used, &mut sep, &mut url);
         url
     }
 
