@@ -16,7 +16,7 @@ use crate::flow::ticket::Outcome;
 /// Sets a hedge for the job's first attempt, about to go to provider `index` at clock
 /// time `sent`, when its endpoint hedges and another provider could take it.
 pub(crate) fn arm(core: &Core, job: &mut Job, index: usize, sent: Duration) {
-    if job.is_hedge || job.attempts() > 0 || job.race.is_some() {
+    if job.is_hedge || job.batch.is_some() || job.attempts() > 0 || job.race.is_some() {
         return;
     }
     let service = &core.services[job.service];
