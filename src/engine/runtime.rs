@@ -211,8 +211,14 @@ impl Core {
         let service = &self.services[job.service];
         job.reserved = None;
         job.place = None;
-        service.record_outcome(false, job.submitted, job.queue_wait, job.request.priority);
-        job.finish(Err(Error::ShuttingDown));
+        // Claimed first, like every end: a hedge that answered counted the request.
+        let claimed = job.claim();
+        if claimed || !job.lost_to_its_hedge() {
+            service.record_outcome(false, job.submitted, job.queue_wait, job.request.priority);
+        }
+        if claimed {
+            job.finish_claimed(Err(Error::ShuttingDown));
+        }
     }
 
     #[cfg(feature = "dashboard")]

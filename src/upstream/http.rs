@@ -18,7 +18,7 @@ use ureq::unversioned::transport::NextTimeout;
 
 use std::sync::Arc;
 
-use crate::foundation::config::{PoolConfig, ResolvedProvider};
+use crate::foundation::config::{PoolConfig, ProxyChoice, ResolvedProvider};
 use crate::foundation::error::{AttemptError, AttemptKind};
 use crate::foundation::request::Method;
 use crate::upstream::transport::{Answer, Failure, Outgoing, Transport};
@@ -37,21 +37,31 @@ const CONNECTION_BUFFER: usize = 32 * 1024;
 const DRAIN_LIMIT: u64 = 64 * 1024;
 
 /// Builds the agent of one provider, whose URLs start with `base_url`.
-fn agent(pool: &PoolConfig, base_url: &str) -> ureq::Agent {
+fn agent(pool: &PoolConfig, base_url: &str, proxy: Option<ureq::Proxy>) -> ureq::Agent {
     build_agent(
         pool.max_connections,
         Duration::from_millis(pool.keep_alive_ms),
         Duration::from_millis(pool.connect_timeout_ms),
         Duration::from_millis(pool.request_timeout_ms),
-        base_url,
+        (base_url, proxy),
     )
 }
 
 /// Builds the agent of a provider's health checks: one connection of its own.
-fn health_agent(pool: &PoolConfig, timeout: Duration) -> ureq::Agent {
+fn health_agent(pool: &PoolConfig, timeout: Duration, proxy: Option<ureq::Proxy>) -> ureq::Agent {
     let connect = Duration::from_millis(pool.connect_timeout_ms).min(timeout);
     let keep_alive = Duration::from_millis(pool.keep_alive_ms);
-    build_agent(1, keep_alive, connect, timeout, "")
+    build_agent(1, keep_alive, connect, timeout, ("", proxy))
+}
+
+/// The proxy a provider's calls go through, if any: the environment's is read once here.
+fn proxy_of(choice: &ProxyChoice) -> Option<ureq::Proxy> {
+    match choice {
+        ProxyChoice::Direct => None,
+        ProxyChoice::FromEnvironment => ureq::Proxy::try_from_env(),
+        // Checked at load.
+        ProxyChoice::Through(url) => ureq::Proxy::new(url).ok(),
+    }
 }
 
 fn build_agent(
@@ -59,7 +69,7 @@ fn build_agent(
     keep_alive: Duration,
     connect: Duration,
     attempt: Duration,
-    base_url: &str,
+    (base_url, proxy): (&str, Option<ureq::Proxy>),
 ) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -82,6 +92,7 @@ fn build_agent(
         .timeout_per_read(Some(attempt))
         .timeout_per_write(Some(attempt))
         .timeout_global(Some(attempt * ATTEMPT_CAP_FACTOR))
+        .proxy(proxy)
         .build();
     ureq::Agent::with_parts(
         config,
@@ -177,9 +188,9 @@ pub(crate) struct UreqTransport {
 /// The ureq transport of a provider.
 pub(crate) fn connect(config: &ResolvedProvider, health_timeout: Duration) -> Arc<dyn Transport> {
     Arc::new(UreqTransport {
-        agent: agent(&config.pool, &config.base_url),
+        agent: agent(&config.pool, &config.base_url, proxy_of(&config.proxy)),
         agent_timeout: Duration::from_millis(config.pool.request_timeout_ms) * ATTEMPT_CAP_FACTOR,
-        health_agent: health_agent(&config.pool, health_timeout),
+        health_agent: health_agent(&config.pool, health_timeout, proxy_of(&config.proxy)),
     })
 }
 

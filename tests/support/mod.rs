@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod native;
+pub mod proxy;
 pub mod server;
 
 pub use server::{refused_url, Fault, Seen, TestServer};

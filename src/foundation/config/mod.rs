@@ -15,7 +15,10 @@ use crate::foundation::secrets;
 use crate::foundation::template::Template;
 
 mod fewer_calls;
+mod transport;
 pub(crate) use fewer_calls::ResolvedBatch;
+pub(crate) use transport::ProxyChoice;
+pub use transport::{ProxyConfig, ProxyOverrides};
 mod resolve;
 pub(crate) use resolve::{Resolved, ResolvedProvider, ResolvedQuota, ResolvedService};
 
@@ -336,6 +339,8 @@ pub struct Defaults {
     /// Where quota and rate state is kept across restarts; none keeps it in memory only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state_file: Option<String>,
+    /// How providers are reached through proxies.
+    pub proxy: ProxyConfig,
 }
 
 impl Default for Defaults {
@@ -357,6 +362,7 @@ impl Default for Defaults {
             reserve: 0.0,
             slo: SloConfig::default(),
             state_file: None,
+            proxy: ProxyConfig::default(),
         }
     }
 }
@@ -395,6 +401,8 @@ pub struct ServiceConfig {
     pub reserve: Option<f64>,
     /// Overrides of `defaults.slo`.
     pub slo: SloOverrides,
+    /// Overrides of `defaults.proxy` for every provider of the service.
+    pub proxy: ProxyOverrides,
     /// Options per logical endpoint (or raw path), by name.
     pub endpoints: BTreeMap<String, EndpointOptions>,
     /// The upstreams that serve this service. At least one.
@@ -446,6 +454,9 @@ pub struct ProviderConfig {
     /// Overrides of the service's quotas.
     #[serde(default)]
     pub quota: QuotaOverrides,
+    /// Overrides of the service's proxy settings.
+    #[serde(default)]
+    pub proxy: ProxyOverrides,
     /// Overrides of the service's answer classification.
     #[serde(default)]
     pub classify: ClassifyOverrides,
@@ -476,6 +487,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("rate", &self.rate)
             .field("quota", &self.quota)
             .field("classify", &self.classify)
+            .field("proxy", &self.proxy)
             .field("shape", &self.shape)
             .field("batch", &self.batch)
             .finish()

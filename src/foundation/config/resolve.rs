@@ -77,6 +77,18 @@ impl Config {
                 p.classify.apply_to(&mut limits.classify);
                 let mut resolved = resolve_provider(&at, p, pool, breaker, limits)?;
                 resolved.reserve = reserve;
+                let mut proxy = d.proxy.clone();
+                svc.proxy.apply_to(&mut proxy);
+                p.proxy.apply_to(&mut proxy);
+                // Named where the value that decides was written.
+                let proxy_at = if p.proxy != ProxyOverrides::default() {
+                    format!("{at}.proxy")
+                } else if svc.proxy != ProxyOverrides::default() {
+                    format!("services.{service_name}.proxy")
+                } else {
+                    "defaults.proxy".to_string()
+                };
+                resolved.proxy = transport::resolve_proxy(&proxy_at, &proxy, &resolved.base_url)?;
                 providers.push(resolved);
             }
             let strategy = svc.strategy.unwrap_or(d.strategy);
@@ -184,6 +196,8 @@ pub(crate) struct ResolvedProvider {
     pub shapes: BTreeMap<String, crate::foundation::shape::Shape>,
     /// Batch forms by endpoint name.
     pub batches: BTreeMap<String, fewer_calls::ResolvedBatch>,
+    /// How it is reached.
+    pub proxy: ProxyChoice,
 }
 
 /// A provider's quotas, with the reset time read.
@@ -587,6 +601,7 @@ fn resolve_provider(
         reserve: 0.0,
         shapes,
         batches,
+        proxy: ProxyChoice::FromEnvironment,
     })
 }
 

@@ -1,0 +1,71 @@
+//! Proxies: an explicit `proxy.url` sends calls through a test CONNECT proxy on
+//! 127.0.0.1; `no_proxy` and `"none"` go direct. (The environment's proxies are in
+//! `tests/proxy_env.rs`, a process of their own, since they are read from it.)
+
+mod support;
+
+use support::proxy::TestProxy;
+use support::{provider, TestServer};
+use switchyard::{Balancer, Request};
+
+fn through(proxy: &str, server: &TestServer) -> Balancer {
+    let text = format!("[defaults.proxy]\n{proxy}\n") + &provider("s", "p", &server.url(), "");
+    Balancer::from_toml_str(&text).unwrap()
+}
+
+#[test]
+fn an_explicit_proxy_carries_every_call_and_no_proxy_goes_direct() {
+    let (server, proxy) = (TestServer::start(), TestProxy::start());
+    let lb = through(&format!("url = \"{}\"", proxy.url()), &server);
+    for i in 0..5 {
+        let r = lb
+            .call(Request::get("s", "/q").param("i", i.to_string()))
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let asked = proxy.asked();
+    assert!(!asked.is_empty(), "the proxy was used");
+    let want = format!("CONNECT 127.0.0.1:{} HTTP/1.1", server.port());
+    assert!(asked.iter().all(|line| *line == want), "{asked:?}");
+    assert!(asked.len() <= 2, "tunnels are reused: {asked:?}");
+    assert_eq!(server.requests(), 5);
+
+    let direct = TestServer::start();
+    for setting in [
+        format!("url = \"{}\"\nno_proxy = [\"127.0.0.1\"]", proxy.url()),
+        "url = \"none\"".to_string(),
+    ] {
+        let before = proxy.asked().len();
+        let lb = through(&setting, &direct);
+        assert_eq!(lb.call(Request::get("s", "/q")).unwrap().status(), 200);
+        assert_eq!(proxy.asked().len(), before, "{setting}: went direct");
+    }
+}
+
+#[test]
+fn a_provider_can_choose_its_own_proxy() {
+    let (a, b, proxy) = (TestServer::start(), TestServer::start(), TestProxy::start());
+    let text = "[defaults.proxy]\nurl = \"none\"\n".to_string()
+        + &provider("s", "a", &a.url(), "")
+        + &provider(
+            "t",
+            "b",
+            &b.url(),
+            &format!("proxy = {{ url = \"{}\" }}", proxy.url()),
+        );
+    let lb = Balancer::from_toml_str(&text).unwrap();
+    lb.call(Request::get("s", "/q")).unwrap();
+    assert!(proxy.asked().is_empty());
+    lb.call(Request::get("t", "/q")).unwrap();
+    assert_eq!(proxy.asked().len(), 1);
+}
+
+#[test]
+fn a_bad_proxy_is_refused_at_load_with_its_path_and_without_its_password() {
+    let server = TestServer::start();
+    let text = "[services.s.proxy]\nurl = \"ftp://me:hunter2@proxy:21\"\n".to_string()
+        + &provider("s", "p", &server.url(), "");
+    let e = Balancer::from_toml_str(&text).unwrap_err().to_string();
+    assert!(e.contains("services.s.proxy.url: "), "{e}");
+    assert!(!e.contains("hunter2"), "{e}");
+}
