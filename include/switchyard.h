@@ -165,7 +165,7 @@ sy_status sy_error_code(const sy_error *error);
 const char *sy_error_message(const sy_error *error);
 
 // The failed attempts as a JSON array of objects with keys `provider`, `kind`
-// (`connect`, `timeout`, `status`, `reset`, `protocol`, `too_large`, `quota`), `status`
+// (`connect`, `timeout`, `status`, `reset`, `protocol`, `too_large`, `quota`, `tls`), `status`
 // (a number or null), `elapsed_ms` and `message`; `[]` for kinds that touch no network.
 // Valid until `sy_error_free`; "[]" for NULL.
 const char *sy_error_attempts_json(const sy_error *error);

@@ -69,3 +69,27 @@ fn a_bad_proxy_is_refused_at_load_with_its_path_and_without_its_password() {
     assert!(e.contains("services.s.proxy.url: "), "{e}");
     assert!(!e.contains("hunter2"), "{e}");
 }
+
+#[test]
+fn https_goes_through_a_connect_tunnel_and_is_verified_end_to_end() {
+    let pki = support::tls::Pki::new("proxied");
+    let (server, proxy) = (
+        support::tls::TlsServer::start(&pki, false),
+        TestProxy::start(),
+    );
+    let text = format!(
+        "[defaults.proxy]\nurl = \"{}\"\n[defaults.tls]\nca_file = {:?}\n",
+        proxy.url(),
+        pki.ca_file.display().to_string()
+    ) + &provider("s", "p", &server.url(), "");
+    let lb = Balancer::from_toml_str(&text).unwrap();
+    for _ in 0..3 {
+        assert_eq!(lb.call(Request::get("s", "/q")).unwrap().status(), 200);
+    }
+    let port = server.url().rsplit(':').next().unwrap().to_string();
+    assert_eq!(
+        proxy.asked(),
+        [format!("CONNECT 127.0.0.1:{port} HTTP/1.1")]
+    );
+    assert_eq!(server.requests(), 3);
+}

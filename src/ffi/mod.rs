@@ -233,7 +233,7 @@ pub extern "C" fn sy_error_message(error: *const sy_error) -> *const c_char {
 }
 
 /// The failed attempts as a JSON array of objects with keys `provider`, `kind`
-/// (`connect`, `timeout`, `status`, `reset`, `protocol`, `too_large`, `quota`), `status`
+/// (`connect`, `timeout`, `status`, `reset`, `protocol`, `too_large`, `quota`, `tls`), `status`
 /// (a number or null), `elapsed_ms` and `message`; `[]` for kinds that touch no network.
 /// Valid until `sy_error_free`; "[]" for NULL.
 #[no_mangle]

@@ -345,7 +345,7 @@ impl fmt::Display for ConfigError {
 #[non_exhaustive]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum AttemptKind {
-    /// The connection could not be made (refused, unreachable, name not found, TLS).
+    /// The connection could not be made (refused, unreachable, name not found).
     Connect,
     /// The attempt's timeout or the request's deadline passed.
     Timeout,
@@ -360,6 +360,9 @@ pub enum AttemptKind {
     /// The provider answered that its quota is used up (`classify.quota_statuses` or
     /// `quota_body`); it rests, and its breaker does not count it.
     Quota,
+    /// TLS failed: the provider's certificate did not verify (untrusted, expired, for
+    /// another name), or the handshake failed (a client certificate it wanted).
+    Tls,
 }
 
 impl AttemptKind {
@@ -373,6 +376,7 @@ impl AttemptKind {
             AttemptKind::Protocol => "protocol",
             AttemptKind::TooLarge => "too_large",
             AttemptKind::Quota => "quota",
+            AttemptKind::Tls => "tls",
         }
     }
 }

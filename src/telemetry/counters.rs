@@ -12,7 +12,7 @@ use crate::telemetry::histogram::Histogram;
 
 use parking_lot::Mutex;
 
-pub(crate) const KINDS: [AttemptKind; 7] = [
+pub(crate) const KINDS: [AttemptKind; 8] = [
     AttemptKind::Connect,
     AttemptKind::Timeout,
     AttemptKind::Status,
@@ -20,6 +20,7 @@ pub(crate) const KINDS: [AttemptKind; 7] = [
     AttemptKind::Protocol,
     AttemptKind::TooLarge,
     AttemptKind::Quota,
+    AttemptKind::Tls,
 ];
 
 /// Attempts sent to one provider.
@@ -28,7 +29,7 @@ pub(crate) struct ProviderStats {
     pub(crate) requests: AtomicU64,
     pub(crate) successes: AtomicU64,
     pub(crate) failures: AtomicU64,
-    pub(crate) failures_by_kind: [AtomicU64; 7],
+    pub(crate) failures_by_kind: [AtomicU64; KINDS.len()],
     pub(crate) latency: Histogram,
     pub recent: RecentWindow,
 }

@@ -18,7 +18,7 @@ use ureq::unversioned::transport::NextTimeout;
 
 use std::sync::Arc;
 
-use crate::foundation::config::{PoolConfig, ProxyChoice, ResolvedProvider};
+use crate::foundation::config::{ProxyChoice, ResolvedProvider, ResolvedTls};
 use crate::foundation::error::{AttemptError, AttemptKind};
 use crate::foundation::request::Method;
 use crate::upstream::transport::{Answer, Failure, Outgoing, Transport};
@@ -36,22 +36,33 @@ const CONNECTION_BUFFER: usize = 32 * 1024;
 /// Bytes of a failed (5xx, 429) answer read so its connection can be reused.
 const DRAIN_LIMIT: u64 = 64 * 1024;
 
-/// Builds the agent of one provider, whose URLs start with `base_url`.
-fn agent(pool: &PoolConfig, base_url: &str, proxy: Option<ureq::Proxy>) -> ureq::Agent {
+/// Builds the agent of one provider.
+fn agent(config: &ResolvedProvider) -> ureq::Agent {
+    let pool = &config.pool;
     build_agent(
         pool.max_connections,
         Duration::from_millis(pool.keep_alive_ms),
         Duration::from_millis(pool.connect_timeout_ms),
         Duration::from_millis(pool.request_timeout_ms),
-        (base_url, proxy),
+        (&config.base_url, config),
     )
 }
 
 /// Builds the agent of a provider's health checks: one connection of its own.
-fn health_agent(pool: &PoolConfig, timeout: Duration, proxy: Option<ureq::Proxy>) -> ureq::Agent {
+fn health_agent(config: &ResolvedProvider, timeout: Duration) -> ureq::Agent {
+    let pool = &config.pool;
     let connect = Duration::from_millis(pool.connect_timeout_ms).min(timeout);
     let keep_alive = Duration::from_millis(pool.keep_alive_ms);
-    build_agent(1, keep_alive, connect, timeout, ("", proxy))
+    build_agent(1, keep_alive, connect, timeout, ("", config))
+}
+
+/// What the provider's TLS trusts and presents; its certificates were read at load.
+fn tls_of(tls: &ResolvedTls) -> ureq::tls::TlsConfig {
+    let mut builder = ureq::tls::TlsConfig::builder();
+    if let Some(roots) = &tls.roots {
+        builder = builder.root_certs(ureq::tls::RootCerts::Specific(roots.clone()));
+    }
+    builder.client_cert(tls.client.clone()).build()
 }
 
 /// The proxy a provider's calls go through, if any: the environment's is read once here.
@@ -69,7 +80,7 @@ fn build_agent(
     keep_alive: Duration,
     connect: Duration,
     attempt: Duration,
-    (base_url, proxy): (&str, Option<ureq::Proxy>),
+    (base_url, provider): (&str, &ResolvedProvider),
 ) -> ureq::Agent {
     let config = ureq::Agent::config_builder()
         .http_status_as_error(false)
@@ -92,7 +103,8 @@ fn build_agent(
         .timeout_per_read(Some(attempt))
         .timeout_per_write(Some(attempt))
         .timeout_global(Some(attempt * ATTEMPT_CAP_FACTOR))
-        .proxy(proxy)
+        .proxy(proxy_of(&provider.proxy))
+        .tls_config(tls_of(&provider.tls))
         .build();
     ureq::Agent::with_parts(
         config,
@@ -188,9 +200,9 @@ pub(crate) struct UreqTransport {
 /// The ureq transport of a provider.
 pub(crate) fn connect(config: &ResolvedProvider, health_timeout: Duration) -> Arc<dyn Transport> {
     Arc::new(UreqTransport {
-        agent: agent(&config.pool, &config.base_url, proxy_of(&config.proxy)),
+        agent: agent(config),
         agent_timeout: Duration::from_millis(config.pool.request_timeout_ms) * ATTEMPT_CAP_FACTOR,
-        health_agent: health_agent(&config.pool, health_timeout, proxy_of(&config.proxy)),
+        health_agent: health_agent(config, health_timeout),
     })
 }
 
@@ -405,10 +417,12 @@ fn classify(e: &ureq::Error, reading_body: bool) -> (AttemptKind, bool) {
             let before_send = matches!(t, ureq::Timeout::Resolve | ureq::Timeout::Connect);
             (AttemptKind::Timeout, !before_send)
         }
-        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed | ureq::Error::Tls(_) => {
-            (AttemptKind::Connect, false)
+        ureq::Error::HostNotFound | ureq::Error::ConnectionFailed => (AttemptKind::Connect, false),
+        ureq::Error::Tls(_) | ureq::Error::Rustls(_) => (AttemptKind::Tls, false),
+        // rustls reports a handshake failure through the socket's I/O.
+        ureq::Error::Io(io) if io.get_ref().is_some_and(|e| e.is::<rustls::Error>()) => {
+            (AttemptKind::Tls, false)
         }
-        ureq::Error::Rustls(_) => (AttemptKind::Connect, false),
         ureq::Error::BodyExceedsLimit(_) => (AttemptKind::TooLarge, true),
         ureq::Error::Protocol(_) => (AttemptKind::Protocol, true),
         ureq::Error::Io(io) => match io.kind() {

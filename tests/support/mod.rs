@@ -5,6 +5,7 @@
 pub mod native;
 pub mod proxy;
 pub mod server;
+pub mod tls;
 
 pub use server::{refused_url, Fault, Seen, TestServer};
 

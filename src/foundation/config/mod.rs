@@ -15,10 +15,7 @@ use crate::foundation::secrets;
 use crate::foundation::template::Template;
 
 mod fewer_calls;
-mod transport;
 pub(crate) use fewer_calls::ResolvedBatch;
-pub(crate) use transport::ProxyChoice;
-pub use transport::{ProxyConfig, ProxyOverrides};
 mod resolve;
 pub(crate) use resolve::{Resolved, ResolvedProvider, ResolvedQuota, ResolvedService};
 
@@ -63,6 +60,11 @@ macro_rules! layered {
         }
     };
 }
+
+// After the macro, which it uses.
+mod transport;
+pub(crate) use transport::{ProxyChoice, ResolvedTls};
+pub use transport::{ProxyConfig, ProxyOverrides, TlsConfig, TlsOverrides};
 
 layered! {
     /// Connections to one provider.
@@ -341,6 +343,8 @@ pub struct Defaults {
     pub state_file: Option<String>,
     /// How providers are reached through proxies.
     pub proxy: ProxyConfig,
+    /// What providers' TLS trusts and presents.
+    pub tls: TlsConfig,
 }
 
 impl Default for Defaults {
@@ -363,6 +367,7 @@ impl Default for Defaults {
             slo: SloConfig::default(),
             state_file: None,
             proxy: ProxyConfig::default(),
+            tls: TlsConfig::default(),
         }
     }
 }
@@ -403,6 +408,8 @@ pub struct ServiceConfig {
     pub slo: SloOverrides,
     /// Overrides of `defaults.proxy` for every provider of the service.
     pub proxy: ProxyOverrides,
+    /// Overrides of `defaults.tls` for every provider of the service.
+    pub tls: TlsOverrides,
     /// Options per logical endpoint (or raw path), by name.
     pub endpoints: BTreeMap<String, EndpointOptions>,
     /// The upstreams that serve this service. At least one.
@@ -457,6 +464,9 @@ pub struct ProviderConfig {
     /// Overrides of the service's proxy settings.
     #[serde(default)]
     pub proxy: ProxyOverrides,
+    /// Overrides of the service's TLS settings.
+    #[serde(default)]
+    pub tls: TlsOverrides,
     /// Overrides of the service's answer classification.
     #[serde(default)]
     pub classify: ClassifyOverrides,
@@ -488,6 +498,7 @@ impl std::fmt::Debug for ProviderConfig {
             .field("quota", &self.quota)
             .field("classify", &self.classify)
             .field("proxy", &self.proxy)
+            .field("tls", &self.tls)
             .field("shape", &self.shape)
             .field("batch", &self.batch)
             .finish()

@@ -80,15 +80,31 @@ impl Config {
                 let mut proxy = d.proxy.clone();
                 svc.proxy.apply_to(&mut proxy);
                 p.proxy.apply_to(&mut proxy);
-                // Named where the value that decides was written.
-                let proxy_at = if p.proxy != ProxyOverrides::default() {
-                    format!("{at}.proxy")
-                } else if svc.proxy != ProxyOverrides::default() {
-                    format!("services.{service_name}.proxy")
-                } else {
-                    "defaults.proxy".to_string()
+                // Each named where the value that decides was written.
+                let written = |provider_set: bool, service_set: bool, key: &str| {
+                    if provider_set {
+                        format!("{at}.{key}")
+                    } else if service_set {
+                        format!("services.{service_name}.{key}")
+                    } else {
+                        format!("defaults.{key}")
+                    }
                 };
+                let proxy_at = written(
+                    p.proxy != ProxyOverrides::default(),
+                    svc.proxy != ProxyOverrides::default(),
+                    "proxy",
+                );
                 resolved.proxy = transport::resolve_proxy(&proxy_at, &proxy, &resolved.base_url)?;
+                let mut tls = d.tls.clone();
+                svc.tls.apply_to(&mut tls);
+                p.tls.apply_to(&mut tls);
+                let tls_at = written(
+                    p.tls != TlsOverrides::default(),
+                    svc.tls != TlsOverrides::default(),
+                    "tls",
+                );
+                resolved.tls = transport::resolve_tls(&tls_at, &tls)?;
                 providers.push(resolved);
             }
             let strategy = svc.strategy.unwrap_or(d.strategy);
@@ -198,6 +214,8 @@ pub(crate) struct ResolvedProvider {
     pub batches: BTreeMap<String, fewer_calls::ResolvedBatch>,
     /// How it is reached.
     pub proxy: ProxyChoice,
+    /// What its TLS trusts and presents, read once.
+    pub tls: ResolvedTls,
 }
 
 /// A provider's quotas, with the reset time read.
@@ -602,6 +620,7 @@ fn resolve_provider(
         shapes,
         batches,
         proxy: ProxyChoice::FromEnvironment,
+        tls: ResolvedTls::default(),
     })
 }
 

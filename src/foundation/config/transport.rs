@@ -1,9 +1,133 @@
-//! How providers are reached: proxies. A proxy URL may carry credentials, so neither
-//! `Debug` nor an error ever shows more than its scheme, host and port.
+//! How providers are reached: TLS trust and client certificates, and proxies. A proxy
+//! URL may carry credentials, so neither `Debug` nor an error ever shows more than its
+//! scheme, host and port.
+
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::foundation::error::Error;
+
+layered! {
+    /// What a provider's TLS trusts and presents (`[defaults.tls]`, per service or
+    /// provider too). Certificates are always verified.
+    TlsConfig, TlsOverrides {
+        /// PEM file of CA certificates trusted beside the built-in (Mozilla) roots.
+        ca_file: String = String::new(),
+        /// Trust `ca_file` alone (a private CA). Defaults to false.
+        only_ca_file: bool = false,
+        /// PEM certificate chain presented for mutual TLS, with `client_key_file`.
+        client_cert_file: String = String::new(),
+        /// PEM private key of `client_cert_file`.
+        client_key_file: String = String::new(),
+    }
+}
+
+/// A provider's TLS settings with every file read and checked, once.
+#[derive(Clone, Default)]
+pub(crate) struct ResolvedTls {
+    /// `None`: the built-in roots as they are.
+    pub roots: Option<Arc<Vec<ureq::tls::Certificate<'static>>>>,
+    pub client: Option<ureq::tls::ClientCert>,
+}
+
+impl std::fmt::Debug for ResolvedTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedTls")
+            .field("roots", &self.roots.as_ref().map(|r| r.len()))
+            .field("client_cert", &self.client.is_some())
+            .finish()
+    }
+}
+
+/// Reads the files `tls` names; `at` is the path of the table that set them.
+pub(super) fn resolve_tls(at: &str, tls: &TlsConfig) -> Result<ResolvedTls, Error> {
+    let mut out = ResolvedTls::default();
+    if tls.only_ca_file && tls.ca_file.is_empty() {
+        return Err(Error::config(
+            format!("{at}.only_ca_file"),
+            "trusts ca_file alone, and ca_file is not set",
+        ));
+    }
+    if !tls.ca_file.is_empty() {
+        let here = format!("{at}.ca_file");
+        let pem = read(&here, &tls.ca_file)?;
+        let mut certs = Vec::new();
+        for item in ureq::tls::parse_pem(&pem) {
+            match item {
+                Ok(ureq::tls::PemItem::Certificate(c)) => certs.push(c),
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(Error::config(
+                        here,
+                        format!("{:?} is not valid PEM", tls.ca_file),
+                    ))
+                }
+            }
+        }
+        if certs.is_empty() {
+            return Err(Error::config(
+                here,
+                format!("{:?} holds no PEM certificate", tls.ca_file),
+            ));
+        }
+        if !tls.only_ca_file {
+            let builtin = webpki_root_certs::TLS_SERVER_ROOT_CERTS
+                .iter()
+                .map(|der| ureq::tls::Certificate::from_der(der.as_ref()).to_owned());
+            certs.extend(builtin);
+        }
+        out.roots = Some(Arc::new(certs));
+    }
+    match (
+        tls.client_cert_file.is_empty(),
+        tls.client_key_file.is_empty(),
+    ) {
+        (true, true) => {}
+        (false, true) | (true, false) => {
+            let missing = if tls.client_key_file.is_empty() {
+                "client_key_file"
+            } else {
+                "client_cert_file"
+            };
+            return Err(Error::config(
+                format!("{at}.{missing}"),
+                "mutual TLS needs both client_cert_file and client_key_file",
+            ));
+        }
+        (false, false) => {
+            let here = format!("{at}.client_cert_file");
+            let pem = read(&here, &tls.client_cert_file)?;
+            let chain: Vec<_> = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(c),
+                    _ => None,
+                })
+                .collect();
+            if chain.is_empty() {
+                return Err(Error::config(
+                    here,
+                    format!("{:?} holds no PEM certificate", tls.client_cert_file),
+                ));
+            }
+            let here = format!("{at}.client_key_file");
+            let pem = read(&here, &tls.client_key_file)?;
+            // The key itself is a secret: the error names the file only.
+            let key = ureq::tls::PrivateKey::from_pem(&pem).map_err(|_| {
+                Error::config(
+                    &here,
+                    format!("{:?} holds no PEM private key", tls.client_key_file),
+                )
+            })?;
+            out.client = Some(ureq::tls::ClientCert::new_with_certs(&chain, key));
+        }
+    }
+    Ok(out)
+}
+
+fn read(at: &str, path: &str) -> Result<Vec<u8>, Error> {
+    std::fs::read(path).map_err(|e| Error::config(at, format!("cannot read {path:?}: {e}")))
+}
 
 /// `[defaults.proxy]`, per service or provider too.
 #[derive(Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -1,0 +1,169 @@
+//! TLS for tests: certificates made at test time (a CA, a server certificate for
+//! 127.0.0.1 and localhost, a client certificate), written to a directory of their own,
+//! and an HTTPS server on 127.0.0.1 that may require a client certificate.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+/// Files of one test's certificates.
+pub struct Pki {
+    pub dir: PathBuf,
+    /// The CA that signed the server and client certificates.
+    pub ca_file: PathBuf,
+    /// Another CA, which signed nothing here.
+    pub other_ca_file: PathBuf,
+    pub client_cert_file: PathBuf,
+    pub client_key_file: PathBuf,
+    server_chain: Vec<CertificateDer<'static>>,
+    server_key: Vec<u8>,
+    ca_der: CertificateDer<'static>,
+}
+
+fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
+    let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
+    CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+}
+
+impl Pki {
+    pub fn new(test: &str) -> Pki {
+        let dir =
+            std::env::temp_dir().join(format!("switchyard-tls-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let authority = ca("switchyard test CA");
+        let other = ca("another CA");
+        let server_key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+            .unwrap()
+            .signed_by(&server_key, &authority)
+            .unwrap();
+        let client_key = KeyPair::generate().unwrap();
+        let client = CertificateParams::new(vec!["client.test".to_string()])
+            .unwrap()
+            .signed_by(&client_key, &authority)
+            .unwrap();
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            path
+        };
+        Pki {
+            ca_file: write("ca.pem", authority.pem()),
+            other_ca_file: write("other-ca.pem", other.pem()),
+            client_cert_file: write("client.pem", client.pem()),
+            client_key_file: write("client.key", client_key.serialize_pem()),
+            server_chain: vec![server.der().clone()],
+            server_key: server_key.serialize_der(),
+            ca_der: authority.der().clone(),
+            dir,
+        }
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// An HTTPS server on 127.0.0.1 answering `{"ok":true}` to every request, keep-alive.
+pub struct TlsServer {
+    addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+}
+
+impl TlsServer {
+    /// Serves with the PKI's server certificate; when `client_ca` is set, a client must
+    /// present a certificate that CA signed.
+    pub fn start(pki: &Pki, client_ca: bool) -> TlsServer {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let builder = if client_ca {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(pki.ca_der.clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(pki.server_key.clone()));
+        let config = Arc::new(
+            builder
+                .with_single_cert(pki.server_chain.clone(), key)
+                .unwrap(),
+        );
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let counted = requests.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let (config, counted) = (config.clone(), counted.clone());
+                thread::spawn(move || {
+                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let Ok(conn) = rustls::ServerConnection::new(config) else {
+                        return;
+                    };
+                    let mut tls = BufReader::new(rustls::StreamOwned::new(conn, stream));
+                    loop {
+                        // A whole request head, then the answer; a failed handshake ends here.
+                        let mut line = String::new();
+                        if tls.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        loop {
+                            let mut header = String::new();
+                            if tls.read_line(&mut header).unwrap_or(0) == 0 {
+                                return;
+                            }
+                            if header.trim().is_empty() {
+                                break;
+                            }
+                        }
+                        counted.fetch_add(1, Ordering::AcqRel);
+                        let body = b"{\"ok\":true}";
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+                            body.len()
+                        );
+                        let out = tls.get_mut();
+                        if out.write_all(head.as_bytes()).is_err()
+                            || out.write_all(body).is_err()
+                            || out.flush().is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+        TlsServer { addr, requests }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://{}", self.addr)
+    }
+
+    /// Requests received whole (after a handshake that succeeded).
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::Acquire)
+    }
+}
