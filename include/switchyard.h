@@ -228,6 +228,17 @@ sy_status sy_submit(sy_balancer *balancer,
 // with `sy_string_free`.
 sy_status sy_metrics_json(sy_balancer *balancer, char **json_out);
 
+// Writes the decision for a request as JSON to `json_out` (free it with
+// `sy_string_free`), without sending anything: `pick` (a provider's name or null),
+// `why`, `strategy`, and `candidates`, each with `provider`, `tier`, `circuit`,
+// `resting_reason`, `resting_ms`, `rate_remaining`, `quota_remaining`, `in_flight`,
+// `max_connections`, `health_down`, `score` and `skipped` (why it cannot be the pick,
+// or null). The request is only read; a bad one fails as `sy_call` would.
+sy_status sy_explain_json(sy_balancer *balancer,
+                          const sy_request *req,
+                          char **json_out,
+                          sy_error **error_out);
+
 // Writes every counter in the Prometheus text format 0.0.4 to `text_out`; free it with
 // `sy_string_free`.
 sy_status sy_prometheus(sy_balancer *balancer, char **text_out);

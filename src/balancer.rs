@@ -134,6 +134,13 @@ impl Balancer {
         self.core.snapshot()
     }
 
+    /// What would happen to `request` now, without sending it: every provider of its
+    /// service with its tier, circuit, rest and its reason, rate and quota left, load and
+    /// score, why it could not be the pick, and the pick. Nothing is sent, taken or counted.
+    pub fn explain(&self, request: &Request) -> Result<crate::Explanation, Error> {
+        self.core.explain(request)
+    }
+
     /// The circuit of a provider: state, counts in the window, last failure, next probe.
     pub fn circuit(&self, provider: &str) -> Result<CircuitInfo, Error> {
         self.core.circuit(provider)

@@ -56,6 +56,7 @@ pub use policy::breaker::{CircuitEvent, CircuitInfo, CircuitState};
 pub use policy::window::{Recent, Throughput};
 #[cfg(feature = "dashboard")]
 pub use report::dashboard::Dashboard;
+pub use telemetry::explain::{ExplainedProvider, Explanation};
 pub use telemetry::histogram::LatencySummary;
 pub use telemetry::snapshot::{
     CircuitSnapshot, HealthSnapshot, ProviderSnapshot, QuotaWindow, RateWindow, ServiceSnapshot,

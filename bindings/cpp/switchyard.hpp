@@ -283,6 +283,17 @@ public:
         }
     }
 
+    // The decision for a request, without sending it: JSON with `pick`, `why` and every
+    // candidate's tier, circuit, rest, rate and quota left, score and `skipped` reason.
+    std::string explain_json(const Request &req) const {
+        detail::Handle::Use use(*h_);
+        char *out = nullptr;
+        sy_error *e = nullptr;
+        const sy_status code = sy_explain_json(use.get(), req.get(), &out, &e);
+        detail::check(code, e);
+        return detail::take(out);
+    }
+
     std::string metrics_json() const {
         detail::Handle::Use use(*h_);
         char *out = nullptr;

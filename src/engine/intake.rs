@@ -118,6 +118,21 @@ impl Core {
         Ok(())
     }
 
+    /// The decision for a request as it would be made now, with nothing sent, taken or
+    /// counted; the request is checked as `call` would check it.
+    pub fn explain(
+        &self,
+        request: &Request,
+    ) -> Result<crate::telemetry::explain::Explanation, Error> {
+        request.validate()?;
+        let index = self
+            .service_index(&request.service)
+            .ok_or_else(|| Error::UnknownService(request.service.clone()))?;
+        let service = &self.services[index];
+        let eligible = service.eligible_for(request)?;
+        Ok(service.explain(request, &eligible))
+    }
+
     /// Checks a request against the configuration: its service and eligible providers.
     fn admit(&self, request: &Request) -> Result<(usize, IndexSet), Error> {
         if self.is_closed() {

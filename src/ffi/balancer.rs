@@ -216,6 +216,31 @@ pub extern "C" fn sy_metrics_json(
     })
 }
 
+/// Writes the decision for a request as JSON to `json_out` (free it with
+/// `sy_string_free`), without sending anything: `pick` (a provider's name or null),
+/// `why`, `strategy`, and `candidates`, each with `provider`, `tier`, `circuit`,
+/// `resting_reason`, `resting_ms`, `rate_remaining`, `quota_remaining`, `in_flight`,
+/// `max_connections`, `health_down`, `score` and `skipped` (why it cannot be the pick,
+/// or null). The request is only read; a bad one fails as `sy_call` would.
+#[no_mangle]
+pub extern "C" fn sy_explain_json(
+    balancer: *mut sy_balancer,
+    req: *const sy_request,
+    json_out: *mut *mut c_char,
+    error_out: *mut *mut sy_error,
+) -> sy_status {
+    boundary(error_out, || {
+        out_arg(json_out, "json_out")?;
+        let lb = lb(balancer)?;
+        // SAFETY: NULL or a live sy_request not being modified meanwhile, per the header.
+        let req = unsafe { ref_arg(req, "req") }?;
+        let explained = lb.explain(req.request())?;
+        let json = serde_json::to_string(&explained).map_err(|e| Error::Internal(e.to_string()))?;
+        string_out(json_out, json);
+        Ok(())
+    })
+}
+
 /// Writes every counter in the Prometheus text format 0.0.4 to `text_out`; free it with
 /// `sy_string_free`.
 #[no_mangle]

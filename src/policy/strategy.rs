@@ -233,18 +233,7 @@ impl Picker {
         ok: &dyn Fn(usize) -> bool,
         now: Duration,
     ) -> Option<usize> {
-        let mut kind = self.kind();
-        let needs_latency = matches!(
-            kind,
-            StrategyKind::WeightedResponse | StrategyKind::HealthBased | StrategyKind::PeakEwma
-        );
-        if needs_latency
-            && (0..providers.len()).any(|i| ok(i) && providers[i].latency().read().2 < MIN_SAMPLES)
-        {
-            // Someone has too few samples yet: the main strategy cannot rank it fairly.
-            kind = KINDS[self.fallback.load(Ordering::Relaxed) as usize];
-        }
-        match kind {
+        match self.kind_for(providers, ok) {
             StrategyKind::RoundRobin => self.round_robin(providers, ok),
             StrategyKind::LeastConnections => self.least_connections(providers, ok),
             StrategyKind::WeightedResponse => self.weighted_response(providers, ok),
@@ -257,6 +246,71 @@ impl Picker {
                 now,
                 self.rand.unit(),
             ),
+        }
+    }
+
+    /// How the strategy in use ranks the candidates `ok` lets through, best first, with
+    /// each one's score, drawing nothing and changing nothing: what `explain` shows. The
+    /// first is the pick, or the most likely one for a strategy that draws at random.
+    /// The second value says what the scores are.
+    pub fn rank<C: Candidate>(
+        &self,
+        providers: &[C],
+        ok: &dyn Fn(usize) -> bool,
+        now: Duration,
+    ) -> (Vec<(usize, f64)>, &'static str) {
+        let candidates: Vec<usize> = (0..providers.len()).filter(|&i| ok(i)).collect();
+        let scored = |score: &dyn Fn(usize) -> f64| -> Vec<(usize, f64)> {
+            let mut v: Vec<(usize, f64)> = candidates.iter().map(|&i| (i, score(i))).collect();
+            v.sort_by(|a, b| b.1.total_cmp(&a.1));
+            v
+        };
+        match self.kind_for(providers, ok) {
+            StrategyKind::RoundRobin => {
+                let current = self.current.lock().clone();
+                let scores = scored(&|i| (current[i] + i64::from(providers[i].weight())) as f64);
+                (scores, "round_robin: current weight, the highest goes next")
+            }
+            StrategyKind::LeastConnections => (
+                scored(&|i| -(providers[i].in_flight() as f64)),
+                "least_connections: minus the requests in flight, ties drawn at random",
+            ),
+            StrategyKind::WeightedResponse => (
+                scored(&|i| {
+                    let (ewma, _, _) = providers[i].latency().read();
+                    f64::from(providers[i].weight()) / ewma.max(0.01)
+                }),
+                "weighted_response: weight / latency in ms, drawn in proportion",
+            ),
+            StrategyKind::HealthBased => {
+                let mut scores = self.health_scores(providers, &candidates, now);
+                scores.sort_by(|a, b| b.1.total_cmp(&a.1));
+                (
+                    scores,
+                    "health_based: health score, drawn among the better half",
+                )
+            }
+            StrategyKind::PeakEwma => (
+                scored(&|i| {
+                    let p = &providers[i];
+                    -(p.latency().decayed_peak(now) * (p.in_flight() + 1) as f64)
+                }),
+                "peak_ewma: minus peak latency x (in flight + 1), the better of two drawn",
+            ),
+            StrategyKind::CostAware => {
+                // The pick without a probe first, then the rest by price.
+                let pick =
+                    cost_aware::pick(providers, candidates.iter().copied(), &self.slo, now, 1.0);
+                let mut scores = scored(&|i| -providers[i].cost());
+                if let Some(at) = scores.iter().position(|(i, _)| Some(*i) == pick) {
+                    let first = scores.remove(at);
+                    scores.insert(0, first);
+                }
+                (
+                    scores,
+                    "cost_aware: minus the cost per request; the cheapest meeting the slo goes",
+                )
+            }
         }
     }
 
@@ -347,6 +401,23 @@ impl Picker {
         if candidates.len() > 1 && self.rand.unit() < EXPLORE {
             return Some(candidates[self.rand.below(candidates.len())]);
         }
+        let mut scored = self.health_scores(providers, &candidates, now);
+        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
+        // The better half, and whoever scores as well as it within noise: a sharp cut
+        // would starve a provider for being a hair slower.
+        let half = scored[scored.len().div_ceil(2) - 1].1;
+        let threshold = half.min(scored[0].1 - SCORE_TOLERANCE);
+        scored.retain(|(_, score)| *score >= threshold);
+        self.weighted_random(scored.into_iter())
+    }
+
+    /// Each candidate's health score, relative to the others.
+    fn health_scores<C: Candidate>(
+        &self,
+        providers: &[C],
+        candidates: &[usize],
+        now: Duration,
+    ) -> Vec<(usize, f64)> {
         let signals = self.signals(providers, now);
         let s = |i: usize| &signals.by_provider[i];
         let fastest = candidates
@@ -357,18 +428,26 @@ impl Picker {
             .iter()
             .map(|&i| s(i).cost)
             .fold(f64::INFINITY, f64::min);
-        let mut scored: Vec<(usize, f64)> = candidates
+        candidates
             .iter()
             .map(|&i| (i, s(i).score(fastest, cheapest)))
-            .collect();
-        drop(signals);
-        scored.sort_by(|a, b| b.1.total_cmp(&a.1));
-        // The better half, and whoever scores as well as it within noise: a sharp cut
-        // would starve a provider for being a hair slower.
-        let half = scored[scored.len().div_ceil(2) - 1].1;
-        let threshold = half.min(scored[0].1 - SCORE_TOLERANCE);
-        scored.retain(|(_, score)| *score >= threshold);
-        self.weighted_random(scored.into_iter())
+            .collect()
+    }
+
+    /// The strategy in use for these candidates: the fallback while one has too few
+    /// latency samples for the main strategy to rank it fairly.
+    fn kind_for<C: Candidate>(&self, providers: &[C], ok: &dyn Fn(usize) -> bool) -> StrategyKind {
+        let kind = self.kind();
+        let needs_latency = matches!(
+            kind,
+            StrategyKind::WeightedResponse | StrategyKind::HealthBased | StrategyKind::PeakEwma
+        );
+        if needs_latency
+            && (0..providers.len()).any(|i| ok(i) && providers[i].latency().read().2 < MIN_SAMPLES)
+        {
+            return KINDS[self.fallback.load(Ordering::Relaxed) as usize];
+        }
+        kind
     }
 
     /// The health score's inputs, read from every provider at most every [`SIGNAL_TTL`]:

@@ -2,5 +2,6 @@
 
 pub(crate) mod cost;
 pub(crate) mod counters;
+pub(crate) mod explain;
 pub(crate) mod histogram;
 pub(crate) mod snapshot;

@@ -623,5 +623,6 @@ impl Service {
     }
 }
 
+mod explain;
 #[cfg(test)]
 mod tests;

@@ -47,6 +47,7 @@ int main(int argc, char **argv) {
     CHECK(v.raw_body == v.body && v.raw_body_len == v.body_len && !v.from_cache, "view: raw body, cache");
     CHECK(r.raw_body() == r.body() && !r.from_cache(), "raw_body, from_cache");
 
+    CHECK(lb.explain_json(Request("s", "quote")).find("\"pick\"") != std::string::npos, "explain_json");
     lb.force_open("good1");
     for (int i = 0; i < 200 && opened.load() == 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     CHECK(opened.load() == 1, "listener heard the forced open");

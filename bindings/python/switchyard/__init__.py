@@ -224,6 +224,7 @@ _sig("sy_balancer_free", None, _p)
 _sig("sy_call", _u32, _p, _p, ctypes.POINTER(_p), ctypes.POINTER(_p))
 _sig("sy_submit", _u32, _p, _p, _CALLBACK, _p, ctypes.POINTER(_p))
 _sig("sy_metrics_json", _u32, _p, ctypes.POINTER(_p))
+_sig("sy_explain_json", _u32, _p, _p, ctypes.POINTER(_p), ctypes.POINTER(_p))
 _sig("sy_prometheus", _u32, _p, ctypes.POINTER(_p))
 _sig("sy_circuit_json", _u32, _p, _s, ctypes.POINTER(_p))
 _sig("sy_force_open", _u32, _p, _s, ctypes.POINTER(_p))
@@ -643,6 +644,28 @@ class Balancer:
                 self._pending.pop(key, None)
             _check(code, err.value)
         return future
+
+    def explain(self, service: str, endpoint: str, params: Optional[Dict[str, Any]] = None, **kwargs: Any) -> Dict[str, Any]:
+        """The decision for a request as it would be made now, without sending it: a dict
+        with ``pick`` (a provider's name or None), ``why``, ``strategy`` and ``candidates``
+        (each with tier, circuit, rest, rate and quota left, score and ``skipped``). Takes
+        the same arguments as :meth:`request`."""
+        method = kwargs.pop("method", "GET")
+        req = self._build(
+            service, endpoint, params, method, kwargs.pop("headers", None), kwargs.pop("body", None),
+            kwargs.pop("priority", "normal"), kwargs.pop("timeout", None), kwargs.pop("idempotent", None),
+        )
+        if kwargs:
+            _lib.sy_request_free(req)
+            raise InvalidArgument(f"unknown arguments: {', '.join(kwargs)}")
+        out, err = _p(), _p()
+        try:
+            with self._using() as handle:
+                code = _lib.sy_explain_json(handle, req, ctypes.byref(out), ctypes.byref(err))
+        finally:
+            _lib.sy_request_free(req)
+        _check(code, err.value)
+        return _json.loads(_take_string(out.value))
 
     def metrics(self) -> Dict[str, Any]:
         """Every counter, as the documented JSON snapshot."""

@@ -124,6 +124,17 @@ class BindingTest(unittest.TestCase):
         svc = self.lb.metrics()["services"]["kept"]
         self.assertEqual((svc["cache_hits"], svc["cache_misses"]), (1, 1))
 
+    def test_explain_names_the_pick_without_sending(self):
+        before = self.lb.metrics()["services"]["s"]["requests"]
+        e = self.lb.explain("s", "quote", params={"symbol": "AAPL"})
+        self.assertIn(e["pick"], ("good1", "bad", "good2"))
+        names = [c["provider"] for c in e["candidates"]]
+        self.assertEqual(names, ["good1", "bad", "good2"])
+        self.assertTrue(any(c["skipped"] and c["skipped"].startswith("tier 2") for c in e["candidates"]) or e["pick"] == "good2")
+        self.assertEqual(self.lb.metrics()["services"]["s"]["requests"], before, "nothing was sent")
+        with self.assertRaises(switchyard.UnknownService):
+            self.lb.explain("nope", "quote")
+
     def test_every_error_kind_maps_to_its_exception(self):
         with self.assertRaises(switchyard.UnknownService) as e:
             self.lb.get("bonds", "quote")
