@@ -52,6 +52,11 @@ typedef uint32_t sy_status;
 // frees it with `sy_response_free` or `sy_error_free`.
 typedef void (*sy_callback)(void *user_data, sy_response *response, sy_error *error);
 
+// Called with every event (see `sy_on_event`) as one JSON object: `type` (`attempt`,
+// `failover`, `circuit`, `rest`, `quota`), `at_unix_ms`, and the event's own keys. The
+// string lives only during the call.
+typedef void (*sy_event_callback)(void *user_data, const char *json);
+
 // Called on every circuit state change with the service, the provider and the states
 // left and entered (`closed`, `open`, `half_open`). Calls come one at a time, in order,
 // on the balancer's events thread, with no lock held: the callback may block or call the
@@ -275,6 +280,15 @@ sy_status sy_set_strategy(sy_balancer *balancer,
                           const char *service,
                           const char *strategy,
                           sy_error **error_out);
+
+// Calls `callback` with `user_data` and each event as JSON from now on (see
+// `sy_event_callback`): every attempt's end, failover, circuit change, rest and quota
+// notice, one at a time, in order, on the events thread, with no lock held. Events wait
+// in a bounded buffer: a callback slower than the traffic loses the excess (counted in
+// the metrics' `events.dropped`) and never slows a request. The callback and
+// `user_data` must stay valid until `sy_balancer_shutdown` or `sy_balancer_free`
+// returns; none comes after.
+sy_status sy_on_event(sy_balancer *balancer, sy_event_callback callback, void *user_data);
 
 // Calls `callback` with `user_data` on every circuit state change from now on (see
 // `sy_circuit_callback`). The callback and `user_data` must stay valid until

@@ -173,6 +173,19 @@ impl Balancer {
         self.core.listeners().add(Arc::new(listener));
     }
 
+    /// Calls `subscriber` with every event from now on: each attempt's end, failover,
+    /// circuit change, rest and quota notice ([`Event`](crate::Event); its JSON for C
+    /// and Python). Calls come one at a time, in order, on the events thread, with no
+    /// lock of the balancer held. Events wait in a bounded buffer (4,096): a subscriber
+    /// slower than the traffic loses the excess, counted in `events.dropped`, and never
+    /// slows a request. At shutdown, events still waiting are dropped.
+    pub fn on_event<F>(&self, subscriber: F)
+    where
+        F: Fn(&crate::Event) + Send + Sync + 'static,
+    {
+        self.core.subscribe(Arc::new(subscriber));
+    }
+
     /// Answers a service's requests with `fallback` when every provider failed or none was
     /// available; a request's own [`Request::fallback`] takes precedence. `None` removes it.
     pub fn set_fallback<F>(&self, service: &str, fallback: Option<F>) -> Result<(), Error>

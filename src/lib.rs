@@ -56,11 +56,12 @@ pub use policy::breaker::{CircuitEvent, CircuitInfo, CircuitState};
 pub use policy::window::{Recent, Throughput};
 #[cfg(feature = "dashboard")]
 pub use report::dashboard::Dashboard;
+pub use telemetry::event::{Event, EventKind};
 pub use telemetry::explain::{ExplainedProvider, Explanation};
 pub use telemetry::histogram::LatencySummary;
 pub use telemetry::snapshot::{
-    CircuitSnapshot, HealthSnapshot, ProviderSnapshot, QuotaWindow, RateWindow, ServiceSnapshot,
-    Snapshot,
+    CircuitSnapshot, EventsSnapshot, HealthSnapshot, ProviderSnapshot, QuotaWindow, RateWindow,
+    ServiceSnapshot, Snapshot,
 };
 
 /// The crate's version, as in `Cargo.toml`.

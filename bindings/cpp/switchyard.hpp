@@ -358,6 +358,13 @@ public:
         listeners_.push_back(std::make_unique<std::function<void(const CircuitEvent &)>>(std::move(listener)));
         detail::check(sy_on_circuit_change(use.get(), &Balancer::circuit_trampoline, listeners_.back().get()));
     }
+    // `subscriber` gets every event (attempt, failover, circuit, rest, quota) as one JSON
+    // object, one at a time on the events thread; a slow one loses events, never time.
+    void on_event(std::function<void(std::string_view json)> subscriber) {
+        detail::Handle::Use use(*h_);
+        subscribers_.push_back(std::make_unique<std::function<void(std::string_view)>>(std::move(subscriber)));
+        detail::check(sy_on_event(use.get(), &Balancer::event_trampoline, subscribers_.back().get()));
+    }
     // Shuts down with no grace and frees the native balancer, after the calls under way on
     // other threads return. Calling it again is harmless.
     void close() noexcept {
@@ -382,6 +389,14 @@ private:
         }
     }
 
+    static void event_trampoline(void *user_data, const char *json) {
+        try {
+            (*static_cast<std::function<void(std::string_view)> *>(user_data))(json);
+        } catch (...) {
+            // An exception must not cross into C.
+        }
+    }
+
     static void trampoline(void *user_data, sy_response *response, sy_error *error) {
         std::unique_ptr<std::function<void(std::optional<Response>, std::optional<Error>)>> done(
             static_cast<std::function<void(std::optional<Response>, std::optional<Error>)> *>(user_data));
@@ -394,6 +409,7 @@ private:
 
     // Declared before h_ so the balancer (and its events thread) goes first.
     std::list<std::unique_ptr<std::function<void(const CircuitEvent &)>>> listeners_;
+    std::list<std::unique_ptr<std::function<void(std::string_view)>>> subscribers_;
     std::unique_ptr<detail::Handle> h_;
 };
 

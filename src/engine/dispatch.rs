@@ -13,6 +13,7 @@ use crossbeam_channel::select;
 use crate::engine::batch;
 use crate::engine::batcher::{EndpointBatcher, Offer};
 use crate::engine::hedge;
+use crate::engine::posting;
 use crate::engine::runtime::Core;
 use crate::flow::job::Job;
 use crate::flow::ticket::{Outcome, Sink, Ticket};
@@ -160,6 +161,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             {
                 if from != slot.index {
                     service.stats.record_failover(from, slot.index);
+                    posting::failed_over(core, job.service, from, slot.index);
                 }
             }
         }
@@ -178,6 +180,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         };
         let url = provider.url(&job.request);
         let sent = core.clock.now();
+        let was_resting = core.events.is_on() && provider.allowance.rest(sent).is_some();
         hedge::arm(core, &mut job, slot.index, sent);
         if job.is_hedge {
             service.stats.record_hedge();
@@ -217,6 +220,14 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         }
         let attempt_end = attempt_end(provider, &result, elapsed, finished);
         service.record_attempt(index, permit, grant, &attempt_end);
+        let attempt = (job.attempts() + 1, job.is_hedge);
+        posting::attempt_ended(
+            core,
+            (job.service, index),
+            attempt,
+            &attempt_end,
+            was_resting,
+        );
         handed = hand_over(core, job.service, index, seat, handed);
 
         match result {

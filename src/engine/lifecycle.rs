@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 
-use crate::engine::events::deliver_events;
+use crate::engine::events::{deliver_events, Audience};
 use crate::engine::health_loop::probe_providers;
 use crate::engine::runtime::Core;
 use crate::engine::timer::keep_time;
@@ -65,8 +65,14 @@ pub(crate) fn start_with(
         handles.push(spawn("switchyard-timer".into(), body)?);
     }
     let events = {
-        let (listeners, stop) = (core.listeners.clone(), stop.clone());
-        let body = Box::new(move || deliver_events(listeners, wiring.events, stop));
+        let audience = Audience {
+            listeners: core.listeners.clone(),
+            subscribers: core.subscribers.clone(),
+            bus: core.events.clone(),
+        };
+        let stop = stop.clone();
+        let (circuits, others) = (wiring.events, wiring.posted);
+        let body = Box::new(move || deliver_events(audience, circuits, others, stop));
         spawn("switchyard-events".into(), body)?
     };
     {

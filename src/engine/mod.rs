@@ -8,6 +8,7 @@ pub(crate) mod channels;
 pub(crate) mod coalesce;
 pub(crate) mod events;
 pub(crate) mod parking;
+pub(crate) mod posting;
 pub(crate) mod schedule;
 pub(crate) mod state_file;
 

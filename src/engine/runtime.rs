@@ -14,7 +14,7 @@ use crate::engine::batcher::ServiceBatcher;
 use crate::engine::cache::ServiceCache;
 use crate::engine::channels::{Channels, Next};
 use crate::engine::coalesce::Coalescer;
-use crate::engine::events::Listeners;
+use crate::engine::events::{Listeners, Subscribers};
 use crate::engine::parking::ParkingLine;
 use crate::engine::schedule::Timer;
 use crate::engine::state_file::StateFile;
@@ -24,6 +24,7 @@ use crate::foundation::clock::SharedClock;
 use crate::foundation::config::{DashboardConfig, Resolved};
 use crate::foundation::error::Error;
 use crate::policy::breaker::{Breaker, CircuitInfo, Transition};
+use crate::telemetry::event::EventBus;
 use crate::telemetry::snapshot::Snapshot;
 use crate::upstream::circuit_events::CircuitOutbox;
 use crate::upstream::service::Service;
@@ -55,6 +56,9 @@ pub(crate) struct Core {
     /// Disconnects when the grace is over; for waits that must end at shutdown.
     pub(in crate::engine) stop_signal: Receiver<()>,
     pub(in crate::engine) listeners: Arc<Listeners>,
+    /// `on_event` subscribers, and where events for them are posted.
+    pub(in crate::engine) subscribers: Arc<Subscribers>,
+    pub(in crate::engine) events: Arc<EventBus>,
     #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
     pub(in crate::engine) dashboard_config: DashboardConfig,
     /// Status servers to stop with the balancer.
@@ -68,6 +72,8 @@ pub(crate) struct Core {
 pub(crate) struct Wiring {
     pub timer: Receiver<crate::engine::schedule::Delayed>,
     pub events: Receiver<crate::policy::breaker::CircuitEvent>,
+    /// What the event bus carries to `on_event` subscribers.
+    pub posted: Receiver<crate::telemetry::event::Event>,
     pub stop: crossbeam_channel::Sender<()>,
 }
 
@@ -76,6 +82,7 @@ impl Core {
     /// the transports `connect` makes; no thread started yet.
     pub fn new(resolved: &Resolved, clock: SharedClock, connect: &Connector) -> (Core, Wiring) {
         let (outbox, events) = CircuitOutbox::new();
+        let (bus, posted) = EventBus::new();
         let services: Vec<Service> = resolved
             .services
             .iter()
@@ -120,6 +127,8 @@ impl Core {
             timer,
             stop_signal: stop_rx,
             listeners: Arc::new(Listeners::default()),
+            subscribers: Arc::new(Subscribers::default()),
+            events: Arc::new(bus),
             dashboard_config: resolved.dashboard.clone(),
             #[cfg(feature = "dashboard")]
             dashboards: Mutex::new(Vec::new()),
@@ -128,6 +137,7 @@ impl Core {
         let wiring = Wiring {
             timer: timer_rx,
             events,
+            posted,
             stop: stop_tx,
         };
         (core, wiring)
@@ -272,6 +282,11 @@ impl Core {
         Ok(self.services[s].providers[p].breaker.info())
     }
 
+    /// Adds an `on_event` subscriber; events are made from now on.
+    pub fn subscribe(&self, subscriber: crate::engine::events::Subscriber) {
+        self.subscribers.add(subscriber, &self.events);
+    }
+
     pub fn listeners(&self) -> &Listeners {
         &self.listeners
     }
@@ -302,6 +317,10 @@ impl Core {
                 .iter()
                 .map(|s| (s.name.clone(), s.snapshot()))
                 .collect(),
+            events: {
+                let (delivered, dropped) = self.events.counts();
+                crate::telemetry::snapshot::EventsSnapshot { delivered, dropped }
+            },
         }
     }
 }

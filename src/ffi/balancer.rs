@@ -38,6 +38,12 @@ pub type sy_circuit_callback = Option<
     ),
 >;
 
+/// Called with every event (see `sy_on_event`) as one JSON object: `type` (`attempt`,
+/// `failover`, `circuit`, `rest`, `quota`), `at_unix_ms`, and the event's own keys. The
+/// string lives only during the call.
+pub type sy_event_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, json: *const c_char)>;
+
 /// A C pointer handed back to C on another thread; switchyard never dereferences it.
 #[derive(Clone, Copy)]
 struct UserData(*mut c_void);
@@ -370,6 +376,36 @@ pub extern "C" fn sy_set_strategy(
                 Error::InvalidArgument(format!("`strategy` \"{strategy}\" is not a known strategy"))
             })?;
         lb(balancer)?.set_strategy(service, kind)
+    })
+}
+
+/// Calls `callback` with `user_data` and each event as JSON from now on (see
+/// `sy_event_callback`): every attempt's end, failover, circuit change, rest and quota
+/// notice, one at a time, in order, on the events thread, with no lock held. Events wait
+/// in a bounded buffer: a callback slower than the traffic loses the excess (counted in
+/// the metrics' `events.dropped`) and never slows a request. The callback and
+/// `user_data` must stay valid until `sy_balancer_shutdown` or `sy_balancer_free`
+/// returns; none comes after.
+#[no_mangle]
+pub extern "C" fn sy_on_event(
+    balancer: *mut sy_balancer,
+    callback: sy_event_callback,
+    user_data: *mut c_void,
+) -> sy_status {
+    boundary(std::ptr::null_mut(), || {
+        let lb = lb(balancer)?;
+        let callback =
+            callback.ok_or_else(|| Error::InvalidArgument("`callback` is NULL".into()))?;
+        let user_data = UserData(user_data);
+        lb.on_event(move |e| {
+            let user_data = user_data;
+            let json = serde_json::to_string(e).unwrap_or_default();
+            let json = CString::new(json).unwrap_or_default();
+            // SAFETY: the caller's function pointer and user_data, as registered; the
+            // string outlives the call.
+            unsafe { callback(user_data.0, json.as_ptr()) };
+        });
+        Ok(())
     })
 }
 

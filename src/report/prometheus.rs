@@ -90,6 +90,18 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
     let services = &snapshot.services;
 
     out.family(
+        "switchyard_events_total",
+        "counter",
+        "on_event deliveries: delivered, or dropped because the subscribers were behind.",
+    );
+    for (result, n) in [
+        ("delivered", snapshot.events.delivered),
+        ("dropped", snapshot.events.dropped),
+    ] {
+        out.sample("switchyard_events_total", &[("result", result)], n);
+    }
+
+    out.family(
         "switchyard_uptime_seconds",
         "gauge",
         "Seconds since the balancer started.",

@@ -2,6 +2,7 @@
 
 pub(crate) mod cost;
 pub(crate) mod counters;
+pub(crate) mod event;
 pub(crate) mod explain;
 pub(crate) mod histogram;
 pub(crate) mod snapshot;

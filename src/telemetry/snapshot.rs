@@ -39,6 +39,18 @@ pub struct Snapshot {
     pub uptime_secs: f64,
     /// Per service, by name.
     pub services: BTreeMap<String, ServiceSnapshot>,
+    /// `on_event` delivery.
+    pub events: EventsSnapshot,
+}
+
+/// What `on_event` subscribers got and lost.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EventsSnapshot {
+    /// Events delivered to the subscribers.
+    pub delivered: u64,
+    /// Events dropped because the subscribers were behind (the buffer was full), or
+    /// still waiting at shutdown.
+    pub dropped: u64,
 }
 
 /// One service's counters. Counts are of callers' requests.

@@ -112,6 +112,7 @@ static void bad_input(sy_balancer *lb) {
     BAD("set_strategy unknown", sy_set_strategy(lb, "s", "fastest", &e), "fastest");
     BAD("shutdown NULL", sy_balancer_shutdown(NULL, 0), none);
     BAD("listener NULL", sy_on_circuit_change(lb, NULL, NULL), none);
+    BAD("subscriber NULL", sy_on_event(lb, NULL, NULL), none);
 #undef BAD
     CHECK(nope == NULL && resp == NULL && json == NULL, "out-params written on failure");
     CHECK(sy_request_new(NULL, "e") == NULL, "request with NULL service");
@@ -261,12 +262,25 @@ static void on_circuit(void *user_data, const char *service, const char *provide
     }
 }
 
+static atomic_int circuit_events;
+
+static void on_event(void *user_data, const char *json) {
+    (void)user_data;
+    if (strstr(json, "\"type\":\"circuit\"") != NULL && strstr(json, "\"provider\":\"good1\"") != NULL &&
+        strstr(json, "\"to\":\"open\"") != NULL) {
+        atomic_fetch_add(&circuit_events, 1);
+    }
+}
+
 static void circuits(sy_balancer *lb) {
     CHECK(sy_on_circuit_change(lb, on_circuit, NULL) == SY_OK, "listener registered");
+    CHECK(sy_on_event(lb, on_event, NULL) == SY_OK, "subscriber registered");
     CHECK(sy_force_open(lb, "good1", NULL) == SY_OK, "force open");
     /* Listeners are called on the balancer's events thread, soon after the change. */
     for (int i = 0; i < 200 && atomic_load(&transitions) < 1; i++) usleep(10000);
     CHECK(atomic_load(&transitions) == 1, "listener called %d times", atomic_load(&transitions));
+    for (int i = 0; i < 200 && atomic_load(&circuit_events) < 1; i++) usleep(10000);
+    CHECK(atomic_load(&circuit_events) == 1, "circuit event heard %d times", atomic_load(&circuit_events));
     char *json = NULL;
     CHECK(sy_circuit_json(lb, "good1", &json) == SY_OK && strstr(json, "\"state\":\"open\"") != NULL, "circuit %s",
           json ? json : "(null)");

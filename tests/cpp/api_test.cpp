@@ -31,6 +31,10 @@ int main(int argc, char **argv) {
     CHECK(!version().empty(), "version");
 
     auto lb = Balancer::from_file(argv[1]);
+    std::atomic<int> attempts_heard{0};
+    lb.on_event([&](std::string_view json) {
+        if (json.find("\"type\":\"attempt\"") != std::string_view::npos) attempts_heard++;
+    });
     std::atomic<int> opened{0};
     lb.on_circuit_change([&](const Balancer::CircuitEvent &e) {
         if (e.provider == "good1" && e.from == "closed" && e.to == "open") opened++;
@@ -51,6 +55,7 @@ int main(int argc, char **argv) {
     lb.force_open("good1");
     for (int i = 0; i < 200 && opened.load() == 0; i++) std::this_thread::sleep_for(std::chrono::milliseconds(10));
     CHECK(opened.load() == 1, "listener heard the forced open");
+    CHECK(attempts_heard.load() >= 1, "on_event heard the attempt");
     CHECK(lb.circuit_json("good1").find("\"open\"") != std::string::npos, "circuit_json");
     lb.reset_circuit("good1");
     CHECK(lb.circuit_json("good1").find("\"closed\"") != std::string::npos, "reset_circuit");

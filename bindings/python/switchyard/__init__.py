@@ -198,6 +198,7 @@ _u64 = ctypes.c_uint64
 _size = ctypes.c_size_t
 _CALLBACK = ctypes.CFUNCTYPE(None, _p, _p, _p)
 _CIRCUIT_CALLBACK = ctypes.CFUNCTYPE(None, _p, _s, _s, _s, _s)
+_EVENT_CALLBACK = ctypes.CFUNCTYPE(None, _p, _s)
 
 #: The longest per-request timeout accepted, in seconds (a day).
 MAX_TIMEOUT = 86_400.0
@@ -233,6 +234,7 @@ _sig("sy_reset_circuit", _u32, _p, _s, ctypes.POINTER(_p))
 _sig("sy_set_strategy", _u32, _p, _s, _s, ctypes.POINTER(_p))
 _sig("sy_serve_dashboard", _u32, _p, _s, ctypes.POINTER(_p), ctypes.POINTER(_p))
 _sig("sy_on_circuit_change", _u32, _p, _CIRCUIT_CALLBACK, _p)
+_sig("sy_on_event", _u32, _p, _EVENT_CALLBACK, _p)
 _sig("sy_request_new", _p, _s, _s)
 _sig("sy_request_set_method", _u32, _p, _s)
 _sig("sy_request_add_param", _u32, _p, _s, _s)
@@ -752,6 +754,27 @@ class Balancer:
             self._listeners.append(callback)
         with self._using() as handle:
             _check(_lib.sy_on_circuit_change(handle, callback, None))
+
+    def on_event(self, subscriber: Callable[[Dict[str, Any]], None]) -> None:
+        """Calls ``subscriber`` with every event as a dict (``type``: ``attempt``,
+        ``failover``, ``circuit``, ``rest`` or ``quota``; ``at_unix_ms``; its own keys), one
+        at a time on the balancer's events thread. A slow subscriber loses events (counted
+        in ``metrics()["events"]["dropped"]``), never slows a request; an exception it
+        raises is printed to stderr and dropped."""
+        if not callable(subscriber):
+            raise InvalidArgument("`subscriber` is not callable")
+
+        def heard(_user: int, text: bytes) -> None:
+            try:
+                subscriber(_json.loads(text))
+            except BaseException:  # never into the native thread
+                traceback.print_exc()
+
+        callback = _EVENT_CALLBACK(heard)
+        with self._lock:
+            self._listeners.append(callback)
+        with self._using() as handle:
+            _check(_lib.sy_on_event(handle, callback, None))
 
     def shutdown(self, grace: float = 5.0) -> None:
         """Stops taking requests and lets queued ones finish for up to ``grace`` seconds."""

@@ -135,6 +135,32 @@ class BindingTest(unittest.TestCase):
         with self.assertRaises(switchyard.UnknownService):
             self.lb.explain("nope", "quote")
 
+    def test_on_event_hears_attempts_and_circuit_changes(self):
+        lb = switchyard.Balancer({"services": {"e": {"providers": [provider("e1", self.servers["good1"].url)]}}})
+        try:
+            seen = []
+            got = threading.Event()
+
+            def hear(event):
+                seen.append(event)
+                if event["type"] == "circuit":
+                    got.set()
+
+            lb.on_event(hear)
+            lb.on_event(lambda event: 1 / 0)  # a failing subscriber stops nothing
+            for _ in range(3):
+                self.assertEqual(lb.get("e", "quote").status, 200)
+            lb.force_open("e1")
+            self.assertTrue(got.wait(5))
+            attempts = [e for e in seen if e["type"] == "attempt"]
+            self.assertGreaterEqual(len(attempts), 3)
+            self.assertEqual((attempts[0]["provider"], attempts[0]["ok"], attempts[0]["status"]), ("e1", True, 200))
+            circuit = [e for e in seen if e["type"] == "circuit"][0]
+            self.assertEqual((circuit["provider"], circuit["to"]), ("e1", "open"))
+            self.assertIn("dropped", lb.metrics()["events"])
+        finally:
+            lb.close()
+
     def test_every_error_kind_maps_to_its_exception(self):
         with self.assertRaises(switchyard.UnknownService) as e:
             self.lb.get("bonds", "quote")

@@ -41,6 +41,7 @@ pub(super) fn send(core: &Core, mut carrier: Job, slot: Slot, handed: Option<Job
         return Driven::left(None, handed);
     };
     let sent = core.clock.now();
+    let was_resting = core.events.is_on() && provider.allowance.rest(sent).is_some();
     let deadline = members.iter().map(|j| j.deadline).min().unwrap_or(sent);
     let timeout = provider.attempt_cap.min(deadline.saturating_sub(sent));
     let r = &carrier.request;
@@ -70,6 +71,8 @@ pub(super) fn send(core: &Core, mut carrier: Job, slot: Slot, handed: Option<Job
     let elapsed = finished.saturating_sub(sent);
     let ended = attempt_end(provider, &result, elapsed, finished);
     service.record_attempt(index, permit, grant, &ended);
+    let at = (carrier.service, index);
+    crate::engine::posting::attempt_ended(core, at, (1, false), &ended, was_resting);
     let handed = hand_over(core, carrier.service, index, seat, handed);
     let Ok(mut answer) = result else {
         batch::split(core, members, Some(index));
