@@ -572,6 +572,12 @@ fn the_dashboard_renders_in_a_real_browser() {
         dom.contains("cost today <b data-cost=\"today\">"),
         "{dom:.3000}"
     );
+    // The event log: attempts of the traffic, the forced-open circuit.
+    let log = dom.split("id=\"log\"").nth(1).unwrap_or("");
+    assert!(
+        log.contains("data-type=\"attempt\"") && log.contains("data-type=\"circuit\""),
+        "{log:.2000}"
+    );
     // What fewer calls saved: counts, drawn as numbers.
     for counter in ["coalesced", "cache_hits"] {
         let shown = dom

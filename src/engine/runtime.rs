@@ -59,6 +59,11 @@ pub(crate) struct Core {
     /// `on_event` subscribers, and where events for them are posted.
     pub(in crate::engine) subscribers: Arc<Subscribers>,
     pub(in crate::engine) events: Arc<EventBus>,
+    /// The last events, for status servers (kept once one has started).
+    #[cfg(feature = "dashboard")]
+    pub(in crate::engine) event_log: Arc<parking_lot::Mutex<crate::engine::observer::EventLog>>,
+    #[cfg(feature = "dashboard")]
+    pub(in crate::engine) event_log_kept: parking_lot::Mutex<bool>,
     #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]
     pub(in crate::engine) dashboard_config: DashboardConfig,
     /// Status servers to stop with the balancer.
@@ -129,6 +134,10 @@ impl Core {
             listeners: Arc::new(Listeners::default()),
             subscribers: Arc::new(Subscribers::default()),
             events: Arc::new(bus),
+            #[cfg(feature = "dashboard")]
+            event_log: Arc::default(),
+            #[cfg(feature = "dashboard")]
+            event_log_kept: parking_lot::Mutex::new(false),
             dashboard_config: resolved.dashboard.clone(),
             #[cfg(feature = "dashboard")]
             dashboards: Mutex::new(Vec::new()),

@@ -352,6 +352,10 @@ impl Server {
                 serde_json::to_value(history).unwrap_or_default(),
             );
             map.insert("operator_actions".into(), self.token.is_some().into());
+            map.insert(
+                "event_log".into(),
+                serde_json::to_value(self.observer.recent_events()).unwrap_or_default(),
+            );
         }
         serde_json::to_vec(&value).unwrap_or_default()
     }
