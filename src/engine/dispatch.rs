@@ -20,10 +20,8 @@ use crate::flow::ticket::{Outcome, Sink, Ticket};
 use crate::foundation::error::{AttemptError, AttemptKind, Error};
 use crate::foundation::response::Response;
 use crate::policy::retry::backoff;
-use crate::upstream::provider::Provider;
-use crate::upstream::service::{AttemptEnd, Pick, Service};
+use crate::upstream::service::{Pick, Service};
 use crate::upstream::slot::Slot;
-use crate::upstream::transport::{Answer, Failure};
 
 /// How a drive ended.
 pub(crate) struct Driven {
@@ -218,7 +216,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             }
             return end(core, job, Err(error), handed);
         }
-        let attempt_end = attempt_end(provider, &result, elapsed, finished);
+        let attempt_end = provider.attempt_end(&result, elapsed, finished);
         service.record_attempt(index, permit, grant, &attempt_end);
         let attempt = (job.attempts() + 1, job.is_hedge);
         posting::attempt_ended(
@@ -306,35 +304,6 @@ fn from_cache(core: &Core, job: &mut Job, key: u128, now: Duration) -> Option<Re
         from_cache: true,
         ..kept
     })
-}
-
-/// What an attempt's result tells its provider's breaker, windows and allowance.
-fn attempt_end(
-    provider: &Provider,
-    result: &Result<Answer, Failure>,
-    elapsed: Duration,
-    finished: Duration,
-) -> AttemptEnd {
-    match result {
-        Ok(answer) => AttemptEnd {
-            failure: None,
-            status: Some(answer.status),
-            announced: provider.announced(&answer.headers, finished),
-            elapsed,
-            now: finished,
-        },
-        Err(f) => AttemptEnd {
-            failure: Some(f.error.kind),
-            status: f.error.status,
-            announced: f
-                .headers
-                .as_ref()
-                .map(|h| provider.announced(h, finished))
-                .unwrap_or_default(),
-            elapsed,
-            now: finished,
-        },
-    }
 }
 
 /// Puts a job beside the identical call in flight, if there is one. A caller driving its

@@ -2,14 +2,13 @@
 //! of each service, the last events, and the operator's actions. It holds the runtime
 //! alive, nothing more.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::runtime::Core;
 use crate::foundation::config::StrategyKind;
 use crate::foundation::error::Error;
-use crate::telemetry::event::{Event, EventKind};
+use crate::telemetry::event::Event;
 use crate::telemetry::snapshot::Snapshot;
 
 #[derive(Clone)]
@@ -24,43 +23,6 @@ pub(crate) struct Pulse {
     pub p50_ms: Option<f64>,
     pub p99_ms: Option<f64>,
     pub queued: usize,
-}
-
-/// Events a status server shows at most, the newest.
-pub(crate) const EVENT_LOG: usize = 200;
-
-/// Of those, answered attempts at most: busy traffic must not push a circuit change or a
-/// failover out of sight within a second.
-const ANSWERED_KEPT: usize = 50;
-
-/// The last events, in two rings: answered attempts, and everything else.
-#[derive(Default)]
-pub(crate) struct EventLog {
-    answered: VecDeque<Event>,
-    notable: VecDeque<Event>,
-}
-
-impl EventLog {
-    fn keep(&mut self, e: &Event) {
-        let answered = matches!(e.what, EventKind::Attempt { ok: true, .. });
-        let (ring, cap) = if answered {
-            (&mut self.answered, ANSWERED_KEPT)
-        } else {
-            (&mut self.notable, EVENT_LOG)
-        };
-        if ring.len() == cap {
-            ring.pop_front();
-        }
-        ring.push_back(e.clone());
-    }
-
-    /// The newest [`EVENT_LOG`] of both, oldest first.
-    fn recent(&self) -> Vec<Event> {
-        let mut all: Vec<Event> = self.answered.iter().chain(&self.notable).cloned().collect();
-        all.sort_by_key(|e| e.at_unix_ms);
-        let skip = all.len().saturating_sub(EVENT_LOG);
-        all.split_off(skip)
-    }
 }
 
 impl Observer {

@@ -61,7 +61,7 @@ pub(crate) struct Core {
     pub(in crate::engine) events: Arc<EventBus>,
     /// The last events, for status servers (kept once one has started).
     #[cfg(feature = "dashboard")]
-    pub(in crate::engine) event_log: Arc<parking_lot::Mutex<crate::engine::observer::EventLog>>,
+    pub(in crate::engine) event_log: Arc<parking_lot::Mutex<crate::telemetry::event::EventLog>>,
     #[cfg(feature = "dashboard")]
     pub(in crate::engine) event_log_kept: parking_lot::Mutex<bool>,
     #[cfg_attr(not(feature = "dashboard"), allow(dead_code))]

@@ -149,3 +149,44 @@ impl EventBus {
         )
     }
 }
+
+/// Events a status server shows at most, the newest.
+#[cfg(feature = "dashboard")]
+pub(crate) const EVENT_LOG: usize = 200;
+
+/// Of those, answered attempts at most: busy traffic must not push a circuit change or a
+/// failover out of sight within a second.
+#[cfg(feature = "dashboard")]
+const ANSWERED_KEPT: usize = 50;
+
+/// The last events, in two rings: answered attempts, and everything else.
+#[cfg(feature = "dashboard")]
+#[derive(Default)]
+pub(crate) struct EventLog {
+    answered: std::collections::VecDeque<Event>,
+    notable: std::collections::VecDeque<Event>,
+}
+
+#[cfg(feature = "dashboard")]
+impl EventLog {
+    pub fn keep(&mut self, e: &Event) {
+        let answered = matches!(e.what, EventKind::Attempt { ok: true, .. });
+        let (ring, cap) = if answered {
+            (&mut self.answered, ANSWERED_KEPT)
+        } else {
+            (&mut self.notable, EVENT_LOG)
+        };
+        if ring.len() == cap {
+            ring.pop_front();
+        }
+        ring.push_back(e.clone());
+    }
+
+    /// The newest [`EVENT_LOG`] of both, oldest first.
+    pub fn recent(&self) -> Vec<Event> {
+        let mut all: Vec<Event> = self.answered.iter().chain(&self.notable).cloned().collect();
+        all.sort_by_key(|e| e.at_unix_ms);
+        let skip = all.len().saturating_sub(EVENT_LOG);
+        all.split_off(skip)
+    }
+}

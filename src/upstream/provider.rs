@@ -72,6 +72,20 @@ pub(crate) struct Provider {
     pub last_failed_get: parking_lot::Mutex<Option<Replay>>,
 }
 
+/// How an attempt ended, for `Service::record_attempt`.
+#[derive(Debug, Default)]
+pub(crate) struct AttemptEnd {
+    /// Its failure's kind; `None` for an answer.
+    pub failure: Option<AttemptKind>,
+    /// The status it answered with, if it did.
+    pub status: Option<u16>,
+    /// What its headers announced.
+    pub announced: Announced,
+    pub elapsed: Duration,
+    /// Clock time it ended.
+    pub now: Duration,
+}
+
 /// A GET to send again: its URL and the caller's headers.
 pub(crate) type Replay = (String, Vec<(String, String)>);
 
@@ -300,6 +314,35 @@ impl Provider {
                 }
                 Err(f)
             }
+        }
+    }
+
+    /// What an attempt's result tells this provider's breaker, windows and allowance.
+    pub fn attempt_end(
+        &self,
+        result: &Result<Answer, Failure>,
+        elapsed: Duration,
+        finished: Duration,
+    ) -> AttemptEnd {
+        match result {
+            Ok(answer) => AttemptEnd {
+                failure: None,
+                status: Some(answer.status),
+                announced: self.announced(&answer.headers, finished),
+                elapsed,
+                now: finished,
+            },
+            Err(f) => AttemptEnd {
+                failure: Some(f.error.kind),
+                status: f.error.status,
+                announced: f
+                    .headers
+                    .as_ref()
+                    .map(|h| self.announced(h, finished))
+                    .unwrap_or_default(),
+                elapsed,
+                now: finished,
+            },
         }
     }
 

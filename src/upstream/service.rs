@@ -13,7 +13,6 @@ use crate::foundation::index_set::IndexSet;
 use crate::foundation::request::{Fallback, Priority, Request};
 use crate::foundation::response::Response;
 use crate::policy::breaker::{Permit, Transition};
-use crate::policy::rate_headers::Announced;
 use crate::policy::retry::{success_score, RetryBudget};
 use crate::policy::strategy::Picker;
 use crate::telemetry::counters::ServiceStats;
@@ -70,19 +69,7 @@ pub(crate) struct Want<'a> {
     pub deadline: Duration,
 }
 
-/// How an attempt ended, for [`Service::record_attempt`].
-#[derive(Debug, Default)]
-pub(crate) struct AttemptEnd {
-    /// Its failure's kind; `None` for an answer.
-    pub failure: Option<AttemptKind>,
-    /// The status it answered with, if it did.
-    pub status: Option<u16>,
-    /// What its headers announced.
-    pub announced: Announced,
-    pub elapsed: Duration,
-    /// Clock time it ended.
-    pub now: Duration,
-}
+pub(crate) use crate::upstream::provider::AttemptEnd;
 
 /// Why [`Service::seize`] got no slot.
 enum Seize {

@@ -2,7 +2,7 @@
 //! form; the answer is split into each member's item. A call that fails, or an answer
 //! that cannot be split, sends the members on as single calls elsewhere.
 
-use super::{attempt_end, end, hand_over, pass_on, Driven};
+use super::{end, hand_over, pass_on, Driven};
 use crate::engine::batch;
 use crate::engine::runtime::Core;
 use crate::flow::job::Job;
@@ -69,7 +69,7 @@ pub(super) fn send(core: &Core, mut carrier: Job, slot: Slot, handed: Option<Job
         seat,
     } = slot;
     let elapsed = finished.saturating_sub(sent);
-    let ended = attempt_end(provider, &result, elapsed, finished);
+    let ended = provider.attempt_end(&result, elapsed, finished);
     service.record_attempt(index, permit, grant, &ended);
     let at = (carrier.service, index);
     crate::engine::posting::attempt_ended(core, at, (1, false), &ended, was_resting);
