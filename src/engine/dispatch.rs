@@ -185,16 +185,16 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         }
         let timeout = provider.attempt_cap.min(job.deadline.saturating_sub(now));
         let r = &job.request;
-        let result = provider.judge(
-            Some(r.endpoint.as_str()),
-            provider.transport.send(&provider.outgoing(
-                r.method,
-                &url,
-                &r.headers,
-                r.body.as_deref(),
-                timeout,
-            )),
+        let span = job.trace.attempt(
+            r.method.as_str(),
+            &url,
+            (&provider.name, provider.tier),
+            job.attempts(),
         );
+        let result = span.within(|| {
+            let out = provider.outgoing(r.method, &url, &r.headers, r.body.as_deref(), timeout);
+            provider.judge(Some(r.endpoint.as_str()), provider.transport.send(&out))
+        });
         hedge::first_attempt_over(&job);
         // One reading of the clock for everything this attempt's end records.
         let finished = core.clock.now();
@@ -217,6 +217,10 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             return end(core, job, Err(error), handed);
         }
         let attempt_end = provider.attempt_end(&result, elapsed, finished);
+        span.ended(
+            attempt_end.status,
+            attempt_end.failure.map(AttemptKind::name),
+        );
         service.record_attempt(index, permit, grant, &attempt_end);
         let attempt = (job.attempts() + 1, job.is_hedge);
         posting::attempt_ended(
@@ -650,6 +654,10 @@ fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driv
         job.queue_wait,
         job.request.priority,
     );
+    job.trace.ended(match &outcome {
+        Ok(r) => Ok((r.provider(), r.status())),
+        Err(e) => Err(e.kind().name()),
+    });
     Driven {
         outcome: job.finish_claimed(outcome),
         parked: None,

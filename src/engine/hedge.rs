@@ -43,6 +43,7 @@ pub(crate) fn arm(core: &Core, job: &mut Job, index: usize, sent: Duration) {
         times: (job.submitted, job.deadline),
         sink,
         race,
+        trace: job.trace.clone(),
     };
     core.timer.hedge(order, sent.saturating_add(after));
 }
@@ -80,5 +81,7 @@ pub(crate) fn end(core: &Core, job: Job, outcome: Outcome) {
     let service = &core.services[job.service];
     service.stats.record_hedge_win();
     service.record_outcome(true, job.submitted, job.queue_wait, job.request.priority);
+    job.trace
+        .ended(Ok((response.provider(), response.status())));
     job.finish_claimed(Ok(response));
 }

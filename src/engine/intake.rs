@@ -11,6 +11,7 @@ use crate::foundation::error::Error;
 use crate::foundation::index_set::IndexSet;
 use crate::foundation::request::Request;
 use crate::foundation::response::Response;
+use crate::telemetry::spans::RequestSpan;
 
 impl Core {
     /// Runs a request to its outcome; inline when a slot is free and nothing as urgent
@@ -28,7 +29,8 @@ impl Core {
         let now = self.clock.now();
         let deadline = request.deadline(now, svc.deadline);
         let active = self.activity.enter();
-        let job = Job::new(
+        let trace = RequestSpan::new(&svc.name, &request.endpoint, request.method.as_str());
+        let mut job = Job::new(
             request,
             service,
             eligible,
@@ -36,6 +38,7 @@ impl Core {
             Sink::Caller,
             active,
         );
+        job.trace = trace;
         svc.stats.record_admitted();
         let driven = dispatch::drive(self, job);
         if let Some(next) = driven.next {
@@ -102,6 +105,7 @@ impl Core {
                 max_size: svc.admission.max_size,
             });
         };
+        let trace = RequestSpan::new(&svc.name, &request.endpoint, request.method.as_str());
         let mut job = Job::new(
             request,
             service,
@@ -110,6 +114,7 @@ impl Core {
             sink,
             self.activity.enter(),
         );
+        job.trace = trace;
         job.place = Some(place);
         svc.stats.record_admitted();
         job.start_waiting(job.submitted);

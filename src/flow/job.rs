@@ -9,6 +9,7 @@ use crate::flow::ticket::{JobPhase, Outcome, Phase, Sink};
 use crate::foundation::error::AttemptError;
 use crate::foundation::index_set::IndexSet;
 use crate::foundation::request::Request;
+use crate::telemetry::spans::RequestSpan;
 use crate::upstream::admission::Place;
 use crate::upstream::service::Want;
 use crate::upstream::slot::Slot;
@@ -30,6 +31,8 @@ pub(crate) struct HedgeOrder {
     pub times: (Duration, Duration),
     pub sink: Sink,
     pub race: Arc<Race>,
+    /// The hedged request's span: the hedge is one more attempt in it.
+    pub trace: RequestSpan,
 }
 
 impl HedgeOrder {
@@ -52,6 +55,7 @@ impl HedgeOrder {
         job.tried = self.tried;
         job.race = Some(self.race);
         job.is_hedge = true;
+        job.trace = self.trace;
         job
     }
 }
@@ -91,6 +95,8 @@ pub(crate) struct Job {
     pub unbatched: bool,
     /// The requests this job carries as one batch call; its own outcome goes nowhere.
     pub batch: Option<Vec<Job>>,
+    /// Its span, with the `tracing` feature.
+    pub trace: RequestSpan,
     _active: ActiveGuard,
 }
 
@@ -124,6 +130,7 @@ impl Job {
             is_hedge: false,
             unbatched: false,
             batch: None,
+            trace: RequestSpan::default(),
             _active: active,
         }
     }

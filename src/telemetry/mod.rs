@@ -6,3 +6,4 @@ pub(crate) mod event;
 pub(crate) mod explain;
 pub(crate) mod histogram;
 pub(crate) mod snapshot;
+pub(crate) mod spans;
