@@ -79,3 +79,32 @@ fn a_missing_library_is_reported_with_the_paths_tried() {
     assert!(err.contains("/nonexistent/libswitchyard.so"), "{err}");
     assert!(err.contains("target/release/libswitchyard.so"), "{err}");
 }
+
+#[test]
+fn a_certificate_failure_is_an_attempt_of_kind_tls_in_python() {
+    let pki = support::tls::Pki::new("python");
+    let server = support::tls::TlsServer::start(&pki, false);
+    let script = format!(
+        r#"
+import switchyard
+def lb(tls):
+    return switchyard.Balancer({{"defaults": {{"tls": tls, "retry": {{"max_attempts": 1}}}},
+        "services": {{"s": {{"providers": [{{"name": "secure", "base_url": "{url}"}}]}}}}}})
+untrusted = lb({{}})
+try:
+    untrusted.get("s", "/q")
+    raise SystemExit("answered through an untrusted certificate")
+except switchyard.Error as e:
+    kinds = [a["kind"] for a in e.attempts]
+    assert kinds == ["tls"], kinds
+trusted = lb({{"ca_file": {ca:?}}})
+assert trusted.get("s", "/q").status == 200
+print("tls ok")
+"#,
+        url = server.url(),
+        ca = pki.ca_file.display().to_string(),
+    );
+    let (ok, out) = python(&["-c", &script], Path::new(env!("CARGO_MANIFEST_DIR")));
+    assert!(ok && out.contains("tls ok"), "{out}");
+    assert_eq!(server.requests(), 1, "only the trusted call reached it");
+}
