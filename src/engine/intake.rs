@@ -129,13 +129,18 @@ impl Core {
         &self,
         request: &Request,
     ) -> Result<crate::telemetry::explain::Explanation, Error> {
+        let (index, eligible) = self.resolve(request)?;
+        Ok(self.services[index].explain(request, &eligible))
+    }
+
+    /// A request's service and eligible providers, checked.
+    fn resolve(&self, request: &Request) -> Result<(usize, IndexSet), Error> {
         request.validate()?;
         let index = self
             .service_index(&request.service)
             .ok_or_else(|| Error::UnknownService(request.service.clone()))?;
-        let service = &self.services[index];
-        let eligible = service.eligible_for(request)?;
-        Ok(service.explain(request, &eligible))
+        let eligible = self.services[index].eligible_for(request)?;
+        Ok((index, eligible))
     }
 
     /// Checks a request against the configuration: its service and eligible providers.
@@ -143,13 +148,8 @@ impl Core {
         if self.is_closed() {
             return Err(Error::ShuttingDown);
         }
-        request.validate()?;
-        let index = self
-            .service_index(&request.service)
-            .ok_or_else(|| Error::UnknownService(request.service.clone()))?;
-        let service = &self.services[index];
-        let eligible = service.eligible_for(request)?;
-        service.budget.deposit();
+        let (index, eligible) = self.resolve(request)?;
+        self.services[index].budget.deposit();
         Ok((index, eligible))
     }
 }

@@ -566,6 +566,18 @@ class Balancer:
             _lib.sy_request_free(req)
             raise
 
+    def _build_from(self, service: str, endpoint: str, params: Optional[Dict[str, Any]], kwargs: Dict[str, Any]) -> int:
+        """A native request from :meth:`request`'s keyword arguments; any other is refused."""
+        method = kwargs.pop("method", "GET")
+        req = self._build(
+            service, endpoint, params, method, kwargs.pop("headers", None), kwargs.pop("body", None),
+            kwargs.pop("priority", "normal"), kwargs.pop("timeout", None), kwargs.pop("idempotent", None),
+        )
+        if kwargs:
+            _lib.sy_request_free(req)
+            raise InvalidArgument(f"unknown arguments: {', '.join(kwargs)}")
+        return req
+
     def request(
         self,
         service: str,
@@ -603,14 +615,7 @@ class Balancer:
     def submit(self, service: str, endpoint: str, params: Optional[Dict[str, Any]] = None, **kwargs: Any) -> "Future[Response]":
         """Queues a request and returns at once with a Future of its :class:`Response`
         (or its exception). Takes the same arguments as :meth:`request`."""
-        method = kwargs.pop("method", "GET")
-        req = self._build(
-            service, endpoint, params, method, kwargs.pop("headers", None), kwargs.pop("body", None),
-            kwargs.pop("priority", "normal"), kwargs.pop("timeout", None), kwargs.pop("idempotent", None),
-        )
-        if kwargs:
-            _lib.sy_request_free(req)
-            raise InvalidArgument(f"unknown arguments: {', '.join(kwargs)}")
+        req = self._build_from(service, endpoint, params, kwargs)
         future: Future = Future()
         key = id(future)
 
@@ -652,14 +657,7 @@ class Balancer:
         with ``pick`` (a provider's name or None), ``why``, ``strategy`` and ``candidates``
         (each with tier, circuit, rest, rate and quota left, score and ``skipped``). Takes
         the same arguments as :meth:`request`."""
-        method = kwargs.pop("method", "GET")
-        req = self._build(
-            service, endpoint, params, method, kwargs.pop("headers", None), kwargs.pop("body", None),
-            kwargs.pop("priority", "normal"), kwargs.pop("timeout", None), kwargs.pop("idempotent", None),
-        )
-        if kwargs:
-            _lib.sy_request_free(req)
-            raise InvalidArgument(f"unknown arguments: {', '.join(kwargs)}")
+        req = self._build_from(service, endpoint, params, kwargs)
         out, err = _p(), _p()
         try:
             with self._using() as handle:
