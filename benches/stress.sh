@@ -11,7 +11,7 @@ if ! command -v stress-ng >/dev/null; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq stress-ng >/dev/null
 fi
-tests=(--lib --test strategies --test resilience --test hooks --test queue --test pool --test observability --test quotas --test fewer_calls)
+tests=(--lib --test strategies --test resilience --test hooks --test queue --test pool --test observability --test quotas --test fewer_calls --test events --test tls --test proxy --test explain)
 cargo test --release --no-run --quiet "${tests[@]}"
 stress-ng --cpu 2 --timeout 7200s >/dev/null 2>&1 &
 hog=$!
