@@ -14,21 +14,49 @@ fn through(proxy: &str, server: &TestServer) -> Balancer {
 }
 
 #[test]
-fn an_explicit_proxy_carries_every_call_and_no_proxy_goes_direct() {
-    let (server, proxy) = (TestServer::start(), TestProxy::start());
-    let lb = through(&format!("url = \"{}\"", proxy.url()), &server);
+fn an_explicit_proxy_carries_plain_http_in_absolute_form_and_no_proxy_goes_direct() {
+    let proxy = TestProxy::start();
+    // Nothing listens at the provider's own address: only the proxy can answer.
+    let nowhere = support::refused_url();
+    let text = format!(
+        "[defaults.proxy]\nurl = \"{}\"\n",
+        proxy.url().replace("http://", "http://me%40corp:s3cret@")
+    ) + &provider("s", "p", &nowhere, "");
+    let lb = Balancer::from_toml_str(&text).unwrap();
     for i in 0..5 {
         let r = lb
             .call(Request::get("s", "/q").param("i", i.to_string()))
             .unwrap();
-        assert_eq!(r.status(), 200);
+        assert_eq!((r.status(), r.body()), (200, &br#"{"proxied":true}"#[..]));
     }
+    // A body goes too, and the next request on the connection is rewritten again.
+    let post = Request::post("s", "/p").body(b"hello, proxy".to_vec());
+    assert_eq!(lb.call(post).unwrap().status(), 200);
+    assert_eq!(lb.call(Request::get("s", "/after")).unwrap().status(), 200);
     let asked = proxy.asked();
-    assert!(!asked.is_empty(), "the proxy was used");
-    let want = format!("CONNECT 127.0.0.1:{} HTTP/1.1", server.port());
-    assert!(asked.iter().all(|line| *line == want), "{asked:?}");
-    assert!(asked.len() <= 2, "tunnels are reused: {asked:?}");
-    assert_eq!(server.requests(), 5);
+    let mut want: Vec<String> = (0..5)
+        .map(|i| format!("GET {nowhere}/q?i={i} HTTP/1.1"))
+        .collect();
+    want.push(format!("POST {nowhere}/p HTTP/1.1"));
+    want.push(format!("GET {nowhere}/after HTTP/1.1"));
+    assert_eq!(asked, want);
+    assert_eq!(proxy.connections(), 1, "one connection, reused");
+    // me@corp:s3cret
+    assert!(
+        proxy
+            .authorizations()
+            .iter()
+            .all(|a| a == "Basic bWVAY29ycDpzM2NyZXQ="),
+        "{:?}",
+        proxy.authorizations()
+    );
+    assert_eq!(proxy.authorizations().len(), 7);
+    let shown = format!(
+        "{:?} {}",
+        lb.metrics(),
+        serde_json::to_string(&lb.metrics()).unwrap()
+    );
+    assert!(!shown.contains("s3cret"));
 
     let direct = TestServer::start();
     for setting in [
@@ -56,8 +84,12 @@ fn a_provider_can_choose_its_own_proxy() {
     let lb = Balancer::from_toml_str(&text).unwrap();
     lb.call(Request::get("s", "/q")).unwrap();
     assert!(proxy.asked().is_empty());
-    lb.call(Request::get("t", "/q")).unwrap();
+    assert_eq!(
+        lb.call(Request::get("t", "/q")).unwrap().body(),
+        br#"{"proxied":true}"#
+    );
     assert_eq!(proxy.asked().len(), 1);
+    assert_eq!(b.requests(), 0, "the proxy answered for it");
 }
 
 #[test]

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use crate::foundation::config::{ProxyChoice, ResolvedProvider, ResolvedTls};
 use crate::foundation::error::{AttemptError, AttemptKind};
 use crate::foundation::request::Method;
+use crate::upstream::absolute_form::AbsoluteFormConnector;
 use crate::upstream::transport::{Answer, Failure, Outgoing, Transport};
 
 /// How long a resolved host name is trusted.
@@ -103,14 +104,23 @@ fn build_agent(
         .timeout_per_read(Some(attempt))
         .timeout_per_write(Some(attempt))
         .timeout_global(Some(attempt * ATTEMPT_CAP_FACTOR))
-        .proxy(proxy_of(&provider.proxy))
-        .tls_config(tls_of(&provider.tls))
-        .build();
-    ureq::Agent::with_parts(
-        config,
-        ureq::unversioned::transport::DefaultConnector::new(),
-        CachingResolver::for_base_url(base_url),
-    )
+        .tls_config(tls_of(&provider.tls));
+    let resolver = CachingResolver::for_base_url(base_url);
+    // A plain-HTTP provider behind an HTTP proxy: requests in absolute form to the proxy.
+    let absolute = match &provider.proxy {
+        ProxyChoice::Through(url) if provider.base_url.starts_with("http://") => {
+            AbsoluteFormConnector::for_proxy(url)
+        }
+        _ => None,
+    };
+    match absolute {
+        Some(connector) => ureq::Agent::with_parts(config.proxy(None).build(), connector, resolver),
+        None => ureq::Agent::with_parts(
+            config.proxy(proxy_of(&provider.proxy)).build(),
+            ureq::unversioned::transport::DefaultConnector::new(),
+            resolver,
+        ),
+    }
 }
 
 /// Answers IP literals without a lookup and remembers host names for [`NAME_TTL`].

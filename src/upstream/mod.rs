@@ -1,5 +1,6 @@
 //! Upstream: providers, the transport that reaches them, services and their parking lines.
 
+pub(crate) mod absolute_form;
 pub(crate) mod admission;
 pub(crate) mod allowance;
 pub(crate) mod batch_form;
