@@ -118,6 +118,14 @@ fn tls_files_are_checked_at_load_with_their_path() {
             ),
             "defaults.tls.client_key_file: ",
         ),
+        (
+            format!(
+                "client_cert_file = {:?}\nclient_key_file = {:?}",
+                path(&pki.client_cert_file),
+                path(&pki.other_key_file)
+            ),
+            "is not the key of",
+        ),
     ] {
         let e = balancer(&server, &tls)
             .err()

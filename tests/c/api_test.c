@@ -263,9 +263,13 @@ static void on_circuit(void *user_data, const char *service, const char *provide
 }
 
 static atomic_int circuit_events;
+static atomic_int attempt_events;
 
 static void on_event(void *user_data, const char *json) {
     (void)user_data;
+    if (strstr(json, "\"type\":\"attempt\"") != NULL && strstr(json, "\"service\":\"s\"") != NULL) {
+        atomic_fetch_add(&attempt_events, 1);
+    }
     if (strstr(json, "\"type\":\"circuit\"") != NULL && strstr(json, "\"provider\":\"good1\"") != NULL &&
         strstr(json, "\"to\":\"open\"") != NULL) {
         atomic_fetch_add(&circuit_events, 1);
@@ -281,6 +285,11 @@ static void circuits(sy_balancer *lb) {
     CHECK(atomic_load(&transitions) == 1, "listener called %d times", atomic_load(&transitions));
     for (int i = 0; i < 200 && atomic_load(&circuit_events) < 1; i++) usleep(10000);
     CHECK(atomic_load(&circuit_events) == 1, "circuit event heard %d times", atomic_load(&circuit_events));
+    sy_response *resp = NULL;
+    CHECK(call(lb, "s", "quote", 0, &resp, NULL) == SY_OK, "a call after subscribing");
+    sy_response_free(resp);
+    for (int i = 0; i < 200 && atomic_load(&attempt_events) < 1; i++) usleep(10000);
+    CHECK(atomic_load(&attempt_events) >= 1, "attempt events heard: %d", atomic_load(&attempt_events));
     char *json = NULL;
     CHECK(sy_circuit_json(lb, "good1", &json) == SY_OK && strstr(json, "\"state\":\"open\"") != NULL, "circuit %s",
           json ? json : "(null)");

@@ -22,6 +22,8 @@ pub struct Pki {
     pub other_ca_file: PathBuf,
     pub client_cert_file: PathBuf,
     pub client_key_file: PathBuf,
+    /// A key of no certificate here.
+    pub other_key_file: PathBuf,
     server_chain: Vec<CertificateDer<'static>>,
     server_key: Vec<u8>,
     ca_der: CertificateDer<'static>,
@@ -63,6 +65,7 @@ impl Pki {
             other_ca_file: write("other-ca.pem", other.pem()),
             client_cert_file: write("client.pem", client.pem()),
             client_key_file: write("client.key", client_key.serialize_pem()),
+            other_key_file: write("other.key", KeyPair::generate().unwrap().serialize_pem()),
             server_chain: vec![server.der().clone()],
             server_key: server_key.serialize_der(),
             ca_der: authority.der().clone(),

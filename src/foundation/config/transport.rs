@@ -119,10 +119,37 @@ pub(super) fn resolve_tls(at: &str, tls: &TlsConfig) -> Result<ResolvedTls, Erro
                     format!("{:?} holds no PEM private key", tls.client_key_file),
                 )
             })?;
+            if !key_matches(&chain, &pem) {
+                return Err(Error::config(
+                    &here,
+                    format!(
+                        "{:?} is not the key of {:?}",
+                        tls.client_key_file, tls.client_cert_file
+                    ),
+                ));
+            }
             out.client = Some(ureq::tls::ClientCert::new_with_certs(&chain, key));
         }
     }
     Ok(out)
+}
+
+/// Whether the PEM key `key_pem` is the one the first certificate of `chain` names.
+fn key_matches(chain: &[ureq::tls::Certificate<'static>], key_pem: &[u8]) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    let Ok(key) = rustls::pki_types::PrivateKeyDer::from_pem_slice(key_pem) else {
+        return false;
+    };
+    let Ok(signer) = rustls::crypto::ring::sign::any_supported_type(&key) else {
+        return false;
+    };
+    let certs = chain
+        .iter()
+        .map(|c| rustls::pki_types::CertificateDer::from(c.der().to_vec()))
+        .collect();
+    rustls::sign::CertifiedKey::new(certs, signer)
+        .keys_match()
+        .is_ok()
 }
 
 fn read(at: &str, path: &str) -> Result<Vec<u8>, Error> {
