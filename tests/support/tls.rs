@@ -24,7 +24,7 @@ pub struct Pki {
     pub client_key_file: PathBuf,
     /// A key of no certificate here.
     pub other_key_file: PathBuf,
-    server_chain: Vec<CertificateDer<'static>>,
+    pub server_chain: Vec<CertificateDer<'static>>,
     server_key: Vec<u8>,
     ca_der: CertificateDer<'static>,
 }
@@ -84,6 +84,7 @@ impl Drop for Pki {
 pub struct TlsServer {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
+    handshakes: Arc<AtomicUsize>,
 }
 
 impl TlsServer {
@@ -116,12 +117,15 @@ impl TlsServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
-        let counted = requests.clone();
+        let handshakes = Arc::new(AtomicUsize::new(0));
+        let (counted, shaken) = (requests.clone(), handshakes.clone());
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
+                shaken.fetch_add(1, Ordering::AcqRel);
                 let (config, counted) = (config.clone(), counted.clone());
                 thread::spawn(move || {
                     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+                    let _ = stream.set_nodelay(true);
                     let Ok(conn) = rustls::ServerConnection::new(config) else {
                         return;
                     };
@@ -143,22 +147,31 @@ impl TlsServer {
                         }
                         counted.fetch_add(1, Ordering::AcqRel);
                         let body = b"{\"ok\":true}";
-                        let head = format!(
+                        let mut answer = format!(
                             "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
                             body.len()
-                        );
+                        )
+                        .into_bytes();
+                        answer.extend_from_slice(body);
+                        // One record, one segment: no waiting on a delayed ACK.
                         let out = tls.get_mut();
-                        if out.write_all(head.as_bytes()).is_err()
-                            || out.write_all(body).is_err()
-                            || out.flush().is_err()
-                        {
+                        if out.write_all(&answer).is_err() || out.flush().is_err() {
                             return;
                         }
                     }
                 });
             }
         });
-        TlsServer { addr, requests }
+        TlsServer {
+            addr,
+            requests,
+            handshakes,
+        }
+    }
+
+    /// Connections accepted, each one handshake.
+    pub fn handshakes(&self) -> usize {
+        self.handshakes.load(Ordering::Acquire)
     }
 
     pub fn url(&self) -> String {
