@@ -11,7 +11,6 @@ use std::time::Duration;
 use crossbeam_channel::select;
 
 use crate::engine::batch;
-use crate::engine::batcher::{EndpointBatcher, Offer};
 use crate::engine::hedge;
 use crate::engine::posting;
 use crate::engine::runtime::Core;
@@ -20,8 +19,9 @@ use crate::flow::ticket::{Outcome, Sink, Ticket};
 use crate::foundation::error::{AttemptError, AttemptKind, Error};
 use crate::foundation::response::Response;
 use crate::policy::retry::backoff;
-use crate::upstream::service::{Pick, Service};
+use crate::upstream::service::{AttemptEnd, Pick, Service};
 use crate::upstream::slot::Slot;
+use crate::upstream::transport::{Answer, Failure};
 
 /// How a drive ended.
 pub(crate) struct Driven {
@@ -82,7 +82,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             }
             if !job.unbatched {
                 if let Some(batcher) = core.batchers[job.service].of(&job.request.endpoint) {
-                    match offer(core, batcher, job, now) {
+                    match batch_call::offer(core, batcher, job, now) {
                         Ok(parked) => return Driven::left(parked, handed),
                         Err(j) => job = j,
                     }
@@ -178,7 +178,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         };
         let url = provider.url(&job.request);
         let sent = core.clock.now();
-        let was_resting = core.events.is_on() && provider.allowance.rest(sent).is_some();
+        let was_resting = posting::resting(core, provider, sent);
         hedge::arm(core, &mut job, slot.index, sent);
         if job.is_hedge {
             service.stats.record_hedge();
@@ -216,21 +216,28 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
             }
             return end(core, job, Err(error), handed);
         }
-        let attempt_end = provider.attempt_end(&result, elapsed, finished);
+        let attempt = (job.attempts() + 1, job.is_hedge);
+        let (attempt_end, next) = attempt_over(
+            core,
+            (
+                job.service,
+                Slot {
+                    index,
+                    permit,
+                    grant,
+                    seat,
+                },
+            ),
+            &result,
+            (sent, finished, was_resting),
+            attempt,
+            handed,
+        );
+        handed = next;
         span.ended(
             attempt_end.status,
             attempt_end.failure.map(AttemptKind::name),
         );
-        service.record_attempt(index, permit, grant, &attempt_end);
-        let attempt = (job.attempts() + 1, job.is_hedge);
-        posting::attempt_ended(
-            core,
-            (job.service, index),
-            attempt,
-            &attempt_end,
-            was_resting,
-        );
-        handed = hand_over(core, job.service, index, seat, handed);
 
         match result {
             Ok(answer) => {
@@ -310,6 +317,31 @@ fn from_cache(core: &Core, job: &mut Job, key: u128, now: Duration) -> Option<Re
     })
 }
 
+/// An attempt on `slot` of service `service` ended with `result`: its provider records it
+/// (breaker, windows, allowance), subscribers hear of it, and its seat goes to the next
+/// job. `was_resting`: whether the provider rested when it was sent at `sent`.
+fn attempt_over(
+    core: &Core,
+    (service, slot): (usize, Slot),
+    result: &Result<Answer, Failure>,
+    (sent, finished, was_resting): (Duration, Duration, bool),
+    attempt: (u32, bool),
+    handed: Option<Job>,
+) -> (AttemptEnd, Option<Job>) {
+    let svc = &core.services[service];
+    let Slot {
+        index,
+        permit,
+        grant,
+        seat,
+    } = slot;
+    let provider = &svc.providers[index];
+    let ended = provider.attempt_end(result, finished.saturating_sub(sent), finished);
+    svc.record_attempt(index, permit, grant, &ended);
+    posting::attempt_ended(core, (service, index), attempt, &ended, was_resting);
+    (ended, hand_over(core, service, index, seat, handed))
+}
+
 /// Puts a job beside the identical call in flight, if there is one. A caller driving its
 /// own job gets a ticket to wait on, as when it parks.
 #[allow(clippy::result_large_err)] // see Coalescer::join
@@ -329,41 +361,6 @@ fn set_aside(core: &Core, job: &mut Job) -> Option<Ticket> {
     let (ticket, sink) = Ticket::new(core.clock.clone(), job.submitted, job.deadline);
     job.sink = sink;
     Some(ticket)
-}
-
-/// Puts a job in a batch of its endpoint: it waits there (a ticket for a caller), or
-/// comes back when it cannot be batched. A batch it opens is closed by the timer; one it
-/// fills goes at once.
-#[allow(clippy::result_large_err)] // see Coalescer::join
-fn offer(
-    core: &Core,
-    batcher: &EndpointBatcher,
-    job: Job,
-    now: Duration,
-) -> Result<Option<Ticket>, Job> {
-    let (service, endpoint) = (job.service, job.request.endpoint.clone());
-    match batcher.offer(job, now, |j| set_aside(core, j)) {
-        Offer::Alone(job) => Err(job),
-        Offer::Joined(ticket) => Ok(ticket),
-        Offer::Opened {
-            ticket,
-            key,
-            id,
-            due,
-        } => {
-            if !core.timer.close_batch(service, &endpoint, key, id, due) {
-                // The timer is gone (stopping): end what waits now.
-                for job in batcher.close(key, id) {
-                    core.end_stopped(job);
-                }
-            }
-            Ok(ticket)
-        }
-        Offer::Full { members, ticket } => {
-            batch::dispatch(core, service, &endpoint, members);
-            Ok(ticket)
-        }
-    }
 }
 
 /// The jobs that waited for the call this drive led, if it led one; the call is over.

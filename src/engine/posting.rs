@@ -4,6 +4,9 @@
 use crate::engine::runtime::Core;
 use crate::foundation::error::AttemptKind;
 use crate::telemetry::event::EventKind;
+use std::time::Duration;
+
+use crate::upstream::provider::Provider;
 use crate::upstream::service::AttemptEnd;
 
 /// The attempt of a request of `service` to provider `index` ended as `end`; `attempt`
@@ -44,6 +47,12 @@ pub(crate) fn attempt_ended(
             ms: until.saturating_sub(end.now).as_millis() as u64,
         });
     }
+}
+
+/// Whether `provider` rests at `now`, read only when someone listens: a rest an attempt
+/// starts is told once.
+pub(crate) fn resting(core: &Core, provider: &Provider, now: Duration) -> bool {
+    core.events.is_on() && provider.allowance.rest(now).is_some()
 }
 
 /// A request of `service` went on from provider `from` to provider `to`.

@@ -145,21 +145,10 @@ impl Sink {
 
     /// Delivers the outcome unless somebody settled the job first. Returns it for `Caller`.
     pub fn deliver(self, outcome: Outcome) -> Option<Outcome> {
-        match self {
-            Sink::Caller => Some(outcome),
-            Sink::Channel(phase, tx) => {
-                if phase.settle() {
-                    let _ = tx.send(outcome);
-                }
-                None
-            }
-            Sink::Callback(phase, cell) => {
-                if phase.settle() {
-                    call_back(&cell, outcome);
-                }
-                None
-            }
+        if !self.claim(false) {
+            return None;
         }
+        self.deliver_claimed(outcome)
     }
 }
 

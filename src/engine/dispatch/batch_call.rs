@@ -1,11 +1,16 @@
-//! A batch's one upstream call: the carrier holds a seat on a provider with the batch
-//! form; the answer is split into each member's item. A call that fails, or an answer
-//! that cannot be split, sends the members on as single calls elsewhere.
+//! Batches in dispatch: a job joins or opens one (`offer`), and a carrier makes its one
+//! upstream call, on a seat of a provider with the batch form; the answer is split into
+//! each member's item. A call that fails, or an answer that cannot be split, sends the
+//! members on as single calls elsewhere.
 
-use super::{end, hand_over, pass_on, Driven};
+use std::time::Duration;
+
+use super::{attempt_over, end, pass_on, set_aside, Driven};
 use crate::engine::batch;
+use crate::engine::batcher::{EndpointBatcher, Offer};
 use crate::engine::runtime::Core;
 use crate::flow::job::Job;
+use crate::flow::ticket::Ticket;
 use crate::foundation::error::AttemptKind;
 use crate::foundation::request::Method;
 use crate::foundation::response::Response;
@@ -41,7 +46,7 @@ pub(super) fn send(core: &Core, mut carrier: Job, slot: Slot, handed: Option<Job
         return Driven::left(None, handed);
     };
     let sent = core.clock.now();
-    let was_resting = core.events.is_on() && provider.allowance.rest(sent).is_some();
+    let was_resting = crate::engine::posting::resting(core, provider, sent);
     let deadline = members.iter().map(|j| j.deadline).min().unwrap_or(sent);
     let timeout = provider.attempt_cap.min(deadline.saturating_sub(sent));
     let r = &carrier.request;
@@ -62,18 +67,16 @@ pub(super) fn send(core: &Core, mut carrier: Job, slot: Slot, handed: Option<Job
             }
         }
     }
-    let Slot {
-        index,
-        permit,
-        grant,
-        seat,
-    } = slot;
-    let elapsed = finished.saturating_sub(sent);
-    let ended = provider.attempt_end(&result, elapsed, finished);
-    service.record_attempt(index, permit, grant, &ended);
-    let at = (carrier.service, index);
-    crate::engine::posting::attempt_ended(core, at, (1, false), &ended, was_resting);
-    let handed = hand_over(core, carrier.service, index, seat, handed);
+    let index = slot.index;
+    let times = (sent, finished, was_resting);
+    let (_, handed) = attempt_over(
+        core,
+        (carrier.service, slot),
+        &result,
+        times,
+        (1, false),
+        handed,
+    );
     let Ok(mut answer) = result else {
         batch::split(core, members, Some(index));
         return Driven::left(None, handed);
@@ -117,4 +120,39 @@ pub(super) fn send(core: &Core, mut carrier: Job, slot: Slot, handed: Option<Job
         let _ = end(core, job, Ok(response), None);
     }
     Driven::left(None, handed)
+}
+
+/// Puts a job in a batch of its endpoint: it waits there (a ticket for a caller), or
+/// comes back when it cannot be batched. A batch it opens is closed by the timer; one it
+/// fills goes at once.
+#[allow(clippy::result_large_err)] // see Coalescer::join
+pub(super) fn offer(
+    core: &Core,
+    batcher: &EndpointBatcher,
+    job: Job,
+    now: Duration,
+) -> Result<Option<Ticket>, Job> {
+    let (service, endpoint) = (job.service, job.request.endpoint.clone());
+    match batcher.offer(job, now, |j| set_aside(core, j)) {
+        Offer::Alone(job) => Err(job),
+        Offer::Joined(ticket) => Ok(ticket),
+        Offer::Opened {
+            ticket,
+            key,
+            id,
+            due,
+        } => {
+            if !core.timer.close_batch(service, &endpoint, key, id, due) {
+                // The timer is gone (stopping): end what waits now.
+                for job in batcher.close(key, id) {
+                    core.end_stopped(job);
+                }
+            }
+            Ok(ticket)
+        }
+        Offer::Full { members, ticket } => {
+            batch::dispatch(core, service, &endpoint, members);
+            Ok(ticket)
+        }
+    }
 }
