@@ -16,12 +16,11 @@
 mod server;
 mod support;
 
-use support::rss_kib;
+use support::{cpu_time, free_port, rss_kib, wait_listening, workdir, Daemon};
 
 use std::io::Write as _;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -106,44 +105,12 @@ fn options() -> Options {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// Upstreams: three nginx servers (plus stub_status), or the project's test servers.
 struct Upstreams {
     ports: Vec<u16>,
     status_port: Option<u16>,
     _nginx: Option<Daemon>,
     _test: Vec<server::TestServer>,
-}
-
-/// A child process stopped on drop.
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn workdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("switchyard-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-fn wait_listening(port: u16) {
-    let until = Instant::now() + Duration::from_secs(10);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < until, "nothing listens on {port}");
-        thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn nginx(dir: &Path) -> Upstreams {
@@ -255,23 +222,6 @@ fn per_thread_total(lb: &Option<Balancer>) -> u64 {
     lb.as_ref()
         .map(|lb| lb.metrics().services.values().map(|s| s.requests).sum())
         .unwrap_or(0)
-}
-
-/// This process's CPU time so far (user + system), from /proc.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let ticks = field(11) + field(12);
-    Duration::from_secs_f64(ticks as f64 / 100.0)
 }
 
 #[derive(Default, Clone)]

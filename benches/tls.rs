@@ -2,9 +2,16 @@
 //! settings (trusting only the test CA), against a local TLS server, 1 and 8 threads,
 //! alternating pairs; throughput ratio and handshakes per request.
 //!
-//!     cargo bench --bench tls                    # 3 pairs of 2 s
+//! Two servers: nginx with TLS in a process of its own (`--nginx`, what a provider's
+//! front looks like), or the tests' rustls server in this process, which answers in a few
+//! microseconds and shares the two cores with the clients, so it weighs every
+//! microsecond a client spends.
+//!
+//!     bash benches/tls.sh                        # nginx (installed when missing)
+//!     cargo bench --bench tls                    # in-process server, 3 pairs of 2 s
 //!     cargo bench --bench tls -- --reps 5 --seconds 3
 //!     RAW_TIMEOUTS=1 cargo bench --bench tls     # raw ureq with timeouts like call()'s
+//!     PROFILE=call cargo bench --bench tls -- --threads 8   # one client alone, for a profiler
 
 mod support;
 // Shared with the tests, which use more of it.
@@ -12,18 +19,21 @@ mod support;
 #[path = "../tests/support/tls.rs"]
 mod tls;
 
+use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::arg;
+use support::{arg, cpu_time, free_port, wait_listening, workdir, Daemon};
 use switchyard::{Balancer, Request};
 use tls::{Pki, TlsServer};
 
-/// Requests per second over `seconds` on `threads` threads, each doing `one`.
-fn rate(threads: usize, seconds: f64, one: &(dyn Fn(u64) + Sync)) -> f64 {
+/// Requests per second over `seconds` on `threads` threads, each doing `one`, and this
+/// process's CPU time per request in microseconds.
+fn rate(threads: usize, seconds: f64, one: &(dyn Fn(u64) + Sync)) -> (f64, f64) {
     let done = AtomicU64::new(0);
+    let cpu_before = cpu_time();
     let until = Instant::now() + Duration::from_secs_f64(seconds);
     let started = Instant::now();
     thread::scope(|s| {
@@ -36,14 +46,105 @@ fn rate(threads: usize, seconds: f64, one: &(dyn Fn(u64) + Sync)) -> f64 {
             });
         }
     });
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    let done = done.load(Ordering::Relaxed) as f64;
+    let cpu = cpu_time().saturating_sub(cpu_before).as_secs_f64();
+    (done / started.elapsed().as_secs_f64(), cpu * 1e6 / done)
+}
+
+/// A TLS server the clients call, and what it counts.
+enum Server {
+    InProcess(TlsServer),
+    Nginx {
+        port: u16,
+        status: u16,
+        _daemon: Daemon,
+    },
+}
+
+impl Server {
+    fn url(&self) -> String {
+        match self {
+            Server::InProcess(server) => server.url(),
+            Server::Nginx { port, .. } => format!("https://127.0.0.1:{port}"),
+        }
+    }
+
+    /// Requests and TLS handshakes (accepted connections: nginx resumes no sessions here).
+    fn counts(&self) -> (u64, u64) {
+        match self {
+            Server::InProcess(server) => (server.requests() as u64, server.handshakes() as u64),
+            Server::Nginx { status, .. } => {
+                let text = ureq::get(format!("http://127.0.0.1:{status}/"))
+                    .call()
+                    .and_then(|mut r| r.body_mut().read_to_string())
+                    .unwrap_or_default();
+                // "server accepts handled requests\n N N N"
+                let n: Vec<u64> = text
+                    .lines()
+                    .nth(2)
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
+                (
+                    n.get(2).copied().unwrap_or(0),
+                    n.first().copied().unwrap_or(0),
+                )
+            }
+        }
+    }
+}
+
+/// nginx serving `{"ok":true}` over TLS with the PKI's server certificate, keep-alive.
+fn nginx(pki: &Pki) -> Server {
+    let dir = workdir();
+    let (port, status) = (free_port(), free_port());
+    let conf = format!(
+        "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 120s;\n\
+         client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n\
+         uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
+         server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
+         ssl_protocols TLSv1.2 TLSv1.3; location / {{ return 200 '{{\"ok\":true}}'; }} }}\n\
+         server {{ listen 127.0.0.1:{status}; location / {{ stub_status; }} }}\n}}\n",
+        dir = dir.display(),
+        cert = pki.server_cert_file.display(),
+        key = pki.server_key_file.display(),
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("nginx")
+        .args([
+            "-p",
+            &dir.display().to_string(),
+            "-c",
+            &path.display().to_string(),
+        ])
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx is installed (benches/tls.sh installs it)");
+    let daemon = Daemon(child);
+    wait_listening(port);
+    wait_listening(status);
+    Server::Nginx {
+        port,
+        status,
+        _daemon: daemon,
+    }
 }
 
 fn main() {
     let reps = arg("--reps", 3);
     let seconds = arg("--seconds", 2) as f64;
     let pki = Pki::new("bench");
-    let server = TlsServer::start(&pki, false);
+    let server = if std::env::args().any(|a| a == "--nginx") {
+        nginx(&pki)
+    } else {
+        Server::InProcess(TlsServer::start(&pki, false))
+    };
     let ca_pem = std::fs::read(&pki.ca_file).unwrap();
     let ca = ureq::tls::Certificate::from_pem(&ca_pem).unwrap();
     let raw = ureq::Agent::config_builder()
@@ -78,13 +179,24 @@ fn main() {
         lb.call(Request::get("s", "/q").param("n", n.to_string()))
             .unwrap();
     };
+    if let Ok(client) = std::env::var("PROFILE") {
+        let one: &(dyn Fn(u64) + Sync) = if client == "raw" { &by_raw } else { &by_call };
+        let threads = arg("--threads", 8);
+        let (rate, cpu) = rate(threads, seconds, one);
+        println!("{client}: {rate:.0} req/s, {cpu:.1} us CPU per request");
+        return;
+    }
     println!("TLS keep-alive, {seconds} s per run, {reps} alternating pairs");
-    println!("| threads | raw req/s | call req/s | call / raw |");
-    println!("|---|---|---|---|");
-    let (before_requests, before_handshakes) = (server.requests(), server.handshakes());
+    // CPU is this process's: the clients' alone against nginx, with the server's in process.
+    println!(
+        "| threads | raw req/s | call req/s | call / raw | raw CPU us/req | call CPU us/req |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let (before_requests, before_handshakes) = server.counts();
     for threads in [1, 8] {
         let mut ratios = Vec::new();
         let (mut raws, mut calls) = (Vec::new(), Vec::new());
+        let (mut raw_cpu, mut call_cpu) = (Vec::new(), Vec::new());
         for rep in 0..reps {
             let (r, c) = if rep % 2 == 0 {
                 let r = rate(threads, seconds, &by_raw);
@@ -93,23 +205,27 @@ fn main() {
                 let c = rate(threads, seconds, &by_call);
                 (rate(threads, seconds, &by_raw), c)
             };
-            raws.push(r);
-            calls.push(c);
-            ratios.push(c / r);
+            raws.push(r.0);
+            calls.push(c.0);
+            raw_cpu.push(r.1);
+            call_cpu.push(c.1);
+            ratios.push(c.0 / r.0);
         }
         let median = |mut v: Vec<f64>| {
             v.sort_by(f64::total_cmp);
             v[v.len() / 2]
         };
         println!(
-            "| {threads} | {:.0} | {:.0} | {:.3} |",
+            "| {threads} | {:.0} | {:.0} | {:.3} | {:.1} | {:.1} |",
             median(raws),
             median(calls),
-            median(ratios)
+            median(ratios),
+            median(raw_cpu),
+            median(call_cpu)
         );
     }
-    let requests = server.requests() - before_requests;
-    let handshakes = server.handshakes() - before_handshakes;
+    let (requests, handshakes) = server.counts();
+    let (requests, handshakes) = (requests - before_requests, handshakes - before_handshakes);
     println!(
         "handshakes: {handshakes} for {requests} requests ({:.4}%)",
         100.0 * handshakes as f64 / requests.max(1) as f64

@@ -24,6 +24,9 @@ pub struct Pki {
     pub client_key_file: PathBuf,
     /// A key of no certificate here.
     pub other_key_file: PathBuf,
+    /// The server's certificate and key as PEM files, for servers of other make.
+    pub server_cert_file: PathBuf,
+    pub server_key_file: PathBuf,
     pub server_chain: Vec<CertificateDer<'static>>,
     server_key: Vec<u8>,
     ca_der: CertificateDer<'static>,
@@ -66,6 +69,8 @@ impl Pki {
             client_cert_file: write("client.pem", client.pem()),
             client_key_file: write("client.key", client_key.serialize_pem()),
             other_key_file: write("other.key", KeyPair::generate().unwrap().serialize_pem()),
+            server_cert_file: write("server.pem", server.pem()),
+            server_key_file: write("server.key", server_key.serialize_pem()),
             server_chain: vec![server.der().clone()],
             server_key: server_key.serialize_der(),
             ca_der: authority.der().clone(),
