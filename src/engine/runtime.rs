@@ -71,6 +71,9 @@ pub(crate) struct Core {
     pub(in crate::engine) dashboards: Mutex<Vec<Arc<dyn Fn() + Send + Sync>>>,
     /// Where quota and rate state is kept across restarts.
     state: Option<StateFile>,
+    /// The Redis link quotas are shared through, in fleet mode.
+    #[cfg(feature = "fleet")]
+    pub(in crate::engine) fleet: Option<Arc<crate::upstream::fleet::FleetLink>>,
 }
 
 /// What building a runtime leaves for the threads that will drive it.
@@ -110,6 +113,16 @@ impl Core {
             let providers = services.iter().flat_map(|s| &s.providers);
             StateFile::load(path, providers, clock.now())
         });
+        #[cfg(feature = "fleet")]
+        let fleet = resolved.fleet.as_ref().map(|config| {
+            let link = crate::upstream::fleet::FleetLink::start(config);
+            for s in &services {
+                for p in &s.providers {
+                    p.allowance.join_fleet(&link, &s.name, &p.name);
+                }
+            }
+            link
+        });
         let (stop_tx, stop_rx) = crossbeam_channel::bounded::<()>(0);
         let (timer, timer_rx) = Timer::new();
         let core = Core {
@@ -142,6 +155,8 @@ impl Core {
             #[cfg(feature = "dashboard")]
             dashboards: Mutex::new(Vec::new()),
             state,
+            #[cfg(feature = "fleet")]
+            fleet,
         };
         let wiring = Wiring {
             timer: timer_rx,
@@ -317,6 +332,22 @@ impl Core {
         &self.dashboard_config
     }
 
+    #[cfg(feature = "fleet")]
+    fn fleet_snapshot(&self) -> Option<crate::telemetry::snapshot::FleetSnapshot> {
+        self.fleet.as_ref().map(|link| {
+            let state = link.state();
+            crate::telemetry::snapshot::FleetSnapshot {
+                connected: state.connected,
+                degraded_since_ms: state.degraded_since_ms,
+            }
+        })
+    }
+
+    #[cfg(not(feature = "fleet"))]
+    fn fleet_snapshot(&self) -> Option<crate::telemetry::snapshot::FleetSnapshot> {
+        None
+    }
+
     /// Every counter now.
     pub fn snapshot(&self) -> Snapshot {
         Snapshot {
@@ -330,6 +361,7 @@ impl Core {
                 let (delivered, dropped) = self.events.counts();
                 crate::telemetry::snapshot::EventsSnapshot { delivered, dropped }
             },
+            fleet: self.fleet_snapshot(),
         }
     }
 }

@@ -26,7 +26,7 @@ impl TimeOfDay {
         Ok(TimeOfDay(h * 60 + m))
     }
 
-    fn seconds(self) -> u64 {
+    pub(crate) fn seconds(self) -> u64 {
         u64::from(self.0) * 60
     }
 }

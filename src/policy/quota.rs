@@ -106,6 +106,11 @@ impl Quota {
 
     /// `Err(resets_at)` when a counter is used up for this kind of call.
     pub fn check(&self, now: Duration, urgent: bool) -> Result<(), Duration> {
+        self.check_share(now, urgent, 1)
+    }
+
+    /// [`Quota::check`] against `1 / share` of each limit.
+    fn check_share(&self, now: Duration, urgent: bool, share: u64) -> Result<(), Duration> {
         let now_ns = now.as_nanos() as u64;
         let mut blocked = None;
         for c in &self.counters {
@@ -113,7 +118,7 @@ impl Quota {
             if now_ns >= ends {
                 continue; // a new stretch begins with this call
             }
-            let cap = if urgent { c.limit } else { c.shed_limit };
+            let cap = if urgent { c.limit } else { c.shed_limit } / share.max(1);
             if c.used.load(Ordering::Acquire) >= cap {
                 let at = Duration::from_nanos(ends);
                 blocked = Some(blocked.map_or(at, |b: Duration| b.max(at)));
@@ -124,8 +129,14 @@ impl Quota {
 
     /// Counts a call against every counter if all allow it. Call under the allowance's lock.
     pub fn take(&self, now: Duration, urgent: bool) -> Result<(), Duration> {
+        self.take_share(now, urgent, 1)
+    }
+
+    /// [`Quota::take`] against `1 / share` of each limit: a fleet process counting alone
+    /// while the fleet's store is away.
+    pub fn take_share(&self, now: Duration, urgent: bool, share: u64) -> Result<(), Duration> {
         self.roll(now);
-        self.check(now, urgent)?;
+        self.check_share(now, urgent, share)?;
         for c in &self.counters {
             c.used.fetch_add(1, Ordering::AcqRel);
         }

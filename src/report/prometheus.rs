@@ -101,6 +101,22 @@ pub(crate) fn render(snapshot: &Snapshot) -> String {
         out.sample("switchyard_events_total", &[("result", result)], n);
     }
 
+    if let Some(fleet) = &snapshot.fleet {
+        out.family(
+            "switchyard_fleet_connected",
+            "gauge",
+            "1 while quotas are shared through Redis; 0 while this process counts alone.",
+        );
+        out.sample("switchyard_fleet_connected", &[], u8::from(fleet.connected));
+        out.family(
+            "switchyard_fleet_degraded_since_seconds",
+            "gauge",
+            "Unix time since which Redis has been away; 0 while connected.",
+        );
+        let since = fleet.degraded_since_ms.unwrap_or(0) as f64 / 1000.0;
+        out.sample("switchyard_fleet_degraded_since_seconds", &[], since);
+    }
+
     out.family(
         "switchyard_uptime_seconds",
         "gauge",

@@ -41,6 +41,18 @@ pub struct Snapshot {
     pub services: BTreeMap<String, ServiceSnapshot>,
     /// `on_event` delivery.
     pub events: EventsSnapshot,
+    /// Fleet mode's link to Redis; `None` without `[fleet]`.
+    pub fleet: Option<FleetSnapshot>,
+}
+
+/// Whether quotas are shared with the fleet now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct FleetSnapshot {
+    /// Redis answers: quotas are the fleet's.
+    pub connected: bool,
+    /// Unix milliseconds since which Redis has been away (each process counting alone,
+    /// within its share); `None` while connected.
+    pub degraded_since_ms: Option<u64>,
 }
 
 /// What `on_event` subscribers got and lost.

@@ -15,6 +15,8 @@ use crate::foundation::config::ResolvedProvider;
 use crate::policy::quota::{Quota, QuotaUse};
 use crate::policy::rate::{RateLimiter, WindowLeft};
 use crate::policy::rate_headers::Announced;
+#[cfg(feature = "fleet")]
+use crate::upstream::fleet::{FleetLink, FleetQuota, FleetTake, Token};
 
 /// Why a provider rests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +108,9 @@ struct Limits {
     rate_limited: AtomicU64,
     quota_rejections: AtomicU64,
     published: Published,
+    /// The quota's count shared with other processes, once joined.
+    #[cfg(feature = "fleet")]
+    fleet: once_cell::sync::OnceCell<Arc<FleetQuota>>,
 }
 
 /// What every check reads, on a cache line of its own: the reference counts and the
@@ -146,6 +151,9 @@ pub(crate) struct Allowance {
     configured: bool,
     /// When its days begin (`quota.reset_utc`).
     day_starts: TimeOfDay,
+    /// Its quota as configured, for joining a fleet.
+    #[cfg(feature = "fleet")]
+    quota_config: crate::foundation::config::ResolvedQuota,
 }
 
 /// A call's share of a provider's rate, quota and announced count. Dropped unsent, it
@@ -158,6 +166,9 @@ pub(crate) struct Grant {
     taken_at: Option<Duration>,
     /// Whether one of the announced calls left was spent.
     announced: bool,
+    /// The fleet's token, if one was taken.
+    #[cfg(feature = "fleet")]
+    fleet_token: Option<Token>,
 }
 
 impl std::fmt::Debug for Grant {
@@ -185,6 +196,10 @@ impl Drop for Grant {
             }
             if let Some(r) = &limits.rate {
                 r.refund(at);
+            }
+            #[cfg(feature = "fleet")]
+            if let (Some(token), Some(fleet)) = (self.fleet_token, limits.fleet.get()) {
+                fleet.refund(token);
             }
             limits.publish(at);
         }
@@ -225,9 +240,13 @@ impl Allowance {
                 rate_limited: AtomicU64::new(0),
                 quota_rejections: AtomicU64::new(0),
                 published: Published::default(),
+                #[cfg(feature = "fleet")]
+                fleet: once_cell::sync::OnceCell::new(),
             }),
             clock,
             day_starts: config.quota.reset,
+            #[cfg(feature = "fleet")]
+            quota_config: config.quota.clone(),
         };
         allowance.limits.publish(allowance.clock.now());
         allowance
@@ -296,7 +315,7 @@ impl Allowance {
             let l = &self.limits;
             let _held = l.lock.lock();
             if let Some(q) = &l.quota {
-                if let Err(until) = q.take(now, urgent) {
+                if let Err(until) = self.take_quota(q, now, urgent, &mut grant) {
                     let reserved = !urgent && q.check(now, true).is_ok();
                     return Err(Holdback::Quota { until, reserved });
                 }
@@ -305,6 +324,10 @@ impl Allowance {
                 if let Err(due) = r.take(now, urgent) {
                     if let Some(q) = &l.quota {
                         q.refund(now);
+                    }
+                    #[cfg(feature = "fleet")]
+                    if let (Some(token), Some(fleet)) = (grant.fleet_token.take(), l.fleet.get()) {
+                        fleet.refund(token);
                     }
                     return Err(Holdback::Rate { due });
                 }
@@ -315,6 +338,53 @@ impl Allowance {
         }
         self.spend_announced(now, &mut grant)?;
         Ok(grant)
+    }
+
+    /// Counts a call against the quota: this process's count, and the fleet's when it
+    /// shares one (alone, within its share, while the fleet's store is away).
+    /// Call under the lock.
+    fn take_quota(
+        &self,
+        q: &Quota,
+        now: Duration,
+        urgent: bool,
+        _grant: &mut Grant,
+    ) -> Result<(), Duration> {
+        #[cfg(feature = "fleet")]
+        if let Some(fleet) = self.limits.fleet.get() {
+            return match fleet.take() {
+                FleetTake::Granted(token) => {
+                    // The fleet's count is the one that binds; this one shows this
+                    // process's part.
+                    let _ = q.take(now, true);
+                    _grant.fleet_token = Some(token);
+                    Ok(())
+                }
+                FleetTake::UsedUp { resets_in } => {
+                    q.use_up(now);
+                    // Checks turn calls away without asking Redis until the reset.
+                    self.limits.publish(now);
+                    Err(now + resets_in)
+                }
+                FleetTake::Alone => {
+                    q.take_share(now, urgent, fleet.expected_size())?;
+                    fleet.spend_alone();
+                    _grant.fleet_token = Some(Token::Alone);
+                    Ok(())
+                }
+            };
+        }
+        q.take(now, urgent)
+    }
+
+    /// Shares this provider's quota with the fleet's other processes.
+    #[cfg(feature = "fleet")]
+    pub fn join_fleet(&self, link: &Arc<FleetLink>, service: &str, provider: &str) {
+        if self.limits.quota.is_some() {
+            if let Some(fleet) = FleetQuota::join(link, service, provider, &self.quota_config) {
+                let _ = self.limits.fleet.set(fleet);
+            }
+        }
     }
 
     /// One call less of what the headers announced; a rest when it was the last.

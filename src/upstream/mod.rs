@@ -7,6 +7,8 @@ pub(crate) mod batch_form;
 pub(crate) mod circuit_events;
 #[cfg(test)]
 pub(crate) mod fake_transport;
+#[cfg(feature = "fleet")]
+pub(crate) mod fleet;
 pub(crate) mod http;
 pub(crate) mod provider;
 pub(crate) mod service;

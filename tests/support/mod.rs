@@ -4,6 +4,7 @@
 
 pub mod native;
 pub mod proxy;
+pub mod redis;
 pub mod server;
 pub mod tls;
 

@@ -14,8 +14,13 @@ use crate::foundation::error::Error;
 use crate::foundation::secrets;
 use crate::foundation::template::Template;
 
+mod dashboard;
+pub use dashboard::DashboardConfig;
 mod fewer_calls;
 pub(crate) use fewer_calls::ResolvedBatch;
+mod fleet;
+pub use fleet::FleetConfig;
+pub(crate) use fleet::ResolvedFleet;
 mod resolve;
 pub(crate) use resolve::{Resolved, ResolvedProvider, ResolvedQuota, ResolvedService};
 
@@ -526,30 +531,9 @@ pub struct Config {
     /// The status server started by `Balancer::serve_dashboard`.
     #[serde(default)]
     pub dashboard: DashboardConfig,
-}
-
-/// The `[dashboard]` table. `Debug` and `Serialize` show the token as `[redacted]`.
-#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct DashboardConfig {
-    /// Enables operator actions (force a circuit open or closed, switch a strategy) for
-    /// requests that carry `Authorization: Bearer <token>`. None (the default) turns them off.
-    #[serde(
-        skip_serializing_if = "Option::is_none",
-        serialize_with = "secrets::redacted_token"
-    )]
-    pub token: Option<String>,
-    /// Lets `serve_dashboard` bind an address other than loopback. Defaults to false.
-    pub allow_remote: bool,
-}
-
-impl std::fmt::Debug for DashboardConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("DashboardConfig")
-            .field("token", &self.token.as_ref().map(|_| secrets::REDACTED))
-            .field("allow_remote", &self.allow_remote)
-            .finish()
-    }
+    /// Shared quotas across processes (cargo feature `fleet`); absent: each process alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fleet: Option<FleetConfig>,
 }
 
 /// The format of a configuration text.

@@ -153,8 +153,10 @@ impl Config {
             Some(path) => Some(check_state_file(path)?),
             None => None,
         };
+        let fleet = self.fleet.as_ref().map(|f| f.resolve()).transpose()?;
         Ok(Resolved {
             state_file,
+            fleet,
             dashboard: self.dashboard.clone(),
             workers: d.workers,
             random_seed: d.random_seed,
@@ -168,6 +170,9 @@ impl Config {
 pub(crate) struct Resolved {
     /// Where quota and rate state is kept across restarts.
     pub state_file: Option<std::path::PathBuf>,
+    /// Quotas shared with other processes through Redis.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub fleet: Option<super::ResolvedFleet>,
     pub dashboard: DashboardConfig,
     pub workers: usize,
     pub random_seed: u64,

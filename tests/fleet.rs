@@ -1,0 +1,192 @@
+//! Fleet mode against a real redis-server and several real processes (this test binary
+//! run again as children). Needs the cargo feature `fleet`.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::redis::{free_port, RedisServer};
+use support::TestServer;
+use switchyard::{Balancer, Error, Request};
+
+/// A service whose free provider has a daily quota shared by the fleet, and a paid
+/// alternative without one.
+fn config(redis_url: &str, namespace: &str, free: &str, paid: &str, per_day: u64) -> String {
+    format!(
+        "[fleet]\nredis_url = \"{redis_url}\"\nnamespace = \"{namespace}\"\nsync_ms = 100\n\
+         lease = 10\nexpected_size = 4\n\
+         [[services.s.providers]]\nname = \"free\"\nbase_url = \"{free}\"\ntier = 1\n\
+         quota = {{ per_day = {per_day} }}\n\
+         [[services.s.providers]]\nname = \"paid\"\nbase_url = \"{paid}\"\ntier = 2\n"
+    )
+}
+
+/// `n` calls, each its own (identical calls in flight at once would share one).
+fn send(lb: &Balancer, n: usize) -> Result<(), Error> {
+    static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    for _ in 0..n {
+        let i = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{}-{i}", std::process::id());
+        lb.call(Request::get("s", "/q").param("i", id))?;
+    }
+    Ok(())
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        if done() {
+            return Some(started.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    None
+}
+
+/// Run only as a child of `four_processes_share_one_quota_exactly`.
+#[test]
+fn fleet_child() {
+    let Ok(spec) = std::env::var("SWITCHYARD_FLEET_CHILD") else {
+        return;
+    };
+    let parts: Vec<&str> = spec.split('|').collect();
+    let [redis_url, namespace, free, paid, n] = parts[..] else {
+        panic!("bad child spec");
+    };
+    let lb = Balancer::from_toml_str(&config(redis_url, namespace, free, paid, 1000)).unwrap();
+    assert!(lb.metrics().fleet.unwrap().connected);
+    // Four callers in this process too.
+    let n: usize = n.parse().unwrap();
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| send(&lb, n / 4).unwrap());
+        }
+    });
+}
+
+#[test]
+fn four_processes_share_one_quota_exactly() {
+    let redis = RedisServer::start();
+    let (free, paid) = (TestServer::start(), TestServer::start());
+    let namespace = format!("share-{}", std::process::id());
+    let spec = format!(
+        "{}|{namespace}|{}|{}|600",
+        redis.url(),
+        free.url(),
+        paid.url()
+    );
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["fleet_child", "--exact", "--nocapture", "--test-threads=1"])
+                .env("SWITCHYARD_FLEET_CHILD", &spec)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a child process failed");
+    }
+    assert_eq!(free.requests(), 1000, "the quota is the fleet's");
+    assert_eq!(paid.requests(), 4 * 600 - 1000);
+    let key = format!("{{{namespace}:s:free}}:quota:per_day");
+    assert_eq!(
+        redis.command(&format!("HGET {key} used")).as_deref(),
+        Some("1000")
+    );
+    // The key ends with the provider's day.
+    let ttl: i64 = redis
+        .command(&format!("TTL {key}"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(ttl > 0 && ttl <= 86_400, "{ttl}");
+}
+
+#[test]
+fn without_redis_each_process_keeps_its_share_and_rejoins() {
+    let port = free_port();
+    let url = format!("redis://127.0.0.1:{port}/0");
+    let (free, paid) = (TestServer::start(), TestServer::start());
+    let namespace = format!("alone-{}", std::process::id());
+    // Redis unreachable at start is not an error: the balancer starts degraded.
+    let lb =
+        Balancer::from_toml_str(&config(&url, &namespace, &free.url(), &paid.url(), 100)).unwrap();
+    let fleet = lb.metrics().fleet.unwrap();
+    assert!(!fleet.connected);
+    assert!(fleet.degraded_since_ms.is_some());
+    send(&lb, 100).unwrap();
+    // Its share: 100 a day over an expected 4 processes.
+    assert_eq!(free.requests(), 25);
+    assert_eq!(paid.requests(), 75);
+
+    // Redis comes up: the process joins within sync_ms x 5 and adds what it spent.
+    let redis = RedisServer::start_on(port);
+    let joined = wait_until(Duration::from_secs(5), || {
+        lb.metrics().fleet.unwrap().connected
+    });
+    let joined = joined.expect("joined the fleet");
+    assert!(joined <= Duration::from_millis(500), "{joined:?}");
+    assert!(lb.metrics().fleet.unwrap().degraded_since_ms.is_none());
+    let key = format!("{{{namespace}:s:free}}:quota:per_day");
+    assert_eq!(
+        redis.command(&format!("HGET {key} used")).as_deref(),
+        Some("25")
+    );
+    // Now the fleet's count binds: 75 are left of 100.
+    send(&lb, 100).unwrap();
+    assert_eq!(free.requests(), 100);
+    assert_eq!(
+        redis.command(&format!("HGET {key} used")).as_deref(),
+        Some("100")
+    );
+
+    assert_eq!(paid.requests(), 75 + 25);
+}
+
+#[test]
+fn redis_stopped_mid_run_fails_no_request() {
+    let mut redis = RedisServer::start();
+    let (free, paid) = (TestServer::start(), TestServer::start());
+    let namespace = format!("stop-{}", std::process::id());
+    let text = config(&redis.url(), &namespace, &free.url(), &paid.url(), 100);
+    let lb = Balancer::from_toml_str(&text).unwrap();
+    assert!(lb.metrics().fleet.unwrap().connected);
+    send(&lb, 20).unwrap();
+    assert_eq!(free.requests(), 20);
+    redis.stop();
+    // Every call answered; the process counts alone against its share (25 of 100),
+    // having spent 20 already, plus at most one lease taken before Redis went.
+    send(&lb, 100).unwrap();
+    let fleet = lb.metrics().fleet.unwrap();
+    assert!(!fleet.connected && fleet.degraded_since_ms.is_some());
+    assert!(lb.prometheus().contains("switchyard_fleet_connected 0"));
+    assert!(free.requests() <= 25 + 10, "{}", free.requests());
+    assert_eq!(free.requests() + paid.requests(), 120);
+}
+
+#[test]
+fn a_malformed_redis_url_is_refused_with_its_path() {
+    let text = config(
+        "http://127.0.0.1:6379",
+        "x",
+        "http://127.0.0.1:1",
+        "http://127.0.0.1:2",
+        1,
+    );
+    let e = Balancer::from_toml_str(&text).unwrap_err().to_string();
+    assert!(e.contains("fleet.redis_url"), "{e}");
+    let text = config(
+        "redis://:hunter2@127.0.0.1:notaport",
+        "x",
+        "http://a",
+        "http://b",
+        1,
+    );
+    let e = Balancer::from_toml_str(&text).unwrap_err().to_string();
+    assert!(
+        e.contains("fleet.redis_url") && !e.contains("hunter2"),
+        "{e}"
+    );
+}
