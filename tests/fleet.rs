@@ -7,7 +7,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use support::redis::{free_port, RedisServer};
-use support::TestServer;
+use support::{Fault, TestServer};
 use switchyard::{Balancer, Error, Request};
 
 /// A service whose free provider has a daily quota shared by the fleet, and a paid
@@ -44,13 +44,51 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duratio
     None
 }
 
-/// Run only as a child of `four_processes_share_one_quota_exactly`.
+/// A service whose first provider's circuit the fleet shares: it opens after 2 failures
+/// in a row for 1 s (no growth), one probe at a time, one success closes it.
+fn circuit_config(redis_url: &str, namespace: &str, bad: &str, good: &str) -> String {
+    format!(
+        "[fleet]\nredis_url = \"{redis_url}\"\nnamespace = \"{namespace}\"\nsync_ms = 50\n\
+         [defaults.circuit_breaker]\nfailure_threshold = 2\nopen_ms = 1000\n\
+         open_backoff_multiplier = 1.0\nhalf_open_max_calls = 1\nsuccess_threshold = 1\n\
+         [[services.s.providers]]\nname = \"bad\"\nbase_url = \"{bad}\"\ntier = 1\n\
+         [[services.s.providers]]\nname = \"good\"\nbase_url = \"{good}\"\ntier = 2\n"
+    )
+}
+
+fn circuit_of(lb: &Balancer, provider: &str) -> &'static str {
+    lb.metrics().services["s"].providers[provider].circuit.state
+}
+
+/// Calls for `length` (at most 2,000 of them), none failing.
+fn send_for(lb: &Balancer, length: Duration) {
+    let until = Instant::now() + length;
+    for _ in 0..2000 {
+        if Instant::now() >= until {
+            break;
+        }
+        send(lb, 1).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Run only as a child of the multi-process tests.
 #[test]
 fn fleet_child() {
     let Ok(spec) = std::env::var("SWITCHYARD_FLEET_CHILD") else {
         return;
     };
     let parts: Vec<&str> = spec.split('|').collect();
+    if parts[0] == "circuit" {
+        let [_, redis_url, namespace, bad, good, millis] = parts[..] else {
+            panic!("bad child spec");
+        };
+        let lb = Balancer::from_toml_str(&circuit_config(redis_url, namespace, bad, good)).unwrap();
+        // It never called the failing provider, and avoids it from the start.
+        assert_eq!(circuit_of(&lb, "bad"), "open");
+        send_for(&lb, Duration::from_millis(millis.parse().unwrap()));
+        return;
+    }
     let [redis_url, namespace, free, paid, n] = parts[..] else {
         panic!("bad child spec");
     };
@@ -188,5 +226,56 @@ fn a_malformed_redis_url_is_refused_with_its_path() {
     assert!(
         e.contains("fleet.redis_url") && !e.contains("hunter2"),
         "{e}"
+    );
+}
+
+#[test]
+fn a_circuit_opened_by_one_process_is_open_for_new_ones_and_probed_by_one() {
+    let redis = RedisServer::start();
+    let (bad, good) = (TestServer::start(), TestServer::start());
+    bad.set_fault(Fault::Status(503));
+    let namespace = format!("circuit-{}", std::process::id());
+    let text = circuit_config(&redis.url(), &namespace, &bad.url(), &good.url());
+    let lb = Balancer::from_toml_str(&text).unwrap();
+    send(&lb, 5).unwrap();
+    assert_eq!(circuit_of(&lb, "bad"), "open");
+    let before = bad.requests();
+    assert_eq!(before, 2);
+    let key = format!("{{{namespace}:s:bad}}:circuit");
+    let seen = wait_until(Duration::from_secs(2), || {
+        redis
+            .command(&format!("GET {key}"))
+            .is_some_and(|v| v.starts_with("open:"))
+    });
+    assert!(seen.is_some(), "the opening is published");
+
+    // Three new processes and this one call for 2.5 s: half-open periods begin about
+    // 1, 2 and 3 s after the opening; each is probed by the one process holding the token.
+    let millis = 2500;
+    let spec = format!(
+        "circuit|{}|{namespace}|{}|{}|{millis}",
+        redis.url(),
+        bad.url(),
+        good.url()
+    );
+    let children: Vec<_> = (0..3)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["fleet_child", "--exact", "--nocapture", "--test-threads=1"])
+                .env("SWITCHYARD_FLEET_CHILD", &spec)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    send_for(&lb, Duration::from_millis(millis));
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a child process failed");
+    }
+    let probes = bad.requests() - before;
+    eprintln!("fleet probes in 2.5 s: {probes}");
+    // Alone, four processes would send at least one probe each per period.
+    assert!(
+        probes <= 2 * 3,
+        "{probes} probes in at most 3 half-open periods"
     );
 }

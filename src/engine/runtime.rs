@@ -119,6 +119,15 @@ impl Core {
             for s in &services {
                 for p in &s.providers {
                     p.allowance.join_fleet(&link, &s.name, &p.name);
+                    let open = p.breaker.first_open_time();
+                    let circuit = crate::upstream::fleet::FleetCircuit::join(
+                        &link,
+                        &s.name,
+                        &p.name,
+                        open,
+                        p.breaker.remote(),
+                    );
+                    p.breaker.share_with(circuit);
                 }
             }
             link

@@ -1,5 +1,5 @@
-//! Fleet mode: one calendar quota per provider shared by every process of a namespace,
-//! kept in Redis.
+//! Fleet mode: one calendar quota and one circuit per provider shared by every process
+//! of a namespace, kept in Redis.
 //!
 //! Counts live in Redis and move only through one Lua script, which reads Redis's own
 //! `TIME` (so the fleet shares one clock and one calendar) and keeps each counter in a
@@ -9,15 +9,22 @@
 //! is refused. Redis unreachable or slow (every call has `timeout_ms`) never fails a
 //! request: the process counts alone against `limit / expected_size`, tries Redis again
 //! every `sync_ms`, and when it answers adds what was spent meanwhile.
+//!
+//! A circuit that opens or closes by one process's counts is published at once and read
+//! by the others every `sync_ms`. Half-open probes of a provider belong to the process
+//! holding its probe token (a key with an expiry), so the fleet sends a provider a
+//! process's worth of probes per half-open period, not one per process.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
 use crate::foundation::calendar::Period;
 use crate::foundation::config::{ResolvedFleet, ResolvedQuota};
+use crate::policy::breaker::{CircuitShare, RemoteCircuit};
 
 /// The one script: `take` grants up to `want` tokens if every counter has them, `add`
 /// counts calls made while Redis was away. Answers `{granted, seconds to the soonest
@@ -93,6 +100,23 @@ pub(crate) struct FleetLink {
     /// Unix milliseconds since which Redis has been unreachable; 0 while connected.
     degraded_since_ms: AtomicU64,
     members: Mutex<Vec<Weak<FleetQuota>>>,
+    circuits: Mutex<Vec<Weak<FleetCircuit>>>,
+    /// Wakes the link's thread to publish a circuit's change now.
+    wake: Sender<()>,
+}
+
+/// The link's thread: rejoins while degraded, keeps circuits in step while connected.
+fn link_loop(link: &Weak<FleetLink>, woken: &Receiver<()>, sync: Duration) {
+    loop {
+        let _ = woken.recv_timeout(sync);
+        // The balancer is gone with its link.
+        let Some(link) = link.upgrade() else { return };
+        if link.connected.load(Ordering::Acquire) {
+            link.sync_circuits();
+        } else {
+            link.try_join();
+        }
+    }
 }
 
 /// What a link shows in the metrics.
@@ -112,6 +136,7 @@ impl FleetLink {
     /// Connects if Redis answers; otherwise starts degraded and keeps trying every
     /// `sync_ms` on a thread of its own, which ends with the link.
     pub fn start(config: &ResolvedFleet) -> Arc<FleetLink> {
+        let (wake, woken) = crossbeam_channel::bounded(1);
         let link = Arc::new(FleetLink {
             // The URL was checked at load; a URL redis refuses all the same stays degraded.
             client: redis::Client::open(config.redis_url.as_str())
@@ -122,21 +147,48 @@ impl FleetLink {
             connected: AtomicBool::new(false),
             degraded_since_ms: AtomicU64::new(unix_ms().max(1)),
             members: Mutex::new(Vec::new()),
+            circuits: Mutex::new(Vec::new()),
+            wake,
         });
         link.try_join();
         let weak = Arc::downgrade(&link);
         let sync = config.sync;
         let _ = std::thread::Builder::new()
             .name("switchyard-fleet".into())
-            .spawn(move || loop {
-                std::thread::sleep(sync);
-                // The balancer is gone with its link.
-                let Some(link) = weak.upgrade() else { return };
-                if !link.connected.load(Ordering::Acquire) {
-                    link.try_join();
-                }
-            });
+            .spawn(move || link_loop(&weak, &woken, sync));
         link
+    }
+
+    /// Publishes this process's circuit changes and reads everyone's; the first read
+    /// happens as circuits join, so a new process starts knowing what the fleet knows.
+    fn sync_circuits(&self) {
+        let circuits: Vec<Arc<FleetCircuit>> = self
+            .circuits
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for circuit in &circuits {
+            circuit.publish();
+        }
+        for circuit in &circuits {
+            circuit.read();
+        }
+    }
+
+    /// Runs one Redis command on the link's connection; `None` (and the link lost) when
+    /// Redis does not answer in time.
+    fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Option<T> {
+        let mut held = self.connection.lock();
+        let answer = cmd.query(held.as_mut()?);
+        drop(held);
+        match answer {
+            Ok(value) => Some(value),
+            Err(_) => {
+                self.lose();
+                None
+            }
+        }
     }
 
     pub fn state(&self) -> FleetState {
@@ -333,5 +385,182 @@ impl FleetQuota {
                 .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
                 .unwrap_or(0),
         };
+    }
+}
+
+/// A change of this process's circuit not yet published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    OpenUntil(u64),
+    Closed,
+}
+
+/// One provider's circuit in the fleet.
+pub(crate) struct FleetCircuit {
+    link: Arc<FleetLink>,
+    /// `open:<unix ms until>` or `closed:<unix ms>`, expiring when it no longer says
+    /// anything.
+    key: String,
+    /// Held by the process that probes the provider now.
+    probe_key: String,
+    /// This process's probe token value.
+    me: String,
+    token_ttl: Duration,
+    pending: Mutex<Option<Change>>,
+    /// While this process holds the probe token: until when.
+    probing_until: Mutex<Option<Instant>>,
+    /// The last value read or written, so a change is applied once.
+    last_seen: Mutex<Option<String>>,
+    remote: RemoteCircuit,
+}
+
+impl FleetCircuit {
+    /// Shares a provider's circuit; `open` is how long it stays open at first.
+    pub fn join(
+        link: &Arc<FleetLink>,
+        service: &str,
+        provider: &str,
+        open: Duration,
+        remote: RemoteCircuit,
+    ) -> Arc<FleetCircuit> {
+        let ns = &link.config.namespace;
+        let tag = format!("{{{ns}:{service}:{provider}}}");
+        let circuit = Arc::new(FleetCircuit {
+            link: link.clone(),
+            key: format!("{tag}:circuit"),
+            probe_key: format!("{tag}:probe"),
+            me: format!("{}-{:x}", std::process::id(), rand::random::<u64>()),
+            token_ttl: open.max(link.config.sync * 5),
+            pending: Mutex::new(None),
+            probing_until: Mutex::new(None),
+            last_seen: Mutex::new(None),
+            remote,
+        });
+        link.circuits.lock().push(Arc::downgrade(&circuit));
+        if link.connected.load(Ordering::Acquire) {
+            circuit.read();
+        }
+        circuit
+    }
+
+    /// Writes the pending change, and keeps or gives back the probe token when it is ours.
+    fn publish(&self) {
+        let Some(change) = self.pending.lock().take() else {
+            return;
+        };
+        let now = unix_ms();
+        let (value, ttl) = match change {
+            Change::OpenUntil(until) => (format!("open:{until}"), until.saturating_sub(now)),
+            Change::Closed => (
+                format!("closed:{now}"),
+                (self.link.config.sync.as_millis() as u64 * 10).max(1000),
+            ),
+        };
+        let mut set = redis::cmd("SET");
+        set.arg(&self.key).arg(&value).arg("PX").arg(ttl.max(1));
+        if self.link.command::<()>(&set).is_none() {
+            // Redis is away: the change stays this process's own.
+            return;
+        }
+        *self.last_seen.lock() = Some(value);
+        let mut probing = self.probing_until.lock();
+        if probing.is_none() {
+            return;
+        }
+        // Our probes reopened it: the token stays ours through the next half-open
+        // period (others would race for it while learning of the reopening). Our probes
+        // closed it: the token goes back.
+        let (script, keep) = match change {
+            Change::OpenUntil(until) => (
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return 1",
+                Some(Duration::from_millis(until.saturating_sub(now)) + self.token_ttl),
+            ),
+            Change::Closed => (
+                "if redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end return 1",
+                None,
+            ),
+        };
+        *probing = keep.map(|keep| Instant::now() + keep);
+        drop(probing);
+        let script = redis::Script::new(script);
+        let mut call = script.prepare_invoke();
+        call.key(&self.probe_key)
+            .arg(&self.me)
+            .arg(keep.map_or(1, |k| k.as_millis() as u64));
+        let mut held = self.link.connection.lock();
+        if let Some(connection) = held.as_mut() {
+            if call.invoke::<i64>(connection).is_err() {
+                drop(held);
+                self.link.lose();
+            }
+        }
+    }
+
+    /// Applies another process's change, once.
+    fn read(&self) {
+        let Some(value) = self
+            .link
+            .command::<Option<String>>(redis::cmd("GET").arg(&self.key))
+        else {
+            return;
+        };
+        let mut last = self.last_seen.lock();
+        if value == *last {
+            return;
+        }
+        match value.as_deref().and_then(|v| v.split_once(':')) {
+            Some(("open", until)) => {
+                if let Ok(ms) = until.parse::<u64>() {
+                    self.remote.opened(UNIX_EPOCH + Duration::from_millis(ms));
+                }
+            }
+            Some(("closed", _)) => {
+                self.remote.closed();
+            }
+            _ => {}
+        }
+        *last = value;
+    }
+}
+
+impl CircuitShare for FleetCircuit {
+    fn changed(&self, open_until: Option<SystemTime>) {
+        let change = match open_until {
+            Some(until) => Change::OpenUntil(
+                until
+                    .duration_since(UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            ),
+            None => Change::Closed,
+        };
+        *self.pending.lock() = Some(change);
+        let _ = self.link.wake.try_send(());
+    }
+
+    fn may_probe(&self) -> bool {
+        if !self.link.connected.load(Ordering::Acquire) {
+            return true;
+        }
+        let now = Instant::now();
+        let mut probing = self.probing_until.lock();
+        if probing.is_some_and(|until| now < until) {
+            return true;
+        }
+        let ttl = self.token_ttl.as_millis() as u64;
+        let mut take = redis::cmd("SET");
+        take.arg(&self.probe_key)
+            .arg(&self.me)
+            .arg("NX")
+            .arg("PX")
+            .arg(ttl);
+        match self.link.command::<Option<String>>(&take) {
+            Some(Some(_)) => {
+                *probing = Some(now + self.token_ttl);
+                true
+            }
+            Some(None) => false,
+            // Redis went away just now: probe as a process alone would.
+            None => true,
+        }
     }
 }

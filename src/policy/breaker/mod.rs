@@ -147,8 +147,59 @@ pub(crate) struct Breaker {
     config: BreakerConfig,
     clock: SharedClock,
     /// The state, readable without the lock: the closed fast path takes no lock.
-    state: AtomicU8,
+    state: Arc<AtomicU8>,
     inner: Arc<Mutex<Inner>>,
+    /// Other processes this circuit is shared with (fleet mode), once joined.
+    share: once_cell::sync::OnceCell<Arc<dyn CircuitShare>>,
+}
+
+/// What a circuit shares with other processes (fleet mode); made in a layer above.
+pub(crate) trait CircuitShare: Send + Sync {
+    /// By this process's own counts the circuit opened until `open_until`, or closed
+    /// (`None`). Called under the breaker's lock: it must not block.
+    fn changed(&self, open_until: Option<SystemTime>);
+    /// Whether this process may send half-open probes now. Called under the lock on the
+    /// probe path only, never while closed; bounded by the store's timeout.
+    fn may_probe(&self) -> bool;
+}
+
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+/// A handle through which another process's change reaches this circuit.
+pub(crate) struct RemoteCircuit {
+    clock: SharedClock,
+    state: Arc<AtomicU8>,
+    inner: Arc<Mutex<Inner>>,
+}
+
+#[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+impl RemoteCircuit {
+    /// Another process opened it until `until`: opens here too (unless forced), or
+    /// stays open at least as long.
+    pub fn opened(&self, until: SystemTime) -> Option<Transition> {
+        let now = self.clock.now();
+        let left = until
+            .duration_since(self.clock.to_system(now))
+            .unwrap_or_default();
+        if left.is_zero() {
+            return None;
+        }
+        let mut inner = self.inner.lock();
+        if inner.forced {
+            return None;
+        }
+        inner.open_until = inner.open_until.max(now + left);
+        set_state(&mut inner, &self.state, CircuitState::Open)
+    }
+
+    /// Another process's probes closed it: closes here too (unless forced).
+    pub fn closed(&self) -> Option<Transition> {
+        let mut inner = self.inner.lock();
+        if inner.forced {
+            return None;
+        }
+        inner.reopenings = 0;
+        set_state(&mut inner, &self.state, CircuitState::Closed)
+    }
 }
 
 struct Inner {
@@ -182,7 +233,7 @@ impl Breaker {
         Breaker {
             config,
             clock,
-            state: AtomicU8::new(CircuitState::Closed as u8),
+            state: Arc::new(AtomicU8::new(CircuitState::Closed as u8)),
             inner: Arc::new(Mutex::new(Inner {
                 half_open_period: 0,
                 state: CircuitState::Closed,
@@ -196,7 +247,36 @@ impl Breaker {
                 last_failure: None,
                 transitions: [0; 3],
             })),
+            share: once_cell::sync::OnceCell::new(),
         }
+    }
+
+    /// Shares this circuit with other processes.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub fn share_with(&self, share: Arc<dyn CircuitShare>) {
+        let _ = self.share.set(share);
+    }
+
+    /// How long the circuit stays open when it first opens.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub fn first_open_time(&self) -> Duration {
+        Duration::from_millis(self.config.open_ms)
+    }
+
+    /// Where other processes' changes come in.
+    #[cfg_attr(not(feature = "fleet"), allow(dead_code))]
+    pub fn remote(&self) -> RemoteCircuit {
+        RemoteCircuit {
+            clock: self.clock.clone(),
+            state: self.state.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// Whether this process may probe: always, unless the fleet gives the probes of
+    /// this provider to another process now.
+    fn may_probe(&self) -> bool {
+        self.share.get().is_none_or(|share| share.may_probe())
     }
 
     pub fn state(&self) -> CircuitState {
@@ -225,10 +305,15 @@ impl Breaker {
         let mut inner = self.inner.lock();
         let mut transition = None;
         if inner.state == CircuitState::Open {
-            if inner.forced || self.clock.now() < inner.open_until {
+            if inner.forced || self.clock.now() < inner.open_until || !self.may_probe() {
                 return (None, None);
             }
             transition = self.enter(&mut inner, CircuitState::HalfOpen);
+        } else if inner.state == CircuitState::HalfOpen
+            && inner.probes_in_flight < self.config.half_open_max_calls
+            && !self.may_probe()
+        {
+            return (None, None);
         }
         match inner.state {
             CircuitState::Closed => (Some(Permit::CLOSED), transition),
@@ -321,28 +406,18 @@ impl Breaker {
         Duration::from_millis(capped as u64)
     }
 
-    /// Moves to `to`, resetting what the new state starts from.
+    /// Moves to `to` by this process's counts, and tells the fleet of an opening or a
+    /// closing (an operator's forced opening stays this process's own).
     fn enter(&self, inner: &mut Inner, to: CircuitState) -> Option<Transition> {
-        let from = inner.state;
-        if from == to {
-            return None;
-        }
-        inner.state = to;
-        inner.transitions[to as usize] += 1;
-        match to {
-            CircuitState::Closed => {
-                inner.consecutive_failures = 0;
-                inner.window.clear();
+        let transition = set_state(inner, &self.state, to)?;
+        if let Some(share) = self.share.get().filter(|_| !inner.forced) {
+            match to {
+                CircuitState::Open => share.changed(Some(self.clock.to_system(inner.open_until))),
+                CircuitState::Closed => share.changed(None),
+                CircuitState::HalfOpen => {}
             }
-            CircuitState::HalfOpen => {
-                inner.half_open_successes = 0;
-                inner.probes_in_flight = 0;
-                inner.half_open_period += 1;
-            }
-            CircuitState::Open => {}
         }
-        self.state.store(to as u8, Ordering::Release);
-        Some(Transition { from, to })
+        Some(transition)
     }
 
     /// Opens the circuit until [`Breaker::force_close`] or [`Breaker::reset`].
@@ -399,6 +474,30 @@ impl Breaker {
             closed: inner.transitions[CircuitState::Closed as usize],
         }
     }
+}
+
+/// Moves to `to`, resetting what the new state starts from.
+fn set_state(inner: &mut Inner, state: &AtomicU8, to: CircuitState) -> Option<Transition> {
+    let from = inner.state;
+    if from == to {
+        return None;
+    }
+    inner.state = to;
+    inner.transitions[to as usize] += 1;
+    match to {
+        CircuitState::Closed => {
+            inner.consecutive_failures = 0;
+            inner.window.clear();
+        }
+        CircuitState::HalfOpen => {
+            inner.half_open_successes = 0;
+            inner.probes_in_flight = 0;
+            inner.half_open_period += 1;
+        }
+        CircuitState::Open => {}
+    }
+    state.store(to as u8, Ordering::Release);
+    Some(Transition { from, to })
 }
 
 /// The rolling window of the rate rules: time buckets, or the last N calls.

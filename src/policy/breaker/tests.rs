@@ -1,7 +1,7 @@
 //! The breaker's state machine on a manual clock: every rule, exactly.
 
 use super::*;
-use crate::foundation::clock::ManualClock;
+use crate::foundation::clock::{Clock, ManualClock};
 
 fn breaker(edit: impl FnOnce(&mut BreakerConfig)) -> (Breaker, Arc<ManualClock>) {
     let clock = ManualClock::shared();
@@ -241,4 +241,64 @@ fn a_slow_probe_reopens_instead_of_closing() {
     let probe = b.try_acquire().0.unwrap();
     let t = b.record(probe, false, Duration::from_millis(100));
     assert_eq!(t.map(|t| t.to), Some(CircuitState::Closed));
+}
+
+/// A fleet stand-in: records what the circuit tells it, grants probes as told.
+#[derive(Default)]
+struct Share {
+    told: Mutex<Vec<Option<SystemTime>>>,
+    probes_allowed: std::sync::atomic::AtomicBool,
+}
+
+impl CircuitShare for Share {
+    fn changed(&self, open_until: Option<SystemTime>) {
+        self.told.lock().push(open_until);
+    }
+    fn may_probe(&self) -> bool {
+        self.probes_allowed.load(Ordering::Acquire)
+    }
+}
+
+#[test]
+fn a_shared_circuit_tells_its_changes_and_probes_only_when_let() {
+    let (b, clock) = breaker(|c| {
+        c.failure_threshold = 1;
+        c.open_ms = 1000;
+        c.success_threshold = 1;
+    });
+    let share = Arc::new(Share::default());
+    b.share_with(share.clone());
+    call(&b, true);
+    let opened_until = clock.to_system(clock.now() + Duration::from_millis(1000));
+    assert_eq!(*share.told.lock(), vec![Some(opened_until)]);
+    clock.advance(Duration::from_millis(1000));
+    // Another process owns the probes: this one sends none and stays open.
+    assert!(b.try_acquire().0.is_none());
+    assert_eq!(b.state(), CircuitState::Open);
+    share.probes_allowed.store(true, Ordering::Release);
+    call(&b, false);
+    assert_eq!(b.state(), CircuitState::Closed);
+    assert_eq!(share.told.lock().last(), Some(&None));
+    // An operator's forced opening stays this process's own.
+    b.force_open();
+    assert_eq!(share.told.lock().len(), 2);
+}
+
+#[test]
+fn another_processes_changes_reach_the_circuit() {
+    let (b, clock) = breaker(|_| {});
+    let remote = b.remote();
+    let until = clock.to_system(clock.now() + Duration::from_millis(500));
+    assert!(remote.opened(until).is_some());
+    assert_eq!(b.state(), CircuitState::Open);
+    assert!(b.try_acquire().0.is_none());
+    clock.advance(Duration::from_millis(500));
+    assert!(
+        b.try_acquire().0.is_some(),
+        "half-open once the fleet's time is over"
+    );
+    assert!(remote.closed().is_some());
+    assert_eq!(b.state(), CircuitState::Closed);
+    // An opening already over changes nothing.
+    assert!(remote.opened(clock.to_system(clock.now())).is_none());
 }
