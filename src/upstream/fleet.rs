@@ -27,7 +27,7 @@ use crate::foundation::config::{ResolvedFleet, ResolvedQuota};
 use crate::policy::breaker::{CircuitShare, RemoteCircuit};
 
 /// The one script: `take` grants up to `want` tokens if every counter has them, `add`
-/// counts calls made while Redis was away. Answers `{granted, seconds to the soonest
+/// counts calls made while Redis was away (or, negative, gives back an unspent lease). Answers `{granted, seconds to the soonest
 /// reset}`.
 const SCRIPT: &str = r#"
 local now = tonumber(redis.call('TIME')[1])
@@ -71,23 +71,27 @@ for i, key in ipairs(KEYS) do
   local used = 0
   if tonumber(held[1]) == s then used = tonumber(held[2]) or 0 end
   if mode == 'take' then
+    -- At most half of a fair share of what is left, so leases shrink as the count runs
+    -- out and the last calls go one by one.
     local left = limit - used
-    local g = want
-    if left < want * expected * 2 then g = 1 end
+    local g = math.max(math.min(want, math.floor(left / (2 * expected))), 1)
     if g > left then g = math.max(left, 0) end
     if g < grant then grant = g end
   end
   spans[i] = {s, e, used}
   if soonest == nil or e < soonest then soonest = e end
 end
-if grant > 0 then
+if grant ~= 0 then
   for i, key in ipairs(KEYS) do
-    redis.call('HSET', key, 'start', spans[i][1], 'used', spans[i][3] + grant)
+    redis.call('HSET', key, 'start', spans[i][1], 'used', math.max(spans[i][3] + grant, 0))
     redis.call('EXPIREAT', key, spans[i][2])
   end
 end
 return {grant, (soonest or now) - now}
 "#;
+
+/// The most tokens one lease takes.
+const MAX_LEASE: u64 = 1_000_000;
 
 /// A balancer's link to Redis, shared by its providers' quotas.
 pub(crate) struct FleetLink {
@@ -221,7 +225,7 @@ impl FleetLink {
             .collect();
         for quota in members {
             let alone = quota.spent_alone.swap(0, Ordering::AcqRel);
-            if alone > 0 && self.run(&quota, "add", alone).is_none() {
+            if alone > 0 && self.run(&quota, "add", alone as i64).is_none() {
                 quota.spent_alone.fetch_add(alone, Ordering::AcqRel);
                 return;
             }
@@ -241,7 +245,7 @@ impl FleetLink {
 
     /// Runs the script for one quota: `(granted, seconds to its soonest reset)`, or
     /// `None` when Redis did not answer in time.
-    fn run(&self, quota: &FleetQuota, mode: &str, want: u64) -> Option<(u64, u64)> {
+    fn run(&self, quota: &FleetQuota, mode: &str, want: i64) -> Option<(i64, u64)> {
         let mut held = self.connection.lock();
         let connection = held.as_mut()?;
         let mut call = self.script.prepare_invoke();
@@ -255,7 +259,7 @@ impl FleetLink {
         for (kind, limit) in &quota.counters {
             call.arg(*kind).arg(*limit);
         }
-        let answer: redis::RedisResult<(u64, u64)> = call.invoke(connection);
+        let answer: redis::RedisResult<(i64, u64)> = call.invoke(connection);
         drop(held);
         match answer {
             Ok(answer) => Some(answer),
@@ -299,6 +303,20 @@ pub(crate) struct FleetQuota {
     leased: AtomicU64,
     /// Calls made while Redis was away and not yet added to its count.
     spent_alone: AtomicU64,
+    /// When the last lease was taken and how large it was: how fast this process spends.
+    last_lease: Mutex<(Instant, u64)>,
+}
+
+impl Drop for FleetQuota {
+    /// An unspent lease goes back to the fleet when the balancer ends.
+    fn drop(&mut self) {
+        let left = self.leased.swap(0, Ordering::AcqRel);
+        if left > 0 && self.link.connected.load(Ordering::Acquire) {
+            let _ = self
+                .link
+                .run(self, "add", -(left.min(i64::MAX as u64) as i64));
+        }
+    }
 }
 
 impl FleetQuota {
@@ -333,6 +351,7 @@ impl FleetQuota {
             reset_offset: quota.reset.seconds(),
             leased: AtomicU64::new(0),
             spent_alone: AtomicU64::new(0),
+            last_lease: Mutex::new((Instant::now(), 0)),
         });
         link.members.lock().push(Arc::downgrade(&quota));
         Some(quota)
@@ -356,16 +375,29 @@ impl FleetQuota {
         {
             return FleetTake::Granted(Token::Leased);
         }
-        match self.link.run(self, "take", self.link.config.lease.max(1)) {
-            Some((0, resets_in)) => FleetTake::UsedUp {
+        let want = self.lease_wanted();
+        match self.link.run(self, "take", want as i64) {
+            Some((granted, resets_in)) if granted <= 0 => FleetTake::UsedUp {
                 resets_in: Duration::from_secs(resets_in),
             },
             Some((granted, _)) => {
+                let granted = granted as u64;
+                *self.last_lease.lock() = (Instant::now(), granted);
                 self.leased.fetch_add(granted - 1, Ordering::AcqRel);
                 FleetTake::Granted(Token::Leased)
             }
             None => FleetTake::Alone,
         }
+    }
+
+    /// `lease` tokens, or as many as this process spends in `sync_ms` when that is more:
+    /// a busy process asks Redis a few times a second, not once per `lease` calls.
+    fn lease_wanted(&self) -> u64 {
+        let lease = self.link.config.lease.max(1);
+        let (at, granted) = *self.last_lease.lock();
+        let lasted = at.elapsed().as_secs_f64().max(1e-6);
+        let per_sync = granted as f64 / lasted * self.link.config.sync.as_secs_f64();
+        (per_sync as u64).clamp(lease, MAX_LEASE)
     }
 
     /// Counts a call made alone.
