@@ -8,7 +8,6 @@
 #[allow(dead_code)]
 #[path = "../tests/support/redis.rs"]
 mod redis;
-#[allow(dead_code)]
 #[path = "../tests/support/server.rs"]
 mod server;
 mod support;
