@@ -56,6 +56,17 @@ fn circuit_config(redis_url: &str, namespace: &str, bad: &str, good: &str) -> St
     )
 }
 
+/// A provider limited to 50 calls a second across the fleet, and one without a limit.
+fn rate_config(redis_url: &str, namespace: &str, limited: &str, other: &str) -> String {
+    format!(
+        "[fleet]\nredis_url = \"{redis_url}\"\nnamespace = \"{namespace}\"\nsync_ms = 100\n\
+         expected_size = 4\n\
+         [[services.s.providers]]\nname = \"limited\"\nbase_url = \"{limited}\"\ntier = 1\n\
+         rate = {{ per_second = 50 }}\n\
+         [[services.s.providers]]\nname = \"other\"\nbase_url = \"{other}\"\ntier = 2\n"
+    )
+}
+
 fn circuit_of(lb: &Balancer, provider: &str) -> &'static str {
     lb.metrics().services["s"].providers[provider].circuit.state
 }
@@ -79,6 +90,15 @@ fn fleet_child() {
         return;
     };
     let parts: Vec<&str> = spec.split('|').collect();
+    if parts[0] == "rate" {
+        let [_, redis_url, namespace, limited, other, millis] = parts[..] else {
+            panic!("bad child spec");
+        };
+        let lb =
+            Balancer::from_toml_str(&rate_config(redis_url, namespace, limited, other)).unwrap();
+        send_for(&lb, Duration::from_millis(millis.parse().unwrap()));
+        return;
+    }
     if parts[0] == "circuit" {
         let [_, redis_url, namespace, bad, good, millis] = parts[..] else {
             panic!("bad child spec");
@@ -278,4 +298,45 @@ fn a_circuit_opened_by_one_process_is_open_for_new_ones_and_probed_by_one() {
         probes <= 2 * 3,
         "{probes} probes in at most 3 half-open periods"
     );
+}
+
+#[test]
+fn four_processes_keep_one_rate_limit_between_them() {
+    let redis = RedisServer::start();
+    let (limited, other) = (TestServer::start(), TestServer::start());
+    let namespace = format!("rate-{}", std::process::id());
+    let millis = 2000;
+    let spec = format!(
+        "rate|{}|{namespace}|{}|{}|{millis}",
+        redis.url(),
+        limited.url(),
+        other.url()
+    );
+    let started = Instant::now();
+    let children: Vec<_> = (0..4)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["fleet_child", "--exact", "--nocapture", "--test-threads=1"])
+                .env("SWITCHYARD_FLEET_CHILD", &spec)
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a child process failed");
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let sent = limited.requests();
+    eprintln!(
+        "rate-limited provider: {sent} calls in {seconds:.2} s, {} elsewhere",
+        other.requests()
+    );
+    // 50 a second over the whole run (which includes the processes' start), plus at
+    // most one token of slack per process; alone, each process would send 50 a second.
+    assert!(
+        sent as f64 <= 50.0 * seconds + 4.0,
+        "{sent} in {seconds:.2} s"
+    );
+    assert!(sent >= 50, "the limit is used, not starved: {sent}");
+    assert!(other.requests() > 0);
 }

@@ -16,7 +16,7 @@ use crate::policy::quota::{Quota, QuotaUse};
 use crate::policy::rate::{RateLimiter, WindowLeft};
 use crate::policy::rate_headers::Announced;
 #[cfg(feature = "fleet")]
-use crate::upstream::fleet::{FleetLink, FleetQuota, FleetTake, Token};
+use crate::upstream::fleet::{FleetLink, FleetQuota, FleetRate, FleetTake, RateToken, Token};
 
 /// Why a provider rests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,6 +111,9 @@ struct Limits {
     /// The quota's count shared with other processes, once joined.
     #[cfg(feature = "fleet")]
     fleet: once_cell::sync::OnceCell<Arc<FleetQuota>>,
+    /// The rate limits shared with other processes, once joined.
+    #[cfg(feature = "fleet")]
+    fleet_rate: once_cell::sync::OnceCell<Arc<FleetRate>>,
 }
 
 /// What every check reads, on a cache line of its own: the reference counts and the
@@ -154,6 +157,9 @@ pub(crate) struct Allowance {
     /// Its quota as configured, for joining a fleet.
     #[cfg(feature = "fleet")]
     quota_config: crate::foundation::config::ResolvedQuota,
+    /// Its rate limits as configured, and its reserve, for joining a fleet.
+    #[cfg(feature = "fleet")]
+    rate_config: (crate::foundation::config::RateConfig, f64),
 }
 
 /// A call's share of a provider's rate, quota and announced count. Dropped unsent, it
@@ -169,6 +175,9 @@ pub(crate) struct Grant {
     /// The fleet's token, if one was taken.
     #[cfg(feature = "fleet")]
     fleet_token: Option<Token>,
+    /// The fleet's rate token, if one was taken.
+    #[cfg(feature = "fleet")]
+    fleet_rate_token: Option<RateToken>,
 }
 
 impl std::fmt::Debug for Grant {
@@ -200,6 +209,10 @@ impl Drop for Grant {
             #[cfg(feature = "fleet")]
             if let (Some(token), Some(fleet)) = (self.fleet_token, limits.fleet.get()) {
                 fleet.refund(token);
+            }
+            #[cfg(feature = "fleet")]
+            if let (Some(token), Some(rate)) = (self.fleet_rate_token, limits.fleet_rate.get()) {
+                rate.refund(token, at);
             }
             limits.publish(at);
         }
@@ -242,11 +255,15 @@ impl Allowance {
                 published: Published::default(),
                 #[cfg(feature = "fleet")]
                 fleet: once_cell::sync::OnceCell::new(),
+                #[cfg(feature = "fleet")]
+                fleet_rate: once_cell::sync::OnceCell::new(),
             }),
             clock,
             day_starts: config.quota.reset,
             #[cfg(feature = "fleet")]
             quota_config: config.quota.clone(),
+            #[cfg(feature = "fleet")]
+            rate_config: (config.rate.clone(), config.reserve),
         };
         allowance.limits.publish(allowance.clock.now());
         allowance
@@ -321,7 +338,20 @@ impl Allowance {
                 }
             }
             if let Some(r) = &l.rate {
-                if let Err(due) = r.take(now, urgent) {
+                #[cfg_attr(not(feature = "fleet"), allow(unused_mut))]
+                let mut taken = r.take(now, urgent);
+                #[cfg(feature = "fleet")]
+                if let (Ok(()), Some(fleet_rate)) = (&taken, l.fleet_rate.get()) {
+                    // This process's pace first, then the fleet's.
+                    match fleet_rate.take(now, urgent) {
+                        Ok(token) => grant.fleet_rate_token = Some(token),
+                        Err(due) => {
+                            r.refund(now);
+                            taken = Err(due);
+                        }
+                    }
+                }
+                if let Err(due) = taken {
                     if let Some(q) = &l.quota {
                         q.refund(now);
                     }
@@ -380,6 +410,12 @@ impl Allowance {
     /// Shares this provider's quota with the fleet's other processes.
     #[cfg(feature = "fleet")]
     pub fn join_fleet(&self, link: &Arc<FleetLink>, service: &str, provider: &str) {
+        if self.limits.rate.is_some() {
+            let (rate, reserve) = &self.rate_config;
+            if let Some(fleet) = FleetRate::join(link, service, provider, rate, *reserve) {
+                let _ = self.limits.fleet_rate.set(fleet);
+            }
+        }
         if self.limits.quota.is_some() {
             if let Some(fleet) = FleetQuota::join(link, service, provider, &self.quota_config) {
                 let _ = self.limits.fleet.set(fleet);
