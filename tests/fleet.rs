@@ -211,6 +211,13 @@ fn redis_stopped_mid_run_fails_no_request() {
     let text = config(&redis.url(), &namespace, &free.url(), &paid.url(), 100);
     let lb = Balancer::from_toml_str(&text).unwrap();
     assert!(lb.metrics().fleet.unwrap().connected);
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = heard.clone();
+    lb.on_event(move |e| {
+        if let switchyard::EventKind::Fleet { connected } = e.what {
+            log.lock().unwrap().push(connected);
+        }
+    });
     send(&lb, 20).unwrap();
     assert_eq!(free.requests(), 20);
     redis.stop();
@@ -220,6 +227,18 @@ fn redis_stopped_mid_run_fails_no_request() {
     let fleet = lb.metrics().fleet.unwrap();
     assert!(!fleet.connected && fleet.degraded_since_ms.is_some());
     assert!(lb.prometheus().contains("switchyard_fleet_connected 0"));
+    let told = wait_until(Duration::from_secs(5), || *heard.lock().unwrap() == [false]);
+    assert!(told.is_some(), "on_event hears that Redis went away");
+    let dashboard = lb.serve_dashboard("127.0.0.1:0").unwrap();
+    let status = ureq::get(format!("{}status.json", dashboard.url()))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["fleet"]["connected"], false);
+    assert!(status["fleet"]["degraded_since_ms"].as_u64().is_some());
     assert!(free.requests() <= 25 + 10, "{}", free.requests());
     assert_eq!(free.requests() + paid.requests(), 120);
 }

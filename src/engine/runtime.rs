@@ -91,6 +91,7 @@ impl Core {
     pub fn new(resolved: &Resolved, clock: SharedClock, connect: &Connector) -> (Core, Wiring) {
         let (outbox, events) = CircuitOutbox::new();
         let (bus, posted) = EventBus::new();
+        let bus = Arc::new(bus);
         let services: Vec<Service> = resolved
             .services
             .iter()
@@ -115,7 +116,7 @@ impl Core {
         });
         #[cfg(feature = "fleet")]
         let fleet = resolved.fleet.as_ref().map(|config| {
-            let link = crate::upstream::fleet::FleetLink::start(config);
+            let link = crate::upstream::fleet::FleetLink::start(config, bus.clone(), clock.clone());
             for s in &services {
                 for p in &s.providers {
                     p.allowance.join_fleet(&link, &s.name, &p.name);
@@ -155,7 +156,7 @@ impl Core {
             stop_signal: stop_rx,
             listeners: Arc::new(Listeners::default()),
             subscribers: Arc::new(Subscribers::default()),
-            events: Arc::new(bus),
+            events: bus,
             #[cfg(feature = "dashboard")]
             event_log: Arc::default(),
             #[cfg(feature = "dashboard")]

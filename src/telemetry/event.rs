@@ -82,6 +82,12 @@ pub enum EventKind {
         /// The HTTP status of that answer.
         status: Option<u16>,
     },
+    /// Fleet mode: this process lost Redis and counts alone within its share
+    /// (`connected` false), or joined again (true).
+    Fleet {
+        /// Whether quotas, rates and circuits are shared through Redis now.
+        connected: bool,
+    },
 }
 
 /// Where events are posted. Without a subscriber posting costs one atomic load.

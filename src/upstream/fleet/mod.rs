@@ -33,7 +33,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
 
+use crate::foundation::clock::SharedClock;
 use crate::foundation::config::ResolvedFleet;
+use crate::telemetry::event::{EventBus, EventKind};
 
 /// The most tokens one lease takes.
 const MAX_LEASE: u64 = 1_000_000;
@@ -52,6 +54,9 @@ pub(crate) struct FleetLink {
     circuits: Mutex<Vec<Weak<FleetCircuit>>>,
     /// Wakes the link's thread to publish a circuit's change now.
     wake: Sender<()>,
+    /// Where losing and joining Redis are told (`on_event`, the dashboard's log).
+    events: Arc<EventBus>,
+    clock: SharedClock,
 }
 
 /// The link's thread: rejoins while degraded, keeps circuits in step while connected.
@@ -84,7 +89,11 @@ fn unix_ms() -> u64 {
 impl FleetLink {
     /// Connects if Redis answers; otherwise starts degraded and keeps trying every
     /// `sync_ms` on a thread of its own, which ends with the link.
-    pub fn start(config: &ResolvedFleet) -> Arc<FleetLink> {
+    pub fn start(
+        config: &ResolvedFleet,
+        events: Arc<EventBus>,
+        clock: SharedClock,
+    ) -> Arc<FleetLink> {
         let (wake, woken) = crossbeam_channel::bounded(1);
         let link = Arc::new(FleetLink {
             // The URL was checked at load; a URL redis refuses all the same stays degraded.
@@ -98,6 +107,8 @@ impl FleetLink {
             members: Mutex::new(Vec::new()),
             circuits: Mutex::new(Vec::new()),
             wake,
+            events,
+            clock,
         });
         link.try_join();
         let weak = Arc::downgrade(&link);
@@ -175,6 +186,14 @@ impl FleetLink {
         }
         self.degraded_since_ms.store(0, Ordering::Release);
         self.connected.store(true, Ordering::Release);
+        self.tell(true);
+    }
+
+    fn tell(&self, connected: bool) {
+        self.events
+            .post(&self.clock, self.clock.now(), || EventKind::Fleet {
+                connected,
+            });
     }
 
     /// Marks Redis lost (a call failed or timed out).
@@ -183,6 +202,7 @@ impl FleetLink {
         if self.connected.swap(false, Ordering::AcqRel) {
             self.degraded_since_ms
                 .store(unix_ms().max(1), Ordering::Release);
+            self.tell(false);
         }
     }
 }
