@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::arg;
+use support::{arg, median};
 use switchyard::{Balancer, Request};
 
 /// Calls per second over `seconds` on `threads` threads.
@@ -75,10 +75,6 @@ fn main() {
         fleets.push(f);
         ratios.push(f / l);
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
     println!(
         "| {:.0} | {:.0} | {:.3} |",
         median(locals),

@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{arg, cpu_time, free_port, wait_listening, workdir, Daemon};
+use support::{arg, cpu_time, free_port, median, wait_listening, workdir, Daemon};
 use switchyard::{Balancer, Request};
 use tls::{Pki, TlsServer};
 
@@ -211,10 +211,6 @@ fn main() {
             call_cpu.push(c.1);
             ratios.push(c.0 / r.0);
         }
-        let median = |mut v: Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
-        };
         println!(
             "| {threads} | {:.0} | {:.0} | {:.3} | {:.1} | {:.1} |",
             median(raws),

@@ -83,6 +83,25 @@ fn send_for(lb: &Balancer, length: Duration) {
     }
 }
 
+/// `n` processes of this test binary running `fleet_child` with `spec`.
+fn spawn_children(n: usize, spec: &str) -> Vec<std::process::Child> {
+    (0..n)
+        .map(|_| {
+            Command::new(std::env::current_exe().unwrap())
+                .args(["fleet_child", "--exact", "--nocapture", "--test-threads=1"])
+                .env("SWITCHYARD_FLEET_CHILD", spec)
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn wait_for(children: Vec<std::process::Child>) {
+    for mut child in children {
+        assert!(child.wait().unwrap().success(), "a child process failed");
+    }
+}
+
 /// Run only as a child of the multi-process tests.
 #[test]
 fn fleet_child() {
@@ -134,18 +153,8 @@ fn four_processes_share_one_quota_exactly() {
         free.url(),
         paid.url()
     );
-    let children: Vec<_> = (0..4)
-        .map(|_| {
-            Command::new(std::env::current_exe().unwrap())
-                .args(["fleet_child", "--exact", "--nocapture", "--test-threads=1"])
-                .env("SWITCHYARD_FLEET_CHILD", &spec)
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success(), "a child process failed");
-    }
+    let children = spawn_children(4, &spec);
+    wait_for(children);
     assert_eq!(free.requests(), 1000, "the quota is the fleet's");
     assert_eq!(paid.requests(), 4 * 600 - 1000);
     let key = format!("{{{namespace}:s:free}}:quota:per_day");
@@ -297,19 +306,9 @@ fn a_circuit_opened_by_one_process_is_open_for_new_ones_and_probed_by_one() {
         bad.url(),
         good.url()
     );
-    let children: Vec<_> = (0..3)
-        .map(|_| {
-            Command::new(std::env::current_exe().unwrap())
-                .args(["fleet_child", "--exact", "--nocapture", "--test-threads=1"])
-                .env("SWITCHYARD_FLEET_CHILD", &spec)
-                .spawn()
-                .unwrap()
-        })
-        .collect();
+    let children = spawn_children(3, &spec);
     send_for(&lb, Duration::from_millis(millis));
-    for mut child in children {
-        assert!(child.wait().unwrap().success(), "a child process failed");
-    }
+    wait_for(children);
     let probes = bad.requests() - before;
     eprintln!("fleet probes in 2.5 s: {probes}");
     // Alone, four processes would send at least one probe each per period.
@@ -332,18 +331,8 @@ fn four_processes_keep_one_rate_limit_between_them() {
         other.url()
     );
     let started = Instant::now();
-    let children: Vec<_> = (0..4)
-        .map(|_| {
-            Command::new(std::env::current_exe().unwrap())
-                .args(["fleet_child", "--exact", "--nocapture", "--test-threads=1"])
-                .env("SWITCHYARD_FLEET_CHILD", &spec)
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success(), "a child process failed");
-    }
+    let children = spawn_children(4, &spec);
+    wait_for(children);
     let seconds = started.elapsed().as_secs_f64();
     let sent = limited.requests();
     eprintln!(

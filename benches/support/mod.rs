@@ -84,3 +84,10 @@ pub fn cpu_time() -> Duration {
     let ticks = field(11) + field(12);
     Duration::from_secs_f64(ticks as f64 / 100.0)
 }
+
+/// The middle value (the upper one of an even count).
+#[allow(dead_code)]
+pub fn median(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values[values.len() / 2]
+}

@@ -139,8 +139,20 @@ impl FleetLink {
     /// Runs one Redis command on the link's connection; `None` (and the link lost) when
     /// Redis does not answer in time.
     fn command<T: redis::FromRedisValue>(&self, cmd: &redis::Cmd) -> Option<T> {
+        self.on_connection(|connection| cmd.query(connection))
+    }
+
+    /// Runs a script; `None` (and the link lost) when Redis does not answer in time.
+    fn invoke<T: redis::FromRedisValue>(&self, call: &redis::ScriptInvocation<'_>) -> Option<T> {
+        self.on_connection(|connection| call.invoke(connection))
+    }
+
+    fn on_connection<T>(
+        &self,
+        run: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Option<T> {
         let mut held = self.connection.lock();
-        let answer = cmd.query(held.as_mut()?);
+        let answer = run(held.as_mut()?);
         drop(held);
         match answer {
             Ok(value) => Some(value),

@@ -237,8 +237,6 @@ impl FleetLink {
     /// Runs the script for one quota: `(granted, seconds to its soonest reset)`, or
     /// `None` when Redis did not answer in time.
     fn run(&self, quota: &FleetQuota, mode: &str, want: i64) -> Option<(i64, u64)> {
-        let mut held = self.connection.lock();
-        let connection = held.as_mut()?;
         let mut call = self.script.prepare_invoke();
         for key in &quota.keys {
             call.key(key);
@@ -250,14 +248,6 @@ impl FleetLink {
         for (kind, limit) in &quota.counters {
             call.arg(*kind).arg(*limit);
         }
-        let answer: redis::RedisResult<(i64, u64)> = call.invoke(connection);
-        drop(held);
-        match answer {
-            Ok(answer) => Some(answer),
-            Err(_) => {
-                self.lose();
-                None
-            }
-        }
+        self.invoke(&call)
     }
 }

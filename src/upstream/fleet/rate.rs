@@ -165,8 +165,6 @@ impl FleetRate {
     }
 
     fn ask(&self) -> Option<(i64, u64)> {
-        let mut held = self.link.connection.lock();
-        let connection = held.as_mut()?;
         let mut call = self.script.prepare_invoke();
         for key in &self.keys {
             call.key(key);
@@ -175,14 +173,6 @@ impl FleetRate {
         for (spacing, slack) in &self.pacing {
             call.arg(*spacing).arg(*slack);
         }
-        let answer: redis::RedisResult<(i64, u64)> = call.invoke(connection);
-        drop(held);
-        match answer {
-            Ok(answer) => Some(answer),
-            Err(_) => {
-                self.link.lose();
-                None
-            }
-        }
+        self.link.invoke(&call)
     }
 }
