@@ -16,7 +16,7 @@
 mod server;
 mod support;
 
-use support::{cpu_time, free_port, rss_kib, wait_listening, workdir, Daemon};
+use support::{cpu_time, free_port, rss_kib, start_nginx, wait_listening, workdir, Daemon};
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -120,31 +120,10 @@ fn nginx(dir: &Path) -> Upstreams {
         .iter()
         .map(|p| format!("  server {{ listen 127.0.0.1:{p}; location / {{ return 200 '{{\"ok\":true}}'; }} }}\n"))
         .collect();
-    let conf = format!(
-        "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{\n  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 120s;\n\
-         client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n\
-         uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n{servers}\
-         server {{ listen 127.0.0.1:{status}; location / {{ stub_status; }} }}\n}}\n",
-        dir = dir.display()
+    let servers = format!(
+        "{servers}  server {{ listen 127.0.0.1:{status}; location / {{ stub_status; }} }}\n"
     );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new("nginx")
-        .args([
-            "-p",
-            &dir.display().to_string(),
-            "-c",
-            &path.display().to_string(),
-            "-g",
-            "daemon off;",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx is installed (benches/e2e.sh installs it)");
-    let daemon = Daemon(child);
+    let daemon = start_nginx(dir, &servers);
     for p in ports.iter().chain([&status]) {
         wait_listening(*p);
     }

@@ -19,13 +19,12 @@ mod support;
 #[path = "../tests/support/tls.rs"]
 mod tls;
 
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use support::{arg, cpu_time, free_port, median, wait_listening, workdir, Daemon};
+use support::{arg, cpu_time, free_port, median, start_nginx, wait_listening, workdir, Daemon};
 use switchyard::{Balancer, Request};
 use tls::{Pki, TlsServer};
 
@@ -99,34 +98,14 @@ impl Server {
 fn nginx(pki: &Pki) -> Server {
     let dir = workdir();
     let (port, status) = (free_port(), free_port());
-    let conf = format!(
-        "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log;\n\
-         events {{ worker_connections 4096; }}\n\
-         http {{\n  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 120s;\n\
-         client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n\
-         uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n\
-         server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
+    let servers = format!(
+        "  server {{ listen 127.0.0.1:{port} ssl; ssl_certificate {cert}; ssl_certificate_key {key};\n\
          ssl_protocols TLSv1.2 TLSv1.3; location / {{ return 200 '{{\"ok\":true}}'; }} }}\n\
-         server {{ listen 127.0.0.1:{status}; location / {{ stub_status; }} }}\n}}\n",
-        dir = dir.display(),
+         server {{ listen 127.0.0.1:{status}; location / {{ stub_status; }} }}\n",
         cert = pki.server_cert_file.display(),
         key = pki.server_key_file.display(),
     );
-    let path = dir.join("nginx.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new("nginx")
-        .args([
-            "-p",
-            &dir.display().to_string(),
-            "-c",
-            &path.display().to_string(),
-        ])
-        .args(["-g", "daemon off;"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("nginx is installed (benches/tls.sh installs it)");
-    let daemon = Daemon(child);
+    let daemon = start_nginx(&dir, &servers);
     wait_listening(port);
     wait_listening(status);
     Server::Nginx {

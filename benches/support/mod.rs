@@ -1,8 +1,8 @@
 //! Shared by the benchmarks.
 
 use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::Child;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -90,4 +90,33 @@ pub fn cpu_time() -> Duration {
 pub fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     values[values.len() / 2]
+}
+
+/// nginx in the foreground with `servers` (its `server { }` blocks), keep-alive without
+/// limit, every file under `dir`; stopped when the daemon drops.
+#[allow(dead_code)]
+pub fn start_nginx(dir: &Path, servers: &str) -> Daemon {
+    let conf = format!(
+        "worker_processes 1;\npid {dir}/nginx.pid;\nerror_log {dir}/nginx-error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  keepalive_requests 10000000;\n  keepalive_timeout 120s;\n\
+         client_body_temp_path {dir}/body;\n  proxy_temp_path {dir}/proxy;\n  fastcgi_temp_path {dir}/fastcgi;\n\
+         uwsgi_temp_path {dir}/uwsgi;\n  scgi_temp_path {dir}/scgi;\n{servers}}}\n",
+        dir = dir.display()
+    );
+    let path = dir.join("nginx.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("nginx")
+        .args([
+            "-p",
+            &dir.display().to_string(),
+            "-c",
+            &path.display().to_string(),
+        ])
+        .args(["-g", "daemon off;"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("nginx is installed (benches/e2e.sh and benches/tls.sh install it)");
+    Daemon(child)
 }
