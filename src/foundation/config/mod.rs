@@ -546,6 +546,12 @@ pub enum Format {
 }
 
 impl Config {
+    /// Checks the whole configuration as `Balancer::new` would (files it names included),
+    /// without starting anything or reaching any provider or Redis.
+    pub fn validate(&self) -> Result<(), Error> {
+        self.resolve().map(|_| ())
+    }
+
     /// Parses a TOML document, expanding `${VAR}` from the environment.
     pub fn from_toml_str(text: &str) -> Result<Config, Error> {
         Config::from_str_as(text, Format::Toml)
