@@ -12,30 +12,16 @@ mod redis;
 mod server;
 mod support;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::thread;
-use std::time::{Duration, Instant};
-
-use support::{arg, median};
+use support::{arg, median, run_for};
 use switchyard::{Balancer, Request};
 
 /// Calls per second over `seconds` on `threads` threads.
 fn rate(lb: &Balancer, threads: usize, seconds: f64) -> f64 {
-    let done = AtomicU64::new(0);
-    let until = Instant::now() + Duration::from_secs_f64(seconds);
-    let started = Instant::now();
-    thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                while Instant::now() < until {
-                    let n = done.fetch_add(1, Ordering::Relaxed);
-                    lb.call(Request::get("s", "/q").param("n", n.to_string()))
-                        .unwrap();
-                }
-            });
-        }
+    let (done, took) = run_for(threads, seconds, &|n| {
+        lb.call(Request::get("s", "/q").param("n", n.to_string()))
+            .unwrap();
     });
-    done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+    done as f64 / took.as_secs_f64()
 }
 
 fn main() {

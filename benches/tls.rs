@@ -19,35 +19,22 @@ mod support;
 #[path = "../tests/support/tls.rs"]
 mod tls;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{arg, cpu_time, free_port, median, start_nginx, wait_listening, workdir, Daemon};
+use support::{
+    arg, cpu_time, free_port, median, run_for, start_nginx, wait_listening, workdir, Daemon,
+};
 use switchyard::{Balancer, Request};
 use tls::{Pki, TlsServer};
 
 /// Requests per second over `seconds` on `threads` threads, each doing `one`, and this
 /// process's CPU time per request in microseconds.
 fn rate(threads: usize, seconds: f64, one: &(dyn Fn(u64) + Sync)) -> (f64, f64) {
-    let done = AtomicU64::new(0);
     let cpu_before = cpu_time();
-    let until = Instant::now() + Duration::from_secs_f64(seconds);
-    let started = Instant::now();
-    thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                while Instant::now() < until {
-                    let n = done.fetch_add(1, Ordering::Relaxed);
-                    one(n);
-                }
-            });
-        }
-    });
-    let done = done.load(Ordering::Relaxed) as f64;
+    let (done, took) = run_for(threads, seconds, one);
     let cpu = cpu_time().saturating_sub(cpu_before).as_secs_f64();
-    (done / started.elapsed().as_secs_f64(), cpu * 1e6 / done)
+    (done as f64 / took.as_secs_f64(), cpu * 1e6 / done as f64)
 }
 
 /// A TLS server the clients call, and what it counts.

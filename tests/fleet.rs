@@ -88,7 +88,8 @@ fn spawn_children(n: usize, spec: &str) -> Vec<std::process::Child> {
     (0..n)
         .map(|_| {
             Command::new(std::env::current_exe().unwrap())
-                .args(["fleet_child", "--exact", "--nocapture", "--test-threads=1"])
+                .args(["fleet_child", "--exact", "--ignored", "--nocapture"])
+                .arg("--test-threads=1")
                 .env("SWITCHYARD_FLEET_CHILD", spec)
                 .spawn()
                 .unwrap()
@@ -102,12 +103,11 @@ fn wait_for(children: Vec<std::process::Child>) {
     }
 }
 
-/// Run only as a child of the multi-process tests.
+/// Run only as a child of the multi-process tests (`--ignored`, with its spec).
 #[test]
+#[ignore = "run as a child process by the multi-process tests"]
 fn fleet_child() {
-    let Ok(spec) = std::env::var("SWITCHYARD_FLEET_CHILD") else {
-        return;
-    };
+    let spec = std::env::var("SWITCHYARD_FLEET_CHILD").expect("run by a multi-process test");
     let parts: Vec<&str> = spec.split('|').collect();
     if parts[0] == "rate" {
         let [_, redis_url, namespace, limited, other, millis] = parts[..] else {

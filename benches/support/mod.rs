@@ -120,3 +120,23 @@ pub fn start_nginx(dir: &Path, servers: &str) -> Daemon {
         .expect("nginx is installed (benches/e2e.sh and benches/tls.sh install it)");
     Daemon(child)
 }
+
+/// Runs `one` (given a running count) on `threads` threads for `seconds`: calls made and
+/// the time it took.
+#[allow(dead_code)]
+pub fn run_for(threads: usize, seconds: f64, one: &(dyn Fn(u64) + Sync)) -> (u64, Duration) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    let done = AtomicU64::new(0);
+    let started = Instant::now();
+    let until = started + Duration::from_secs_f64(seconds);
+    thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                while Instant::now() < until {
+                    one(done.fetch_add(1, Ordering::Relaxed));
+                }
+            });
+        }
+    });
+    (done.load(Ordering::Relaxed), started.elapsed())
+}

@@ -102,6 +102,14 @@ impl FleetConfig {
             ));
         }
         check_url(&self.redis_url)?;
+        // And as the client will read it (its message could quote the password).
+        #[cfg(feature = "fleet")]
+        if redis::Client::open(self.redis_url.as_str()).is_err() {
+            return Err(Error::config(
+                "fleet.redis_url",
+                "is not a URL the Redis client accepts",
+            ));
+        }
         if self.namespace.is_empty() || self.namespace.contains(['{', '}', ' ']) {
             return Err(Error::config(
                 "fleet.namespace",

@@ -42,7 +42,9 @@ const MAX_LEASE: u64 = 1_000_000;
 
 /// A balancer's link to Redis, shared by its providers' quotas.
 pub(crate) struct FleetLink {
-    client: redis::Client,
+    /// `None` only if the client refuses a URL the load accepted: then the process
+    /// stays alone.
+    client: Option<redis::Client>,
     /// One connection: a process asks Redis once per `lease` calls.
     connection: Mutex<Option<redis::Connection>>,
     config: ResolvedFleet,
@@ -96,9 +98,8 @@ impl FleetLink {
     ) -> Arc<FleetLink> {
         let (wake, woken) = crossbeam_channel::bounded(1);
         let link = Arc::new(FleetLink {
-            // The URL was checked at load; a URL redis refuses all the same stays degraded.
-            client: redis::Client::open(config.redis_url.as_str())
-                .unwrap_or_else(|_| redis::Client::open("redis://127.0.0.1:1").expect("valid")),
+            // The load checked the URL with this client already.
+            client: redis::Client::open(config.redis_url.as_str()).ok(),
             connection: Mutex::new(None),
             config: config.clone(),
             script: redis::Script::new(quota::SCRIPT),
@@ -173,7 +174,11 @@ impl FleetLink {
 
     fn connect(&self) -> Option<redis::Connection> {
         let timeout = self.config.timeout;
-        let c = self.client.get_connection_with_timeout(timeout).ok()?;
+        let c = self
+            .client
+            .as_ref()?
+            .get_connection_with_timeout(timeout)
+            .ok()?;
         c.set_read_timeout(Some(timeout)).ok()?;
         c.set_write_timeout(Some(timeout)).ok()?;
         Some(c)
