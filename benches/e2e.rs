@@ -16,11 +16,12 @@
 mod server;
 mod support;
 
-use support::{cpu_time, free_port, rss_kib, start_nginx, wait_listening, workdir, Daemon};
+use support::{
+    cpu_time, free_port, haproxy, rss_kib, start_nginx, wait_listening, workdir, Daemon,
+};
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -168,32 +169,6 @@ impl Upstreams {
         }
         self._test.iter().map(|s| s.connections() as u64).sum()
     }
-}
-
-fn haproxy(dir: &Path, ports: &[u16]) -> Option<(Daemon, u16)> {
-    let front = free_port();
-    let servers: String = ports
-        .iter()
-        .enumerate()
-        .map(|(i, p)| format!("    server s{i} 127.0.0.1:{p} check inter 2s\n"))
-        .collect();
-    let conf = format!(
-        "global\n    maxconn 4000\n\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 60s\n\
-         timeout server 60s\n    option http-keep-alive\n    http-reuse always\n\n\
-         frontend fe\n    bind 127.0.0.1:{front}\n    default_backend be\n\n\
-         backend be\n    balance roundrobin\n{servers}"
-    );
-    let path = dir.join("haproxy.cfg");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new("haproxy")
-        .args(["-f", &path.display().to_string(), "-db"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .ok()?;
-    let daemon = Daemon(child);
-    wait_listening(front);
-    Some((daemon, front))
 }
 
 /// Requests the balancer has seen (for the RSS report).

@@ -140,3 +140,32 @@ pub fn run_for(threads: usize, seconds: f64, one: &(dyn Fn(u64) + Sync)) -> (u64
     });
     (done.load(Ordering::Relaxed), started.elapsed())
 }
+
+/// HAProxy in front of `ports` (roundrobin, http-reuse always, checks on), on a port of
+/// its own; None when it is not installed.
+#[allow(dead_code)]
+pub fn haproxy(dir: &Path, ports: &[u16]) -> Option<(Daemon, u16)> {
+    let front = free_port();
+    let servers: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| format!("    server s{i} 127.0.0.1:{p} check inter 2s\n"))
+        .collect();
+    let conf = format!(
+        "global\n    maxconn 4000\n\ndefaults\n    mode http\n    timeout connect 5s\n    timeout client 60s\n\
+         timeout server 60s\n    option http-keep-alive\n    http-reuse always\n\n\
+         frontend fe\n    bind 127.0.0.1:{front}\n    default_backend be\n\n\
+         backend be\n    balance roundrobin\n{servers}"
+    );
+    let path = dir.join("haproxy.cfg");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("haproxy")
+        .args(["-f", &path.display().to_string(), "-db"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()?;
+    let daemon = Daemon(child);
+    wait_listening(front);
+    Some((daemon, front))
+}

@@ -175,21 +175,25 @@ def _candidates() -> List[str]:
     return paths
 
 
-def _load() -> ctypes.CDLL:
+def _load() -> "tuple[ctypes.CDLL, ctypes.PyDLL]":
+    """The library twice over: through CDLL, whose calls release the GIL, for whatever may
+    wait; through PyDLL, whose calls keep it, for what returns at once. Releasing the GIL
+    costs little alone but, with other threads waiting for it, each release queues the
+    caller behind them again: a request makes one such call, not six."""
     tried = []
     for path in _candidates():
         if path in tried:
             continue
         tried.append(path)
         if os.path.isfile(path):
-            return ctypes.CDLL(path)
+            return ctypes.CDLL(path), ctypes.PyDLL(path)
     raise ImportError(
         "switchyard: the native library was not found; build it with `cargo build --release` "
         "or set SWITCHYARD_LIB. Tried: " + ", ".join(tried)
     )
 
 
-_lib = _load()
+_lib, _now = _load()
 
 _p = ctypes.c_void_p
 _s = ctypes.c_char_p
@@ -204,10 +208,15 @@ _EVENT_CALLBACK = ctypes.CFUNCTYPE(None, _p, _s)
 MAX_TIMEOUT = 86_400.0
 
 
-def _sig(name: str, restype, *argtypes) -> None:
-    fn = getattr(_lib, name)
-    fn.restype = restype
-    fn.argtypes = list(argtypes)
+def _sig(name: str, restype, *argtypes, waits: bool = False) -> None:
+    """Declares a native function; ``waits`` for one that may block (it releases the GIL)."""
+    for lib in (_lib, _now):
+        fn = getattr(lib, name)
+        fn.restype = restype
+        fn.argtypes = list(argtypes)
+    if not waits:
+        # Calls through _lib of a function that returns at once go through _now instead.
+        setattr(_lib, name, getattr(_now, name))
 
 
 _sig("sy_version", _s)
@@ -218,23 +227,23 @@ _sig("sy_error_attempts_json", _s, _p)
 _sig("sy_error_waits_json", _s, _p)
 _sig("sy_error_free", None, _p)
 _sig("sy_string_free", None, _p)
-_sig("sy_balancer_from_file", _u32, _s, ctypes.POINTER(_p), ctypes.POINTER(_p))
-_sig("sy_balancer_from_str", _u32, _s, _s, ctypes.POINTER(_p), ctypes.POINTER(_p))
-_sig("sy_balancer_shutdown", _u32, _p, _u64)
-_sig("sy_balancer_free", None, _p)
-_sig("sy_call", _u32, _p, _p, ctypes.POINTER(_p), ctypes.POINTER(_p))
-_sig("sy_submit", _u32, _p, _p, _CALLBACK, _p, ctypes.POINTER(_p))
-_sig("sy_metrics_json", _u32, _p, ctypes.POINTER(_p))
-_sig("sy_explain_json", _u32, _p, _p, ctypes.POINTER(_p), ctypes.POINTER(_p))
-_sig("sy_prometheus", _u32, _p, ctypes.POINTER(_p))
-_sig("sy_circuit_json", _u32, _p, _s, ctypes.POINTER(_p))
-_sig("sy_force_open", _u32, _p, _s, ctypes.POINTER(_p))
-_sig("sy_force_close", _u32, _p, _s, ctypes.POINTER(_p))
-_sig("sy_reset_circuit", _u32, _p, _s, ctypes.POINTER(_p))
-_sig("sy_set_strategy", _u32, _p, _s, _s, ctypes.POINTER(_p))
-_sig("sy_serve_dashboard", _u32, _p, _s, ctypes.POINTER(_p), ctypes.POINTER(_p))
-_sig("sy_on_circuit_change", _u32, _p, _CIRCUIT_CALLBACK, _p)
-_sig("sy_on_event", _u32, _p, _EVENT_CALLBACK, _p)
+_sig("sy_balancer_from_file", _u32, _s, ctypes.POINTER(_p), ctypes.POINTER(_p), waits=True)
+_sig("sy_balancer_from_str", _u32, _s, _s, ctypes.POINTER(_p), ctypes.POINTER(_p), waits=True)
+_sig("sy_balancer_shutdown", _u32, _p, _u64, waits=True)
+_sig("sy_balancer_free", None, _p, waits=True)
+_sig("sy_call", _u32, _p, _p, ctypes.POINTER(_p), ctypes.POINTER(_p), waits=True)
+_sig("sy_submit", _u32, _p, _p, _CALLBACK, _p, ctypes.POINTER(_p), waits=True)
+_sig("sy_metrics_json", _u32, _p, ctypes.POINTER(_p), waits=True)
+_sig("sy_explain_json", _u32, _p, _p, ctypes.POINTER(_p), ctypes.POINTER(_p), waits=True)
+_sig("sy_prometheus", _u32, _p, ctypes.POINTER(_p), waits=True)
+_sig("sy_circuit_json", _u32, _p, _s, ctypes.POINTER(_p), waits=True)
+_sig("sy_force_open", _u32, _p, _s, ctypes.POINTER(_p), waits=True)
+_sig("sy_force_close", _u32, _p, _s, ctypes.POINTER(_p), waits=True)
+_sig("sy_reset_circuit", _u32, _p, _s, ctypes.POINTER(_p), waits=True)
+_sig("sy_set_strategy", _u32, _p, _s, _s, ctypes.POINTER(_p), waits=True)
+_sig("sy_serve_dashboard", _u32, _p, _s, ctypes.POINTER(_p), ctypes.POINTER(_p), waits=True)
+_sig("sy_on_circuit_change", _u32, _p, _CIRCUIT_CALLBACK, _p, waits=True)
+_sig("sy_on_event", _u32, _p, _EVENT_CALLBACK, _p, waits=True)
 _sig("sy_request_new", _p, _s, _s)
 _sig("sy_request_set_method", _u32, _p, _s)
 _sig("sy_request_add_param", _u32, _p, _s, _s)
@@ -324,6 +333,11 @@ def _take_string(raw: ctypes.c_void_p) -> str:
 
 def _text(value: Any, name: str) -> bytes:
     """Text for the native side: str or bytes only, never a silent str() of something else."""
+    if type(value) is str and "\0" not in value:  # the common case first: every request has some
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidArgument(f"`{name}` is not valid text (a lone surrogate)") from None
     if isinstance(value, (bytes, bytearray)):
         value = bytes(value)
         if b"\0" in value:
@@ -341,6 +355,8 @@ def _text(value: Any, name: str) -> bytes:
 
 def _param_text(value: Any, name: str) -> bytes:
     """A parameter value: text, or a number written as Python writes it; not None or a bool."""
+    if type(value) is int:  # not a bool, whose type is bool
+        return str(value).encode()
     if isinstance(value, bool) or value is None:
         raise InvalidArgument(f"parameter `{name}` is {value!r}; pass text or a number")
     if isinstance(value, (int, float)):
@@ -418,10 +434,17 @@ class Response:
         self.latency: float = view.latency_us / 1e6
         #: Seconds it waited for a worker or a connection slot.
         self.queue_wait: float = view.queue_wait_us / 1e6
-        lines = view.headers.decode("utf-8", "replace").split("\n")
-        pairs = [tuple(line.split(": ", 1)) for line in lines if ": " in line]
-        #: Case-insensitive headers.
-        self.headers: Headers = Headers(pairs)
+        # Parsed when first read: many callers never look at the headers.
+        self._header_text: bytes = view.headers
+        self._headers: Optional[Headers] = None
+
+    @property
+    def headers(self) -> Headers:
+        """Case-insensitive headers."""
+        if self._headers is None:
+            lines = self._header_text.decode("utf-8", "replace").split("\n")
+            self._headers = Headers([tuple(line.split(": ", 1)) for line in lines if ": " in line])
+        return self._headers
 
     @property
     def text(self) -> str:
@@ -496,10 +519,14 @@ class Balancer:
         try:
             yield handle
         finally:
-            with self._lock:
-                self._in_use -= 1
-                if self._in_use == 0:
-                    self._idle.notify_all()
+            self._done_using()
+
+    def _done_using(self) -> None:
+        with self._lock:
+            self._in_use -= 1
+            # Only close() waits, and it has cleared the handle first.
+            if self._in_use == 0 and self._handle is None:
+                self._idle.notify_all()
 
     def _build(
         self,
@@ -519,10 +546,13 @@ class Balancer:
         try:
             if method != "GET":  # the default; each native call costs
                 _check(_lib.sy_request_set_method(req, _text(method, "method")), what=f"`method` {method!r} is not an HTTP method")
-            for name, value in _mapping(params, "params").items():
-                key = _text(name, "parameter name")
-                _check(_lib.sy_request_add_param(req, key, _param_text(value, str(name))))
-            for name, value in _mapping(headers, "headers").items():
+            if params is not None:
+                add = _lib.sy_request_add_param
+                for name, value in _mapping(params, "params").items():
+                    code = add(req, _text(name, "parameter name"), _param_text(value, str(name)))
+                    if code:
+                        _check(code)
+            for name, value in _mapping(headers, "headers").items() if headers is not None else ():
                 key = _text(name, "header name")
                 if not isinstance(value, (str, bytes)):
                     raise InvalidArgument(f"header `{name}` must be str or bytes, not {type(value).__name__}")
@@ -539,16 +569,8 @@ class Balancer:
                 else:
                     raise InvalidArgument(f"`body` must be bytes or str, not {type(body).__name__}")
                 _check(_lib.sy_request_set_body(req, data, len(data)))
-            if isinstance(priority, bool) or not isinstance(priority, (str, int)):
-                raise InvalidArgument(f"`priority` {priority!r} is not one of critical, high, normal, low")
-            if isinstance(priority, str):
-                level = _PRIORITIES.get(priority.lower())
-                if level is None:
-                    raise InvalidArgument(f"`priority` {priority!r} is not one of critical, high, normal, low")
-            else:
-                level = priority
-            if level != 2:  # normal, the default
-                _check(_lib.sy_request_set_priority(req, level), what=f"`priority` {priority!r} is out of range")
+            if priority != "normal":  # the default needs nothing set
+                self._set_priority(req, priority)
             if timeout is not None:
                 if isinstance(timeout, bool) or not isinstance(timeout, (int, float)):
                     raise InvalidArgument(f"`timeout` {timeout!r} is not a number of seconds")
@@ -565,6 +587,19 @@ class Balancer:
         except BaseException:
             _lib.sy_request_free(req)
             raise
+
+    @staticmethod
+    def _set_priority(req: int, priority: Union[str, int]) -> None:
+        if isinstance(priority, bool) or not isinstance(priority, (str, int)):
+            raise InvalidArgument(f"`priority` {priority!r} is not one of critical, high, normal, low")
+        if isinstance(priority, str):
+            level = _PRIORITIES.get(priority.lower())
+            if level is None:
+                raise InvalidArgument(f"`priority` {priority!r} is not one of critical, high, normal, low")
+        else:
+            level = priority
+        if level != 2:  # normal, the default
+            _check(_lib.sy_request_set_priority(req, level), what=f"`priority` {priority!r} is out of range")
 
     def _build_from(self, service: str, endpoint: str, params: Optional[Dict[str, Any]], kwargs: Dict[str, Any]) -> int:
         """A native request from :meth:`request`'s keyword arguments; any other is refused."""
@@ -598,8 +633,16 @@ class Balancer:
         req = self._build(service, endpoint, params, method, headers, body, priority, timeout, idempotent)
         out, err = _p(), _p()
         try:
-            with self._using() as handle:
+            # _using() inlined: this is every request's path, and a generator costs.
+            with self._lock:
+                handle = self._handle
+                if handle is None:
+                    raise ShuttingDown("the balancer is closed")
+                self._in_use += 1
+            try:
                 code = _lib.sy_call(handle, req, ctypes.byref(out), ctypes.byref(err))
+            finally:
+                self._done_using()
         finally:
             _lib.sy_request_free(req)
         _check(code, err.value)
