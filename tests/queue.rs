@@ -294,3 +294,26 @@ fn every_submitted_request_gets_exactly_one_outcome() {
     let s = &m.services["s"];
     assert_eq!(s.requests, s.successes + s.failures, "{s:?}");
 }
+
+#[test]
+fn a_waiter_runs_its_own_queued_request_when_every_worker_is_busy() {
+    let (held_server, open_server) = (TestServer::start(), TestServer::start());
+    held_server.close_gate();
+    let lb = Balancer::from_toml_str(&format!(
+        "[defaults]\nworkers = 1\n{}\n{}",
+        provider("held", "a", &held_server.url(), ""),
+        provider("open", "b", &open_server.url(), "")
+    ))
+    .unwrap();
+    // The only worker is held by the server.
+    let holder = lb.submit(Request::get("held", "/x")).unwrap();
+    assert!(held_server.wait_for_requests(1, Duration::from_secs(5)));
+    let queued = lb.submit(Request::get("open", "/y")).unwrap();
+    // No worker is free: only the waiting thread itself can have sent it.
+    let r = queued.wait().unwrap();
+    assert_eq!((r.status(), r.provider()), (200, "b"));
+    assert_eq!(held_server.in_flight(), 1, "the worker is still held");
+    assert_eq!(lb.metrics().services["open"].requests, 1);
+    held_server.open_gate();
+    assert_eq!(holder.wait().unwrap().status(), 200);
+}

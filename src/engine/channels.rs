@@ -1,13 +1,31 @@
 //! The priority channels between callers and workers: one per priority, and `ready` for
 //! jobs that already hold a slot. Workers take most urgent first.
+//!
+//! An idle worker sleeps on a doorbell rather than in a select over the five channels: a
+//! select registers with every channel and spins and yields before it sleeps, which on a
+//! busy machine cost more than the job hand-off itself. A send rings only when a worker
+//! sleeps, and wakes one.
 
-use crossbeam_channel::{Receiver, Select, Sender, TryRecvError};
+use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::Arc;
 
-use crate::flow::job::Job;
+use crossbeam_channel::{Receiver, Sender, TryRecvError};
+use parking_lot::{Condvar, Mutex};
+
+use crate::flow::job::{Job, SharedJob};
+
+/// What the priority channels carry.
+// A job travels by value, as it always has: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+enum Entry {
+    Job(Job),
+    /// A job its waiter may have taken already; then the entry is skipped.
+    Shared(SharedJob),
+}
 
 /// The channels between callers and workers.
 pub(crate) struct Channels {
-    by_priority: [Sender<Job>; 4],
+    by_priority: [Sender<Entry>; 4],
     /// Jobs that hold a reserved slot: taken before anything else.
     ready: Sender<Job>,
     receivers: Receivers,
@@ -17,13 +35,36 @@ pub(crate) struct Channels {
 #[derive(Clone)]
 pub(crate) struct Receivers {
     ready: Receiver<Job>,
-    by_priority: [Receiver<Job>; 4],
+    by_priority: [Receiver<Entry>; 4],
+    doorbell: Arc<Doorbell>,
+}
+
+/// Where idle workers sleep.
+#[derive(Default)]
+struct Doorbell {
+    /// Workers asleep or about to be; read by every send.
+    sleeping: AtomicUsize,
+    lock: Mutex<()>,
+    rung: Condvar,
+}
+
+impl Doorbell {
+    /// After a send: wakes one sleeping worker, if any.
+    fn ring(&self) {
+        // Pairs with the fence in `Receivers::next`: either the sender sees the worker
+        // counted as sleeping, or the worker's last look at the channels sees the job.
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::Relaxed) > 0 {
+            let _held = self.lock.lock();
+            self.rung.notify_one();
+        }
+    }
 }
 
 impl Channels {
     pub fn new() -> Channels {
         let (ready_tx, ready_rx) = crossbeam_channel::unbounded();
-        let pairs: [(Sender<Job>, Receiver<Job>); 4] =
+        let pairs: [(Sender<Entry>, Receiver<Entry>); 4] =
             std::array::from_fn(|_| crossbeam_channel::unbounded());
         let (senders, receivers): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
         Channels {
@@ -32,6 +73,7 @@ impl Channels {
             receivers: Receivers {
                 ready: ready_rx,
                 by_priority: receivers.try_into().unwrap_or_else(|_| unreachable!()),
+                doorbell: Arc::default(),
             },
         }
     }
@@ -41,12 +83,30 @@ impl Channels {
     /// the receivers.
     pub fn send(&self, job: Job) {
         let p = job.request.priority.index();
-        let _ = self.by_priority[p].send(job);
+        let _ = self.by_priority[p].send(Entry::Job(job));
+        self.receivers.doorbell.ring();
+    }
+
+    /// Queues a job by its priority that its waiter may take first.
+    pub fn send_shared(&self, job: Job) -> SharedJob {
+        let p = job.request.priority.index();
+        let shared: SharedJob = Arc::new(parking_lot::Mutex::new(Some(job)));
+        let _ = self.by_priority[p].send(Entry::Shared(shared.clone()));
+        self.receivers.doorbell.ring();
+        shared
     }
 
     /// Queues a job whose slot is already reserved.
     pub fn send_ready(&self, job: Job) {
         let _ = self.ready.send(job);
+        self.receivers.doorbell.ring();
+    }
+
+    /// Wakes every sleeping worker: the stop signal has fired.
+    pub fn wake_all(&self) {
+        let doorbell = &self.receivers.doorbell;
+        let _held = doorbell.lock.lock();
+        doorbell.rung.notify_all();
     }
 
     pub fn receivers(&self) -> Receivers {
@@ -65,24 +125,30 @@ pub(crate) enum Next {
 }
 
 impl Receivers {
-    /// Blocks for the most urgent job, or until `stop` disconnects.
+    /// Blocks for the most urgent job, or until `stop` disconnects (then
+    /// [`Channels::wake_all`] wakes whoever sleeps).
     pub fn next(&self, stop: &Receiver<()>) -> Next {
+        let stopped = || matches!(stop.try_recv(), Err(TryRecvError::Disconnected));
         loop {
             if let Some(next) = self.try_next() {
                 return next;
             }
-            // Wait for anything to be ready, then take in priority order: a plain select
-            // would pick among ready channels at random.
-            let mut sel = Select::new();
-            sel.recv(&self.ready);
-            for rx in &self.by_priority {
-                sel.recv(rx);
-            }
-            let stop_index = sel.recv(stop);
-            if sel.ready() == stop_index
-                && matches!(stop.try_recv(), Err(TryRecvError::Disconnected))
-            {
+            if stopped() {
                 return Next::Stop;
+            }
+            let bell = &self.doorbell;
+            let mut held = bell.lock.lock();
+            bell.sleeping.fetch_add(1, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            // A last look with the count raised: a job sent after it rings.
+            let found = self.try_next();
+            if found.is_none() && !stopped() {
+                bell.rung.wait(&mut held);
+            }
+            bell.sleeping.fetch_sub(1, Ordering::Relaxed);
+            drop(held);
+            if let Some(next) = found {
+                return next;
             }
         }
     }
@@ -92,10 +158,18 @@ impl Receivers {
         if let Ok(job) = self.ready.try_recv() {
             return Some(Next::Ready(job));
         }
-        self.by_priority
-            .iter()
-            .find_map(|rx| rx.try_recv().ok())
-            .map(Next::Queued)
+        for rx in &self.by_priority {
+            while let Ok(entry) = rx.try_recv() {
+                let job = match entry {
+                    Entry::Job(job) => Some(job),
+                    Entry::Shared(shared) => shared.lock().take(),
+                };
+                if let Some(job) = job {
+                    return Some(Next::Queued(job));
+                }
+            }
+        }
+        None
     }
 }
 

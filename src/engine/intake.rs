@@ -1,11 +1,12 @@
 //! Admission: checking a request, then running it on the caller's thread or queueing it.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::engine::dispatch;
 use crate::engine::runtime::Core;
-use crate::flow::job::Job;
+use crate::flow::job::{Job, SharedJob};
 use crate::flow::ticket::{CallbackCell, JobPhase, Outcome, Sink, Ticket};
 use crate::foundation::error::Error;
 use crate::foundation::index_set::IndexSet;
@@ -53,10 +54,53 @@ impl Core {
             .unwrap_or_else(|| Err(Error::Internal("a call ended without an outcome".into())))
     }
 
-    /// Queues a request for the workers; its outcome arrives at the ticket.
-    pub fn queue_request(&self, request: Request) -> Result<Ticket, Error> {
+    /// Queues a request for the workers; its outcome arrives at the ticket. The ticket's
+    /// `wait` runs the job itself if no worker has taken it by then and nothing more
+    /// urgent waits: a caller that submits and waits at once then pays no hand-off
+    /// either way. The waiter is a thread of its own, not a worker others queue for,
+    /// and connection slots still go to parked jobs in priority order. A hedged request
+    /// is left to the workers: its waiter must be free to take whichever answer comes
+    /// first.
+    pub fn queue_request(self: &Arc<Self>, request: Request) -> Result<Ticket, Error> {
         let (service, eligible) = self.admit(&request)?;
-        self.enqueue(service, eligible, request)
+        let svc = &self.services[service];
+        if svc.hedge_after(&request).is_some() {
+            return self.enqueue(service, eligible, request);
+        }
+        let now = self.clock.now();
+        let deadline = request.deadline(now, svc.deadline);
+        let priority = request.priority;
+        let (mut ticket, sink) = Ticket::new(self.clock.clone(), now, deadline);
+        let shared = self
+            .enqueue_sink(service, eligible, request, (now, deadline), sink, true)?
+            .ok_or_else(|| Error::Internal("a shared job was not shared".into()))?;
+        // Weak: a ticket kept after the balancer is gone must not keep it alive (its job
+        // was ended by the shutdown's drain then).
+        let core = Arc::downgrade(self);
+        ticket.run_here_first(Box::new(move || {
+            let Some(core) = core.upgrade() else {
+                return;
+            };
+            // Workers take more urgent work first; so does a waiter.
+            if core.services[service].admission.has_waiting_above(priority) {
+                return;
+            }
+            let job = shared.lock().take();
+            if let Some(job) = job {
+                core.run_here(job);
+            }
+        }));
+        Ok(ticket)
+    }
+
+    /// Drives a submitted job on its waiter's thread, as a worker would.
+    fn run_here(&self, job: Job) {
+        // As on a worker: a bug in one job ends it (its waiter learns by the dropped
+        // sink) and nothing else.
+        let driven = catch_unwind(AssertUnwindSafe(|| dispatch::drive(self, job)));
+        if let Ok(Some(next)) = driven.map(|d| d.next) {
+            self.channels.send_ready(next);
+        }
     }
 
     /// Queues a request whose outcome goes to `callback`, exactly once.
@@ -70,7 +114,7 @@ impl Core {
         let now = self.clock.now();
         let deadline = request.deadline(now, self.services[service].deadline);
         let sink = Sink::Callback(phase.clone(), cell.clone());
-        self.enqueue_sink(service, eligible, request, (now, deadline), sink)?;
+        self.enqueue_sink(service, eligible, request, (now, deadline), sink, false)?;
         // No waiter watches the deadline of a callback request: the timer does.
         self.timer.expire(phase, cell, now, deadline);
         Ok(())
@@ -85,7 +129,7 @@ impl Core {
         let now = self.clock.now();
         let deadline = request.deadline(now, self.services[service].deadline);
         let (ticket, sink) = Ticket::new(self.clock.clone(), now, deadline);
-        self.enqueue_sink(service, eligible, request, (now, deadline), sink)?;
+        self.enqueue_sink(service, eligible, request, (now, deadline), sink, false)?;
         Ok(ticket)
     }
 
@@ -96,7 +140,8 @@ impl Core {
         request: Request,
         times: (Duration, Duration),
         sink: Sink,
-    ) -> Result<(), Error> {
+        shared: bool,
+    ) -> Result<Option<SharedJob>, Error> {
         let svc = &self.services[service];
         let Some(place) = svc.admission.admit(request.priority) else {
             svc.stats.record_rejected();
@@ -118,9 +163,14 @@ impl Core {
         job.place = Some(place);
         svc.stats.record_admitted();
         job.start_waiting(job.submitted);
-        self.channels.send(job);
+        let shared = if shared {
+            Some(self.channels.send_shared(job))
+        } else {
+            self.channels.send(job);
+            None
+        };
         self.recheck_stopping();
-        Ok(())
+        Ok(shared)
     }
 
     /// The decision for a request as it would be made now, with nothing sent, taken or

@@ -109,6 +109,7 @@ impl Lifecycle {
         core.drain();
         // Workers leave once their current attempt ends.
         drop(self.stop.lock().take());
+        core.channels.wake_all();
         let workers = std::mem::take(&mut *self.workers.lock());
         let current = std::thread::current().id();
         if idle {

@@ -60,6 +60,10 @@ impl HedgeOrder {
     }
 }
 
+/// A queued job that either a worker or its own waiter takes, whoever comes first: a
+/// caller blocked on its ticket may as well run its request itself, with no hand-off.
+pub(crate) type SharedJob = Arc<parking_lot::Mutex<Option<Job>>>;
+
 pub(crate) struct Job {
     pub request: Request,
     pub service: usize,

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender, TryRecvError};
+use crossbeam_channel::{RecvTimeoutError, TryRecvError};
+
+use crate::flow::handoff::{handoff, OutcomeReceiver, OutcomeSender};
 
 use crate::foundation::clock::SharedClock;
 use crate::foundation::sync::AtomicU8;
@@ -93,7 +95,7 @@ pub(crate) enum Sink {
     /// The thread driving the job is the caller: the outcome is returned to it.
     Caller,
     /// A [`Ticket`] holds the receiving end.
-    Channel(Arc<JobPhase>, Sender<Outcome>),
+    Channel(Arc<JobPhase>, OutcomeSender<Outcome>),
     /// A callback owns the outcome.
     Callback(Arc<JobPhase>, CallbackCell),
 }
@@ -133,7 +135,7 @@ impl Sink {
         match self {
             Sink::Caller => Some(outcome),
             Sink::Channel(_, tx) => {
-                let _ = tx.send(outcome);
+                tx.send(outcome);
                 None
             }
             Sink::Callback(_, cell) => {
@@ -161,13 +163,18 @@ pub(crate) const OVERTIME: Duration = Duration::from_millis(250);
 /// shutdown. Dropping a ticket does not cancel the request.
 pub struct Ticket {
     phase: Arc<JobPhase>,
-    rx: Receiver<Outcome>,
+    rx: OutcomeReceiver<Outcome>,
     clock: SharedClock,
     /// Clock times of submission and deadline.
     started: Duration,
     deadline: Duration,
     spent: bool,
+    /// Runs the job on the waiting thread if no worker has taken it yet.
+    run_here: Option<RunHere>,
 }
+
+/// What [`Ticket::wait`] calls first: takes its job, if still queued, and drives it.
+pub(crate) type RunHere = Box<dyn FnOnce() + Send + Sync>;
 
 impl std::fmt::Debug for Ticket {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -181,7 +188,7 @@ impl Ticket {
     /// A ticket for a job submitted at clock time `started`, due by `deadline`.
     pub(crate) fn new(clock: SharedClock, started: Duration, deadline: Duration) -> (Ticket, Sink) {
         let phase = Arc::new(JobPhase::default());
-        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (tx, rx) = handoff();
         let ticket = Ticket {
             phase: phase.clone(),
             rx,
@@ -189,13 +196,22 @@ impl Ticket {
             started,
             deadline,
             spent: false,
+            run_here: None,
         };
         (ticket, Sink::Channel(phase, tx))
+    }
+
+    /// Lets [`Ticket::wait`] run the job itself when it gets to it before a worker.
+    pub(crate) fn run_here_first(&mut self, run: RunHere) {
+        self.run_here = Some(run);
     }
 
     /// Blocks until the outcome; at the latest 250 ms after the request's deadline,
     /// whatever the request is doing.
     pub fn wait(mut self) -> Result<Response, Error> {
+        if let Some(run) = self.run_here.take() {
+            run();
+        }
         if let Some(outcome) = self.poll(self.deadline) {
             return outcome;
         }

@@ -76,6 +76,13 @@ impl Admission {
         std::array::from_fn(|i| self.counts.by_priority[i].load(Ordering::Acquire))
     }
 
+    /// Whether anything more urgent than `priority` is waiting.
+    pub fn has_waiting_above(&self, priority: Priority) -> bool {
+        self.counts.by_priority[..priority.index()]
+            .iter()
+            .any(|n| n.load(Ordering::Acquire) > 0)
+    }
+
     /// Whether anything as urgent as `priority`, or more, is waiting.
     pub fn has_waiting_at_or_above(&self, priority: Priority) -> bool {
         self.counts.by_priority[..=priority.index()]
@@ -97,6 +104,7 @@ mod tests {
         assert_eq!(a.depth_by_priority(), [0, 1, 0, 1]);
         assert!(a.has_waiting_at_or_above(Priority::High));
         assert!(!a.has_waiting_at_or_above(Priority::Critical));
+        assert!(a.has_waiting_above(Priority::Low) && !a.has_waiting_above(Priority::High));
         drop(first);
         assert!(!a.has_waiting_at_or_above(Priority::Normal));
         let back = a.enter(Priority::Normal);
