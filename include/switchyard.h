@@ -47,29 +47,6 @@ typedef struct sy_response sy_response;
 // A result code: `SY_OK` (0) or one of the `SY_ERR_*` kinds. Numbers are never reused.
 typedef uint32_t sy_status;
 
-// Called exactly once per `sy_submit` that returned `SY_OK`, on a worker thread, with
-// either a response or an error (the other NULL). The callback owns what it receives and
-// frees it with `sy_response_free` or `sy_error_free`.
-typedef void (*sy_callback)(void *user_data, sy_response *response, sy_error *error);
-
-// Called with every event (see `sy_on_event`) as one JSON object: `type` (`attempt`,
-// `failover`, `circuit`, `rest`, `quota`), `at_unix_ms`, and the event's own keys. The
-// string lives only during the call.
-typedef void (*sy_event_callback)(void *user_data, const char *json);
-
-// Called on every circuit state change with the service, the provider and the states
-// left and entered (`closed`, `open`, `half_open`). Calls come one at a time, in order,
-// on the balancer's events thread, with no lock held: the callback may block or call the
-// balancer. The strings live only during the call.
-typedef void (*sy_circuit_callback)(void *user_data,
-                                    const char *service,
-                                    const char *provider,
-                                    const char *from,
-                                    const char *to);
-
-// A request priority: one of the `SY_PRIORITY_*` values.
-typedef uint32_t sy_priority;
-
 // Everything about a response in one struct, for bindings that pay per native call.
 // The pointers live until `sy_response_free`.
 typedef struct {
@@ -96,6 +73,29 @@ typedef struct {
   // Whether the answer came from the endpoint's cache.
   bool from_cache;
 } sy_response_view;
+
+// Called exactly once per `sy_submit` that returned `SY_OK`, on a worker thread, with
+// either a response or an error (the other NULL). The callback owns what it receives and
+// frees it with `sy_response_free` or `sy_error_free`.
+typedef void (*sy_callback)(void *user_data, sy_response *response, sy_error *error);
+
+// Called with every event (see `sy_on_event`) as one JSON object: `type` (`attempt`,
+// `failover`, `circuit`, `rest`, `quota`), `at_unix_ms`, and the event's own keys. The
+// string lives only during the call.
+typedef void (*sy_event_callback)(void *user_data, const char *json);
+
+// Called on every circuit state change with the service, the provider and the states
+// left and entered (`closed`, `open`, `half_open`). Calls come one at a time, in order,
+// on the balancer's events thread, with no lock held: the callback may block or call the
+// balancer. The strings live only during the call.
+typedef void (*sy_circuit_callback)(void *user_data,
+                                    const char *service,
+                                    const char *provider,
+                                    const char *from,
+                                    const char *to);
+
+// A request priority: one of the `SY_PRIORITY_*` values.
+typedef uint32_t sy_priority;
 
 // Success.
 #define SY_OK 0
@@ -219,6 +219,20 @@ sy_status sy_call(sy_balancer *balancer,
                   const sy_request *req,
                   sy_response **response_out,
                   sy_error **error_out);
+
+// A GET in one native call, for bindings that pay for each: builds the request from
+// `service`, `endpoint` and `params` (`params_len` bytes of NUL-terminated names and
+// values, in turn: `"symbol\0AAPL\0"`; NULL or empty for none), sends it as `sy_call`
+// does and, on `SY_OK`, writes the response to `response_out` (the caller's; free with
+// `sy_response_free`) and, unless `view_out` is NULL, its view as `sy_response_view_of`.
+sy_status sy_call_get(sy_balancer *balancer,
+                      const char *service,
+                      const char *endpoint,
+                      const uint8_t *params,
+                      size_t params_len,
+                      sy_response **response_out,
+                      sy_response_view *view_out,
+                      sy_error **error_out);
 
 // Queues a request and returns at once. On `SY_OK`, `callback` is called exactly once
 // later, on a worker thread, with `user_data` and the outcome (see `sy_callback`). On any

@@ -11,6 +11,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <list>
 #include <memory>
 #include <mutex>
@@ -266,6 +267,26 @@ public:
         sy_response *raw = nullptr;
         sy_error *e = nullptr;
         const sy_status code = sy_call(use.get(), req.get(), &raw, &e);
+        detail::check(code, e);
+        return Response(raw);
+    }
+
+    // A plain GET in one native call (sy_call_get): `params` as {name, value} pairs.
+    Response get(const std::string &service, const std::string &endpoint,
+                 std::initializer_list<std::pair<std::string_view, std::string_view>> params = {}) const {
+        std::string packed;
+        for (const auto &[name, value] : params) {
+            if (name.find('\0') != std::string_view::npos || value.find('\0') != std::string_view::npos)
+                throw Error(SY_ERR_INVALID_ARGUMENT, "a parameter name or value contains a NUL byte");
+            packed.append(name).push_back('\0');
+            packed.append(value).push_back('\0');
+        }
+        detail::Handle::Use use(*h_);
+        sy_response *raw = nullptr;
+        sy_error *e = nullptr;
+        const sy_status code = sy_call_get(use.get(), service.c_str(), endpoint.c_str(),
+                                           reinterpret_cast<const std::uint8_t *>(packed.data()), packed.size(), &raw,
+                                           nullptr, &e);
         detail::check(code, e);
         return Response(raw);
     }

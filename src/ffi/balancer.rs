@@ -169,6 +169,77 @@ pub extern "C" fn sy_call(
     })
 }
 
+/// A GET in one native call, for bindings that pay for each: builds the request from
+/// `service`, `endpoint` and `params` (`params_len` bytes of NUL-terminated names and
+/// values, in turn: `"symbol\0AAPL\0"`; NULL or empty for none), sends it as `sy_call`
+/// does and, on `SY_OK`, writes the response to `response_out` (the caller's; free with
+/// `sy_response_free`) and, unless `view_out` is NULL, its view as `sy_response_view_of`.
+#[no_mangle]
+#[allow(clippy::too_many_arguments)] // one native call is the point
+pub extern "C" fn sy_call_get(
+    balancer: *mut sy_balancer,
+    service: *const c_char,
+    endpoint: *const c_char,
+    params: *const u8,
+    params_len: usize,
+    response_out: *mut *mut sy_response,
+    view_out: *mut super::sy_response_view,
+    error_out: *mut *mut sy_error,
+) -> sy_status {
+    boundary(error_out, || {
+        out_arg(response_out, "response_out")?;
+        let lb = lb(balancer)?;
+        // SAFETY: NULL or NUL-terminated strings, per the header.
+        let (service, endpoint) =
+            unsafe { (str_arg(service, "service")?, str_arg(endpoint, "endpoint")?) };
+        if service.is_empty() || endpoint.is_empty() {
+            return Err(Error::InvalidArgument(
+                "`service` and `endpoint` must be non-empty".into(),
+            ));
+        }
+        let mut request = crate::Request::get(service, endpoint);
+        if !params.is_null() && params_len > 0 {
+            // SAFETY: non-NULL and, per the header, `params_len` readable bytes.
+            let bytes = unsafe { std::slice::from_raw_parts(params, params_len) };
+            for (name, value) in param_pairs(bytes)? {
+                request = request.param(name, value);
+            }
+        }
+        let response = sy_response::boxed(lb.call(request)?);
+        if !view_out.is_null() {
+            // SAFETY: just made, live until the caller frees it; `view_out` is writable
+            // storage for one view, per the header.
+            unsafe { view_out.write(super::response::view_of(&*response, response)) };
+        }
+        // SAFETY: checked non-NULL above.
+        unsafe { write_out(response_out, response) };
+        Ok(())
+    })
+}
+
+/// `"name\0value\0..."` as pairs of text.
+fn param_pairs(bytes: &[u8]) -> Result<Vec<(&str, &str)>, Error> {
+    let Some(body) = bytes.strip_suffix(b"\0") else {
+        return Err(Error::InvalidArgument(
+            "`params` does not end with a NUL".into(),
+        ));
+    };
+    let pieces: Vec<&[u8]> = body.split(|b| *b == 0).collect();
+    if pieces.len() % 2 != 0 {
+        return Err(Error::InvalidArgument(
+            "`params` holds a name without a value".into(),
+        ));
+    }
+    fn text<'a>(piece: &'a [u8], what: &str) -> Result<&'a str, Error> {
+        std::str::from_utf8(piece)
+            .map_err(|_| Error::InvalidArgument(format!("a parameter {what} is not valid UTF-8")))
+    }
+    pieces
+        .chunks(2)
+        .map(|pair| Ok((text(pair[0], "name")?, text(pair[1], "value")?)))
+        .collect()
+}
+
 /// Queues a request and returns at once. On `SY_OK`, `callback` is called exactly once
 /// later, on a worker thread, with `user_data` and the outcome (see `sy_callback`). On any
 /// other status the callback is never called. The request is only read.

@@ -245,23 +245,27 @@ pub extern "C" fn sy_response_view_of(
         if view_out.is_null() {
             return Err(crate::Error::InvalidArgument("`view_out` is NULL".into()));
         }
-        let view = sy_response_view {
-            status: r.inner.status(),
-            attempts: r.inner.attempts(),
-            latency_us: r.inner.latency().as_micros() as u64,
-            body: r.inner.body().as_ptr(),
-            body_len: r.inner.body().len(),
-            provider: r.provider.as_ptr(),
-            headers: sy_response_headers(response),
-            queue_wait_us: r.inner.queue_wait().as_micros() as u64,
-            raw_body: r.inner.raw_body().as_ptr(),
-            raw_body_len: r.inner.raw_body().len(),
-            from_cache: r.inner.from_cache(),
-        };
         // SAFETY: non-NULL and, per the header, writable storage for one sy_response_view.
-        unsafe { view_out.write(view) };
+        unsafe { view_out.write(view_of(r, response)) };
         Ok(())
     })
+}
+
+/// The view of `r`, which `response` points to.
+pub(super) fn view_of(r: &sy_response, response: *const sy_response) -> sy_response_view {
+    sy_response_view {
+        status: r.inner.status(),
+        attempts: r.inner.attempts(),
+        latency_us: r.inner.latency().as_micros() as u64,
+        body: r.inner.body().as_ptr(),
+        body_len: r.inner.body().len(),
+        provider: r.provider.as_ptr(),
+        headers: sy_response_headers(response),
+        queue_wait_us: r.inner.queue_wait().as_micros() as u64,
+        raw_body: r.inner.raw_body().as_ptr(),
+        raw_body_len: r.inner.raw_body().len(),
+        from_cache: r.inner.from_cache(),
+    }
 }
 
 /// Frees a response. Calling with NULL is fine. Must not be called twice with the same value.

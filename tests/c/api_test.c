@@ -87,6 +87,10 @@ static void bad_input(sy_balancer *lb) {
     BAD("call NULL balancer", sy_call(NULL, req, &resp, &e), "balancer");
     BAD("call NULL request", sy_call(lb, NULL, &resp, &e), "req");
     BAD("call NULL out", sy_call(lb, req, NULL, &e), "response_out");
+    BAD("call_get no final NUL", sy_call_get(lb, "s", "quote", (const uint8_t *)"symbol", 6, &resp, NULL, &e), "NUL");
+    BAD("call_get name alone", sy_call_get(lb, "s", "quote", (const uint8_t *)"symbol\0", 7, &resp, NULL, &e), "without a value");
+    BAD("call_get empty service", sy_call_get(lb, "", "quote", NULL, 0, &resp, NULL, &e), "non-empty");
+    BAD("call_get NULL out", sy_call_get(lb, "s", "quote", NULL, 0, NULL, NULL, &e), "response_out");
     BAD("submit NULL callback", sy_submit(lb, req, NULL, NULL, &e), "callback");
     BAD("submit NULL request", sy_submit(lb, NULL, on_done_never, NULL, &e), "req");
     BAD("method NULL request", sy_request_set_method(NULL, "GET"), none);
@@ -198,6 +202,21 @@ static void answers(sy_balancer *lb) {
         resp = NULL;
     }
     sy_request_free(req);
+
+    /* The same GET in one native call, with the view filled at once. */
+    sy_response_view view;
+    memset(&view, 0, sizeof view);
+    sy_status got = sy_call_get(lb, "s", "quote", (const uint8_t *)"symbol\0X\0", 9, &resp, &view, &e);
+    CHECK(got == SY_OK, "call_get: %s", sy_error_message(e));
+    if (got == SY_OK) {
+        CHECK(view.status == 200 && view.body_len > 0 && strcmp(view.provider, sy_response_provider(resp)) == 0,
+              "call_get view: status %u", view.status);
+        sy_response_free(resp);
+        resp = NULL;
+    } else {
+        sy_error_free(e);
+        e = NULL;
+    }
 }
 
 struct shared {

@@ -50,6 +50,15 @@ int main(int argc, char **argv) {
     CHECK(v.status == 200 && v.attempts >= 1 && std::string(v.provider) == std::string(r.provider()), "view");
     CHECK(v.raw_body == v.body && v.raw_body_len == v.body_len && !v.from_cache, "view: raw body, cache");
     CHECK(r.raw_body() == r.body() && !r.from_cache(), "raw_body, from_cache");
+    auto g = lb.get("s", "quote", {{"symbol", "Y"}});
+    CHECK(g.status() == 200 && g.body() == r.body(), "get in one call");
+    bool refused = false;
+    try {
+        (void)lb.get("s", "quote", {{"symbol", std::string_view("a\0b", 3)}});
+    } catch (const Error &e) {
+        refused = e.code() == SY_ERR_INVALID_ARGUMENT;
+    }
+    CHECK(refused, "get refuses a NUL in a parameter");
 
     CHECK(lb.explain_json(Request("s", "quote")).find("\"pick\"") != std::string::npos, "explain_json");
     lb.force_open("good1");

@@ -233,6 +233,7 @@ _sig("sy_balancer_shutdown", _u32, _p, _u64, waits=True)
 _sig("sy_balancer_free", None, _p, waits=True)
 _sig("sy_call", _u32, _p, _p, ctypes.POINTER(_p), ctypes.POINTER(_p), waits=True)
 _sig("sy_submit", _u32, _p, _p, _CALLBACK, _p, ctypes.POINTER(_p), waits=True)
+# sy_call_get's signature follows _View's declaration below.
 _sig("sy_metrics_json", _u32, _p, ctypes.POINTER(_p), waits=True)
 _sig("sy_explain_json", _u32, _p, _p, ctypes.POINTER(_p), ctypes.POINTER(_p), waits=True)
 _sig("sy_prometheus", _u32, _p, ctypes.POINTER(_p), waits=True)
@@ -275,6 +276,7 @@ class _View(ctypes.Structure):
 
 
 _sig("sy_response_view_of", _u32, _p, ctypes.POINTER(_View))
+_sig("sy_call_get", _u32, _p, _s, _s, _s, _size, ctypes.POINTER(_p), ctypes.POINTER(_View), ctypes.POINTER(_p), waits=True)
 _sig("sy_response_header_count", _size, _p)
 _sig("sy_response_header_name", _s, _p, _size)
 _sig("sy_response_header_value", _s, _p, _size)
@@ -410,10 +412,11 @@ class Headers(Mapping):
 class Response:
     """A provider's answer. Everything is copied out of the native response."""
 
-    def __init__(self, raw: int):
-        # One native call for everything: each ctypes call costs a microsecond or more.
-        view = _View()
-        _check(_lib.sy_response_view_of(raw, ctypes.byref(view)))
+    def __init__(self, raw: int, view: Optional[_View] = None):
+        # One native call for everything (or none, given the view): each costs.
+        if view is None:
+            view = _View()
+            _check(_lib.sy_response_view_of(raw, ctypes.byref(view)))
         #: The body.
         self.body: bytes = ctypes.string_at(view.body, view.body_len) if view.body_len else b""
         #: The provider's own body when the endpoint's shape made ``body`` from it, else ``body``.
@@ -630,6 +633,8 @@ class Balancer:
         ``endpoint`` is an endpoint name or a raw path starting with "/". ``timeout`` is
         the whole request's deadline in seconds. Raises a subclass of :class:`Error`.
         """
+        if method == "GET" and headers is None and body is None and priority == "normal" and timeout is None and idempotent is None:
+            return self._get(service, endpoint, params)
         req = self._build(service, endpoint, params, method, headers, body, priority, timeout, idempotent)
         out, err = _p(), _p()
         try:
@@ -651,8 +656,40 @@ class Balancer:
         finally:
             _lib.sy_response_free(out.value)
 
+    def _get(self, service: str, endpoint: str, params: Optional[Dict[str, Any]]) -> Response:
+        """The most common request, a plain GET, in one native call: the GIL is held only
+        to convert the arguments and the answer, and released once."""
+        where = _text(service, "service"), _text(endpoint, "endpoint")
+        if not where[0] or not where[1]:
+            raise InvalidArgument("`service` and `endpoint` must be non-empty text")
+        blob = b""
+        if params is not None:
+            parts = []
+            for name, value in _mapping(params, "params").items():
+                parts.append(_text(name, "parameter name"))
+                parts.append(_param_text(value, str(name)))
+            if parts:
+                blob = b"\0".join(parts) + b"\0"
+        out, err, view = _p(), _p(), _View()
+        with self._lock:
+            handle = self._handle
+            if handle is None:
+                raise ShuttingDown("the balancer is closed")
+            self._in_use += 1
+        try:
+            code = _lib.sy_call_get(handle, where[0], where[1], blob, len(blob), ctypes.byref(out), ctypes.byref(view), ctypes.byref(err))
+        finally:
+            self._done_using()
+        _check(code, err.value)
+        try:
+            return Response(out.value, view)
+        finally:
+            _lib.sy_response_free(out.value)
+
     def get(self, service: str, endpoint: str, params: Optional[Dict[str, Any]] = None, **kwargs: Any) -> Response:
         """:meth:`request` with method "GET"."""
+        if not kwargs:
+            return self._get(service, endpoint, params)
         return self.request(service, endpoint, params, method="GET", **kwargs)
 
     def submit(self, service: str, endpoint: str, params: Optional[Dict[str, Any]] = None, **kwargs: Any) -> "Future[Response]":
