@@ -25,7 +25,6 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
 
 use switchyard::{Balancer, Request};
 
@@ -304,7 +303,6 @@ fn child(args: &[String]) {
         panic!("--child CLIENT THREADS SECONDS MAX_REQUESTS CONFIG URLS");
     };
     let threads: usize = threads.parse().unwrap();
-    let budget = max.parse::<usize>().unwrap() / threads;
     let urls: Vec<&str> = urls.split(',').collect();
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .max_idle_connections(threads * 4)
@@ -327,53 +325,10 @@ fn child(args: &[String]) {
             },
         }
     };
-    let cpu0 = support::cpu_time();
-    let started = Instant::now();
-    let deadline = started + Duration::from_secs_f64(seconds.parse().unwrap());
-    let tallies: Vec<(usize, usize, Vec<u64>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                s.spawn(|| {
-                    let (mut ok, mut errors, mut lat) = (0, 0, Vec::with_capacity(1 << 16));
-                    while ok + errors < budget && Instant::now() < deadline {
-                        let t = Instant::now();
-                        let good = one();
-                        lat.push(t.elapsed().as_nanos() as u64);
-                        if good {
-                            ok += 1;
-                        } else {
-                            errors += 1;
-                        }
-                    }
-                    (ok, errors, lat)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let elapsed = started.elapsed().as_secs_f64();
-    let cpu = support::cpu_time().saturating_sub(cpu0).as_secs_f64();
+    let seconds: f64 = seconds.parse().unwrap();
+    let line = support::closed_loop::run_and_report(threads, seconds, max.parse().unwrap(), &one);
     drop(lb);
-    let (mut ok, mut errors, mut all) = (0, 0, Vec::new());
-    for (o, e, l) in tallies {
-        ok += o;
-        errors += e;
-        all.extend(l);
-    }
-    all.sort_unstable();
-    let q = |p: f64| {
-        if all.is_empty() {
-            return 0.0;
-        }
-        let i = ((p * all.len() as f64).ceil() as usize).clamp(1, all.len()) - 1;
-        all[i] as f64 / 1000.0
-    };
-    println!(
-        "{{\"requests\": {ok}, \"errors\": {errors}, \"elapsed_s\": {elapsed:.6}, \"cpu_s\": {cpu:.6}, \"p50_us\": {:.1}, \"p99_us\": {:.1}, \"p999_us\": {:.1}}}",
-        q(0.5),
-        q(0.99),
-        q(0.999)
-    );
+    println!("{line}");
 }
 
 fn main() {
@@ -500,10 +455,18 @@ fn section(table: &Table, threads: usize, runs: &[Vec<Run>], json: &mut Vec<Stri
         let (rps, cpu) = (med(i, |r| r.rps), med(i, |r| r.cpu_us));
         let (p50, p99, p999) = (med(i, |r| r.p50), med(i, |r| r.p99), med(i, |r| r.p999));
         let errors = med(i, |r| r.errors);
+        // "-" when the reference did not run (left out with --clients).
+        let ratio = |x: f64, digits: usize| {
+            if x.is_finite() {
+                format!("{x:.digits$}")
+            } else {
+                "-".into()
+            }
+        };
         out.push_str(&format!(
-            "| {client} | {rps:.0} | {:.3} | {p50:.1} | {p99:.1} | {p999:.1} | {cpu:.1} | {:.2} | {errors:.0} |\n",
-            rps / ref_rps,
-            cpu / ref_cpu
+            "| {client} | {rps:.0} | {} | {p50:.1} | {p99:.1} | {p999:.1} | {cpu:.1} | {} | {errors:.0} |\n",
+            ratio(rps / ref_rps, 3),
+            ratio(cpu / ref_cpu, 2)
         ));
         json.push(format!(
             "{{\"lang\":\"{}\",\"threads\":{threads},\"client\":\"{client}\",\"rps\":{rps:.1},\"p50_us\":{p50:.1},\"p99_us\":{p99:.1},\"p999_us\":{p999:.1},\"cpu_us_per_req\":{cpu:.2},\"errors\":{errors:.0}}}",

@@ -1,5 +1,7 @@
 //! Shared by the benchmarks.
 
+pub mod closed_loop;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -67,23 +69,8 @@ pub fn wait_listening(port: u16) {
     }
 }
 
-/// This process's CPU time so far (user + system), from /proc.
-#[allow(dead_code)]
-pub fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line: 11 and 12 after the name.
-    let field = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    let ticks = field(11) + field(12);
-    Duration::from_secs_f64(ticks as f64 / 100.0)
-}
+#[allow(unused_imports)] // not every benchmark reads CPU time
+pub use closed_loop::cpu_time;
 
 /// The middle value (the upper one of an even count).
 #[allow(dead_code)]

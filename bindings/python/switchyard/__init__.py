@@ -514,15 +514,20 @@ class Balancer:
     def _using(self) -> Iterator[int]:
         """The native handle, counted as in use until the block ends: close() waits for
         every such block, so no call can touch a freed balancer."""
+        handle = self._enter()
+        try:
+            yield handle
+        finally:
+            self._done_using()
+
+    def _enter(self) -> int:
+        """The native handle, counted as in use until :meth:`_done_using`."""
         with self._lock:
             handle = self._handle
             if handle is None:
                 raise ShuttingDown("the balancer is closed")
             self._in_use += 1
-        try:
-            yield handle
-        finally:
-            self._done_using()
+            return handle
 
     def _done_using(self) -> None:
         with self._lock:
@@ -638,12 +643,8 @@ class Balancer:
         req = self._build(service, endpoint, params, method, headers, body, priority, timeout, idempotent)
         out, err = _p(), _p()
         try:
-            # _using() inlined: this is every request's path, and a generator costs.
-            with self._lock:
-                handle = self._handle
-                if handle is None:
-                    raise ShuttingDown("the balancer is closed")
-                self._in_use += 1
+            # Not _using(): this is every request's path, and a generator costs.
+            handle = self._enter()
             try:
                 code = _lib.sy_call(handle, req, ctypes.byref(out), ctypes.byref(err))
             finally:
@@ -671,11 +672,7 @@ class Balancer:
             if parts:
                 blob = b"\0".join(parts) + b"\0"
         out, err, view = _p(), _p(), _View()
-        with self._lock:
-            handle = self._handle
-            if handle is None:
-                raise ShuttingDown("the balancer is closed")
-            self._in_use += 1
+        handle = self._enter()
         try:
             code = _lib.sy_call_get(handle, where[0], where[1], blob, len(blob), ctypes.byref(out), ctypes.byref(view), ctypes.byref(err))
         finally:
