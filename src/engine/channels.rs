@@ -6,7 +6,7 @@
 //! busy machine cost more than the job hand-off itself. A send rings only when a worker
 //! sleeps, and wakes one.
 
-use std::sync::atomic::{fence, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
@@ -44,6 +44,10 @@ pub(crate) struct Receivers {
 struct Doorbell {
     /// Workers asleep or about to be; read by every send.
     sleeping: AtomicUsize,
+    /// Rings so far: a worker about to sleep sleeps only if none came since it looked.
+    rings: AtomicUsize,
+    /// Held only to check `rings` and sleep, so a worker preempted while holding it
+    /// holds up no sender for long.
     lock: Mutex<()>,
     rung: Condvar,
 }
@@ -51,10 +55,10 @@ struct Doorbell {
 impl Doorbell {
     /// After a send: wakes one sleeping worker, if any.
     fn ring(&self) {
-        // Pairs with the fence in `Receivers::next`: either the sender sees the worker
-        // counted as sleeping, or the worker's last look at the channels sees the job.
-        fence(Ordering::SeqCst);
-        if self.sleeping.load(Ordering::Relaxed) > 0 {
+        // SeqCst pairs with `Receivers::next`: either the sender sees the worker counted
+        // as sleeping, or the worker's last look at the channels sees the job.
+        self.rings.fetch_add(1, Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) > 0 {
             let _held = self.lock.lock();
             self.rung.notify_one();
         }
@@ -105,6 +109,7 @@ impl Channels {
     /// Wakes every sleeping worker: the stop signal has fired.
     pub fn wake_all(&self) {
         let doorbell = &self.receivers.doorbell;
+        doorbell.rings.fetch_add(1, Ordering::SeqCst);
         let _held = doorbell.lock.lock();
         doorbell.rung.notify_all();
     }
@@ -137,16 +142,17 @@ impl Receivers {
                 return Next::Stop;
             }
             let bell = &self.doorbell;
-            let mut held = bell.lock.lock();
-            bell.sleeping.fetch_add(1, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
+            let seen = bell.rings.load(Ordering::SeqCst);
+            bell.sleeping.fetch_add(1, Ordering::SeqCst);
             // A last look with the count raised: a job sent after it rings.
             let found = self.try_next();
             if found.is_none() && !stopped() {
-                bell.rung.wait(&mut held);
+                let mut held = bell.lock.lock();
+                if bell.rings.load(Ordering::SeqCst) == seen {
+                    bell.rung.wait(&mut held);
+                }
             }
-            bell.sleeping.fetch_sub(1, Ordering::Relaxed);
-            drop(held);
+            bell.sleeping.fetch_sub(1, Ordering::SeqCst);
             if let Some(next) = found {
                 return next;
             }
