@@ -17,7 +17,8 @@ mod server;
 mod support;
 
 use support::{
-    cpu_time, free_port, haproxy, rss_kib, start_nginx, wait_listening, workdir, Daemon,
+    closed_loop, cpu_time, free_port, haproxy, rss_kib, start_nginx, wait_listening, workdir,
+    Daemon,
 };
 
 use std::io::Write as _;
@@ -25,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use switchyard::{Balancer, Request};
 
@@ -281,58 +282,37 @@ fn run_client(
         })
     });
     let accepted_before = up.accepted();
-    let deadline = Instant::now() + Duration::from_secs_f64(opts.seconds);
-    let budget = opts.max_requests / threads;
     let cpu_before = cpu_time();
-    let started = Instant::now();
-    let per_thread: Vec<(usize, usize, Vec<u64>)> = thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|_| {
-                let (agent, urls, counter, lb, proxy) = (&agent, &urls, &counter, &lb, &proxy_url);
-                s.spawn(move || {
-                    // Measuring memory: keep none of our own per request.
-                    let keep_latencies = std::env::var_os("REPORT_RSS").is_none();
-                    let mut lat = Vec::with_capacity(if keep_latencies { 1 << 16 } else { 0 });
-                    let (mut ok, mut errors) = (0, 0);
-                    while ok + errors < budget && Instant::now() < deadline {
-                        let t = Instant::now();
-                        let good = match client {
-                            Client::Raw => {
-                                let i = counter.fetch_add(1, Ordering::Relaxed) % urls.len();
-                                fetch(agent, &urls[i])
-                            }
-                            Client::Haproxy => fetch(agent, proxy.as_deref().unwrap_or("")),
-                            // Each request its own (a query as raw's URLs have none is
-                            // the least it takes): identical ones in flight at once would
-                            // share calls, and this compares per-call overhead.
-                            Client::Call | Client::Scraped => lb.as_ref().is_some_and(|lb| {
-                                let n = counter.fetch_add(1, Ordering::Relaxed);
-                                lb.call(Request::get("bench", "/").param("n", n.to_string()))
-                                    .is_ok()
-                            }),
-                            Client::Submit => lb.as_ref().is_some_and(|lb| {
-                                let n = counter.fetch_add(1, Ordering::Relaxed);
-                                lb.submit(Request::get("bench", "/").param("n", n.to_string()))
-                                    .and_then(|t| t.wait())
-                                    .is_ok()
-                            }),
-                        };
-                        if keep_latencies {
-                            lat.push(t.elapsed().as_nanos() as u64);
-                        }
-                        if good {
-                            ok += 1;
-                        } else {
-                            errors += 1;
-                        }
-                    }
-                    (ok, errors, lat)
-                })
-            })
-            .collect();
-        handles.into_iter().map(|h| h.join().unwrap()).collect()
-    });
-    let elapsed = started.elapsed();
+    let one = || match client {
+        Client::Raw => {
+            let i = counter.fetch_add(1, Ordering::Relaxed) % urls.len();
+            fetch(&agent, &urls[i])
+        }
+        Client::Haproxy => fetch(&agent, proxy_url.as_deref().unwrap_or("")),
+        // Each request its own (a query as raw's URLs have none is the least it takes):
+        // identical ones in flight at once would share calls, and this compares
+        // per-call overhead.
+        Client::Call | Client::Scraped => lb.as_ref().is_some_and(|lb| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            lb.call(Request::get("bench", "/").param("n", n.to_string()))
+                .is_ok()
+        }),
+        Client::Submit => lb.as_ref().is_some_and(|lb| {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            lb.submit(Request::get("bench", "/").param("n", n.to_string()))
+                .and_then(|t| t.wait())
+                .is_ok()
+        }),
+    };
+    // Measuring memory: keep none of our own per request.
+    let keep_latencies = std::env::var_os("REPORT_RSS").is_none();
+    let (per_thread, elapsed) = closed_loop::run(
+        threads,
+        opts.seconds,
+        opts.max_requests,
+        keep_latencies,
+        &one,
+    );
     let cpu = cpu_time().saturating_sub(cpu_before);
     scraping.store(false, Ordering::Relaxed);
     if std::env::var_os("REPORT_RSS").is_some() {

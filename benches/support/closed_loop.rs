@@ -21,28 +21,33 @@ pub fn cpu_time() -> Duration {
     Duration::from_secs_f64(ticks as f64 / 100.0)
 }
 
+/// Each thread's good answers, failures and (when kept) latencies in ns.
+pub type Tallies = Vec<(usize, usize, Vec<u64>)>;
+
 /// Runs `one` (true for a good answer) on `threads` threads until `seconds` pass or
-/// `max_requests` are made, and returns the line to print.
-#[allow(dead_code)] // not every benchmark runs a closed loop
-pub fn run_and_report(
+/// `max_requests` are made; `keep_latencies` false keeps none (for memory measurements).
+pub fn run(
     threads: usize,
     seconds: f64,
     max_requests: usize,
+    keep_latencies: bool,
     one: &(dyn Fn() -> bool + Sync),
-) -> String {
+) -> (Tallies, Duration) {
     let budget = max_requests / threads.max(1);
-    let cpu0 = cpu_time();
     let started = Instant::now();
     let deadline = started + Duration::from_secs_f64(seconds);
-    let tallies: Vec<(usize, usize, Vec<u64>)> = std::thread::scope(|s| {
+    let tallies = std::thread::scope(|s| {
         let handles: Vec<_> = (0..threads)
             .map(|_| {
                 s.spawn(|| {
-                    let (mut ok, mut errors, mut lat) = (0, 0, Vec::with_capacity(1 << 16));
+                    let mut lat = Vec::with_capacity(if keep_latencies { 1 << 16 } else { 0 });
+                    let (mut ok, mut errors) = (0, 0);
                     while ok + errors < budget && Instant::now() < deadline {
                         let t = Instant::now();
                         let good = one();
-                        lat.push(t.elapsed().as_nanos() as u64);
+                        if keep_latencies {
+                            lat.push(t.elapsed().as_nanos() as u64);
+                        }
                         if good {
                             ok += 1;
                         } else {
@@ -55,7 +60,20 @@ pub fn run_and_report(
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
     });
-    let elapsed = started.elapsed().as_secs_f64();
+    (tallies, started.elapsed())
+}
+
+/// [`run`], then the line to print: requests, errors, elapsed_s, cpu_s, p50/p99/p999 us.
+#[allow(dead_code)] // not every benchmark prints the line
+pub fn run_and_report(
+    threads: usize,
+    seconds: f64,
+    max_requests: usize,
+    one: &(dyn Fn() -> bool + Sync),
+) -> String {
+    let cpu0 = cpu_time();
+    let (tallies, elapsed) = run(threads, seconds, max_requests, true, one);
+    let elapsed = elapsed.as_secs_f64();
     let cpu = cpu_time().saturating_sub(cpu0).as_secs_f64();
     let (mut ok, mut errors, mut all) = (0, 0, Vec::new());
     for (o, e, l) in tallies {
