@@ -52,7 +52,9 @@ mod tests {
         for t in tickets {
             assert_eq!(t.wait().unwrap().status(), 200);
         }
+        // As the balancer's shutdown does: disconnect, then wake whoever sleeps.
         drop(stop_tx);
+        rig.core.channels.wake_all();
         worker.join().unwrap();
         assert_eq!(rig.fake("a").sent().len(), 20);
     }
