@@ -58,4 +58,50 @@ mod tests {
         worker.join().unwrap();
         assert_eq!(rig.fake("a").sent().len(), 20);
     }
+
+    #[test]
+    fn no_job_is_left_asleep_however_senders_race_sleeping_workers() {
+        // Callbacks, so that no waiter runs a job itself: only a ring can wake a worker.
+        let rig = Rig::new(&Rig::config(&["a"], "queue = { max_size = 10000 }"));
+        let (stop_tx, stop) = crossbeam_channel::bounded::<()>(0);
+        let workers: Vec<_> = (0..3)
+            .map(|_| {
+                let (core, receivers, stop) = (
+                    rig.core.clone(),
+                    rig.core.channels.receivers(),
+                    stop.clone(),
+                );
+                std::thread::spawn(move || serve_jobs(core, receivers, stop))
+            })
+            .collect();
+        let (done_tx, done) = crossbeam_channel::unbounded();
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                let (core, done_tx) = (&rig.core, done_tx.clone());
+                s.spawn(move || {
+                    for i in 0..250 {
+                        let done_tx = done_tx.clone();
+                        let request = Request::get("s", format!("/{t}/{i}"));
+                        core.queue_with_callback(request, move |r| {
+                            let _ = done_tx.send(r.is_ok());
+                        })
+                        .unwrap();
+                        if i % 50 == 0 {
+                            // Let the workers fall asleep now and then.
+                            std::thread::sleep(std::time::Duration::from_millis(1));
+                        }
+                    }
+                });
+            }
+        });
+        for n in 0..1000 {
+            let ok = done.recv_timeout(std::time::Duration::from_secs(10));
+            assert_eq!(ok, Ok(true), "job {n} of 1000 never served");
+        }
+        drop(stop_tx);
+        rig.core.channels.wake_all();
+        for w in workers {
+            w.join().unwrap();
+        }
+    }
 }
