@@ -17,12 +17,12 @@ mod server;
 mod support;
 
 use support::{
-    closed_loop, cpu_time, free_port, haproxy, rss_kib, start_nginx, wait_listening, workdir,
-    Daemon,
+    bench_config, closed_loop, cpu_time, free_port, haproxy, rss_kib, start_nginx, wait_listening,
+    workdir, write_results, Daemon,
 };
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -237,18 +237,8 @@ fn run_client(
     let agent: ureq::Agent = builder.build().into();
     let lb = match client {
         Client::Call | Client::Submit | Client::Scraped => {
-            let mut config = format!(
-                "[defaults]\nworkers = {}\n[defaults.pool]\nmax_connections = {}\n",
-                threads.max(4),
-                threads.max(10)
-            );
-            // More providers than upstreams share the upstreams, each with its own pool.
-            for i in 0..opts.providers.unwrap_or(up.ports.len()) {
-                let p = up.ports[i % up.ports.len()];
-                config.push_str(&format!(
-                    "[[services.bench.providers]]\nname = \"u{i}\"\nbase_url = \"http://127.0.0.1:{p}\"\n"
-                ));
-            }
+            let providers = opts.providers.unwrap_or(up.ports.len());
+            let config = bench_config(&up.ports, providers, threads);
             Some(Balancer::from_toml_str(&config).unwrap())
         }
         _ => None,
@@ -483,13 +473,7 @@ fn main() {
         );
         let _ = std::io::stdout().flush();
     }
-    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
-    let _ = std::fs::create_dir_all(&target);
-    let _ = std::fs::write(target.join("bench-e2e.md"), &report);
-    let _ = std::fs::write(
-        target.join("bench-e2e.json"),
-        format!("[{}]\n", json.join(",\n")),
-    );
+    write_results("e2e", &report, &json);
     drop(proxy);
     drop(up);
     let _ = std::fs::remove_dir_all(&dir);

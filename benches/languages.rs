@@ -19,7 +19,10 @@
 
 mod support;
 
-use support::{free_port, haproxy, median, start_nginx, wait_listening, workdir, Daemon};
+use support::{
+    bench_config, free_port, haproxy, median, start_nginx, wait_listening, workdir, write_results,
+    Daemon,
+};
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -281,18 +284,8 @@ impl Programs {
 /// The configuration every switchyard client uses: one provider per upstream, workers and
 /// connections enough for the threads.
 fn config(dir: &Path, ports: &[u16], threads: usize) -> PathBuf {
-    let mut text = format!(
-        "[defaults]\nworkers = {}\n[defaults.pool]\nmax_connections = {}\n",
-        threads.max(4),
-        threads.max(10)
-    );
-    for (i, p) in ports.iter().enumerate() {
-        text.push_str(&format!(
-            "[[services.bench.providers]]\nname = \"u{i}\"\nbase_url = \"http://127.0.0.1:{p}\"\n"
-        ));
-    }
     let path = dir.join(format!("switchyard-{threads}.toml"));
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, bench_config(ports, ports.len(), threads)).unwrap();
     path
 }
 
@@ -421,12 +414,7 @@ fn main() {
             let _ = std::io::stdout().flush();
         }
     }
-    let target = programs.root.join("target");
-    let _ = std::fs::write(target.join("bench-languages.md"), &report);
-    let _ = std::fs::write(
-        target.join("bench-languages.json"),
-        format!("[{}]\n", json.join(",\n")),
-    );
+    write_results("languages", &report, &json);
     drop(proxy);
     drop(nginx);
     let _ = std::fs::remove_dir_all(&dir);

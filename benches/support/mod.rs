@@ -156,3 +156,34 @@ pub fn haproxy(dir: &Path, ports: &[u16]) -> Option<(Daemon, u16)> {
     wait_listening(front);
     Some((daemon, front))
 }
+
+/// The configuration the end-to-end and per-language benchmarks give switchyard: service
+/// "bench" with `providers` providers over `ports` in turn (more providers than ports
+/// share them, each with its own pool), workers and connections enough for `threads`.
+#[allow(dead_code)]
+pub fn bench_config(ports: &[u16], providers: usize, threads: usize) -> String {
+    let mut config = format!(
+        "[defaults]\nworkers = {}\n[defaults.pool]\nmax_connections = {}\n",
+        threads.max(4),
+        threads.max(10)
+    );
+    for i in 0..providers {
+        let p = ports[i % ports.len()];
+        config.push_str(&format!(
+            "[[services.bench.providers]]\nname = \"u{i}\"\nbase_url = \"http://127.0.0.1:{p}\"\n"
+        ));
+    }
+    config
+}
+
+/// Writes a benchmark's report to target/bench-NAME.md and its rows to .json.
+#[allow(dead_code)]
+pub fn write_results(name: &str, report: &str, rows: &[String]) {
+    let target = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target");
+    let _ = std::fs::create_dir_all(&target);
+    let _ = std::fs::write(target.join(format!("bench-{name}.md")), report);
+    let _ = std::fs::write(
+        target.join(format!("bench-{name}.json")),
+        format!("[{}]\n", rows.join(",\n")),
+    );
+}

@@ -114,6 +114,12 @@ impl Channels {
         doorbell.rung.notify_all();
     }
 
+    /// Workers asleep on the doorbell (or about to be), for tests that race them.
+    #[cfg(test)]
+    pub fn sleeping_workers(&self) -> usize {
+        self.receivers.doorbell.sleeping.load(Ordering::SeqCst)
+    }
+
     pub fn receivers(&self) -> Receivers {
         self.receivers.clone()
     }

@@ -25,7 +25,7 @@ impl Core {
         if svc.admission.has_waiting_at_or_above(request.priority)
             || svc.hedge_after(&request).is_some()
         {
-            return self.enqueue(service, eligible, request)?.wait();
+            return self.enqueue(service, eligible, request, false)?.0.wait();
         }
         let now = self.clock.now();
         let deadline = request.deadline(now, svc.deadline);
@@ -63,17 +63,12 @@ impl Core {
     /// first.
     pub fn queue_request(self: &Arc<Self>, request: Request) -> Result<Ticket, Error> {
         let (service, eligible) = self.admit(&request)?;
-        let svc = &self.services[service];
-        if svc.hedge_after(&request).is_some() {
-            return self.enqueue(service, eligible, request);
-        }
-        let now = self.clock.now();
-        let deadline = request.deadline(now, svc.deadline);
         let priority = request.priority;
-        let (mut ticket, sink) = Ticket::new(self.clock.clone(), now, deadline);
-        let shared = self
-            .enqueue_sink(service, eligible, request, (now, deadline), sink, true)?
-            .ok_or_else(|| Error::Internal("a shared job was not shared".into()))?;
+        let may_run_here = self.services[service].hedge_after(&request).is_none();
+        let (mut ticket, shared) = self.enqueue(service, eligible, request, may_run_here)?;
+        let Some(shared) = shared else {
+            return Ok(ticket);
+        };
         // Weak: a ticket kept after the balancer is gone must not keep it alive (its job
         // was ended by the shutdown's drain then).
         let core = Arc::downgrade(self);
@@ -120,17 +115,21 @@ impl Core {
         Ok(())
     }
 
+    /// Queues a request with a ticket for its outcome; `shared`, the job is also its
+    /// waiter's to take (see [`Core::queue_request`]).
     fn enqueue(
         &self,
         service: usize,
         eligible: IndexSet,
         request: Request,
-    ) -> Result<Ticket, Error> {
+        shared: bool,
+    ) -> Result<(Ticket, Option<SharedJob>), Error> {
         let now = self.clock.now();
         let deadline = request.deadline(now, self.services[service].deadline);
         let (ticket, sink) = Ticket::new(self.clock.clone(), now, deadline);
-        self.enqueue_sink(service, eligible, request, (now, deadline), sink, false)?;
-        Ok(ticket)
+        let shared =
+            self.enqueue_sink(service, eligible, request, (now, deadline), sink, shared)?;
+        Ok((ticket, shared))
     }
 
     fn enqueue_sink(

@@ -87,8 +87,14 @@ mod tests {
                         })
                         .unwrap();
                         if i % 50 == 0 {
-                            // Let the workers fall asleep now and then.
-                            std::thread::sleep(std::time::Duration::from_millis(1));
+                            // Now and then, send only once every worker sleeps.
+                            let until =
+                                std::time::Instant::now() + std::time::Duration::from_secs(10);
+                            while core.channels.sleeping_workers() < 3
+                                && std::time::Instant::now() < until
+                            {
+                                std::thread::yield_now();
+                            }
                         }
                     }
                 });

@@ -201,9 +201,7 @@ pub extern "C" fn sy_call_get(
         if !params.is_null() && params_len > 0 {
             // SAFETY: non-NULL and, per the header, `params_len` readable bytes.
             let bytes = unsafe { std::slice::from_raw_parts(params, params_len) };
-            for (name, value) in param_pairs(bytes)? {
-                request = request.param(name, value);
-            }
+            request = with_params(request, bytes)?;
         }
         let response = sy_response::boxed(lb.call(request)?);
         if !view_out.is_null() {
@@ -217,27 +215,25 @@ pub extern "C" fn sy_call_get(
     })
 }
 
-/// `"name\0value\0..."` as pairs of text.
-fn param_pairs(bytes: &[u8]) -> Result<Vec<(&str, &str)>, Error> {
+/// The request with the parameters of `"name\0value\0..."` added, read in place.
+fn with_params(mut request: crate::Request, bytes: &[u8]) -> Result<crate::Request, Error> {
+    fn text<'a>(piece: &'a [u8], what: &str) -> Result<&'a str, Error> {
+        std::str::from_utf8(piece)
+            .map_err(|_| Error::InvalidArgument(format!("a parameter {what} is not valid UTF-8")))
+    }
     let Some(body) = bytes.strip_suffix(b"\0") else {
         return Err(Error::InvalidArgument(
             "`params` does not end with a NUL".into(),
         ));
     };
-    let pieces: Vec<&[u8]> = body.split(|b| *b == 0).collect();
-    if pieces.len() % 2 != 0 {
-        return Err(Error::InvalidArgument(
-            "`params` holds a name without a value".into(),
-        ));
+    let mut pieces = body.split(|b| *b == 0);
+    while let Some(name) = pieces.next() {
+        let value = pieces.next().ok_or_else(|| {
+            Error::InvalidArgument("`params` holds a name without a value".into())
+        })?;
+        request = request.param(text(name, "name")?, text(value, "value")?);
     }
-    fn text<'a>(piece: &'a [u8], what: &str) -> Result<&'a str, Error> {
-        std::str::from_utf8(piece)
-            .map_err(|_| Error::InvalidArgument(format!("a parameter {what} is not valid UTF-8")))
-    }
-    pieces
-        .chunks(2)
-        .map(|pair| Ok((text(pair[0], "name")?, text(pair[1], "value")?)))
-        .collect()
+    Ok(request)
 }
 
 /// Queues a request and returns at once. On `SY_OK`, `callback` is called exactly once

@@ -85,18 +85,17 @@ impl<T> OutcomeReceiver<T> {
             if let Some(taken) = Self::take(&mut slot) {
                 return taken.map_err(|_| RecvTimeoutError::Disconnected);
             }
-            match until {
-                Some(until) => {
-                    if self.0.filled.wait_until(&mut slot, until).timed_out() {
-                        return Self::take(&mut slot)
-                            .unwrap_or(Err(TryRecvError::Empty))
-                            .map_err(|e| match e {
-                                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-                            });
-                    }
+            let timed_out = match until {
+                Some(until) => self.0.filled.wait_until(&mut slot, until).timed_out(),
+                None => {
+                    self.0.filled.wait(&mut slot);
+                    false
                 }
-                None => self.0.filled.wait(&mut slot),
+            };
+            if timed_out {
+                return Self::take(&mut slot).map_or(Err(RecvTimeoutError::Timeout), |taken| {
+                    taken.map_err(|_| RecvTimeoutError::Disconnected)
+                });
             }
         }
     }

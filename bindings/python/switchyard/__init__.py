@@ -368,6 +368,14 @@ def _param_text(value: Any, name: str) -> bytes:
     return _text(value, f"parameter {name}")
 
 
+def _param_pairs(params: Any) -> Iterator[tuple]:
+    """Each parameter as (name, value) bytes, checked; nothing for None."""
+    if params is None:
+        return
+    for name, value in _mapping(params, "params").items():
+        yield _text(name, "parameter name"), _param_text(value, str(name))
+
+
 def _mapping(value: Any, name: str) -> Mapping:
     if value is None:
         return {}
@@ -462,6 +470,15 @@ class Response:
         return f"<Response {self.status} from {self.provider} ({len(self.body)} bytes)>"
 
 
+def _answer(code: int, out: ctypes.c_void_p, err: ctypes.c_void_p, view: Optional[_View] = None) -> Response:
+    """A call's outcome: its Response (the native one freed), or its exception."""
+    _check(code, err.value)
+    try:
+        return Response(out.value, view)
+    finally:
+        _lib.sy_response_free(out.value)
+
+
 # ---------------------------------------------------------------------------------------
 # The balancer.
 
@@ -554,12 +571,10 @@ class Balancer:
         try:
             if method != "GET":  # the default; each native call costs
                 _check(_lib.sy_request_set_method(req, _text(method, "method")), what=f"`method` {method!r} is not an HTTP method")
-            if params is not None:
-                add = _lib.sy_request_add_param
-                for name, value in _mapping(params, "params").items():
-                    code = add(req, _text(name, "parameter name"), _param_text(value, str(name)))
-                    if code:
-                        _check(code)
+            for name, value in _param_pairs(params):
+                code = _lib.sy_request_add_param(req, name, value)
+                if code:
+                    _check(code)
             for name, value in _mapping(headers, "headers").items() if headers is not None else ():
                 key = _text(name, "header name")
                 if not isinstance(value, (str, bytes)):
@@ -651,11 +666,7 @@ class Balancer:
                 self._done_using()
         finally:
             _lib.sy_request_free(req)
-        _check(code, err.value)
-        try:
-            return Response(out.value)
-        finally:
-            _lib.sy_response_free(out.value)
+        return _answer(code, out, err)
 
     def _get(self, service: str, endpoint: str, params: Optional[Dict[str, Any]]) -> Response:
         """The most common request, a plain GET, in one native call: the GIL is held only
@@ -663,25 +674,14 @@ class Balancer:
         where = _text(service, "service"), _text(endpoint, "endpoint")
         if not where[0] or not where[1]:
             raise InvalidArgument("`service` and `endpoint` must be non-empty text")
-        blob = b""
-        if params is not None:
-            parts = []
-            for name, value in _mapping(params, "params").items():
-                parts.append(_text(name, "parameter name"))
-                parts.append(_param_text(value, str(name)))
-            if parts:
-                blob = b"\0".join(parts) + b"\0"
+        blob = b"".join(name + b"\0" + value + b"\0" for name, value in _param_pairs(params))
         out, err, view = _p(), _p(), _View()
         handle = self._enter()
         try:
             code = _lib.sy_call_get(handle, where[0], where[1], blob, len(blob), ctypes.byref(out), ctypes.byref(view), ctypes.byref(err))
         finally:
             self._done_using()
-        _check(code, err.value)
-        try:
-            return Response(out.value, view)
-        finally:
-            _lib.sy_response_free(out.value)
+        return _answer(code, out, err, view)
 
     def get(self, service: str, endpoint: str, params: Optional[Dict[str, Any]] = None, **kwargs: Any) -> Response:
         """:meth:`request` with method "GET"."""
