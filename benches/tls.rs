@@ -145,8 +145,18 @@ fn main() {
         lb.call(Request::get("s", "/q").param("n", n.to_string()))
             .unwrap();
     };
+    // The provider's own agent, driven bare: what its settings cost without the balancer.
+    let bare = switchyard::bench_support::provider_agent(&text);
+    let by_agent = |n: u64| {
+        let mut r = bare.get(format!("{url}/q?n={n}")).call().unwrap();
+        let _ = r.body_mut().read_to_vec().unwrap();
+    };
     if let Ok(client) = std::env::var("PROFILE") {
-        let one: &(dyn Fn(u64) + Sync) = if client == "raw" { &by_raw } else { &by_call };
+        let one: &(dyn Fn(u64) + Sync) = match client.as_str() {
+            "raw" => &by_raw,
+            "agent" => &by_agent,
+            _ => &by_call,
+        };
         let threads = arg("--threads", 8);
         let (rate, cpu) = rate(threads, seconds, one);
         println!("{client}: {rate:.0} req/s, {cpu:.1} us CPU per request");

@@ -139,3 +139,13 @@ pub fn fill_cache(max_entries: usize, keys: u64, body_bytes: usize) -> usize {
     }
     cache.entries()
 }
+
+/// The ureq agent the first provider of the configuration `toml` sends through, as the
+/// balancer builds it: the TLS benchmark runs it bare to tell the agent's settings apart
+/// from the balancer's own work.
+pub fn provider_agent(toml: &str) -> ureq::Agent {
+    let resolved = Config::from_toml_str(toml)
+        .and_then(|c| c.resolve())
+        .unwrap_or_else(|e| panic!("bench configuration: {e}"));
+    http::agent(&resolved.services[0].providers[0])
+}

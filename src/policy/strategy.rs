@@ -233,6 +233,13 @@ impl Picker {
         ok: &dyn Fn(usize) -> bool,
         now: Duration,
     ) -> Option<usize> {
+        // One candidate is every strategy's pick (round robin's counters end as they
+        // began): no scores, locks or draws for it.
+        let mut candidates = (0..providers.len()).filter(|&i| ok(i));
+        let first = candidates.next()?;
+        if candidates.next().is_none() {
+            return Some(first);
+        }
         match self.kind_for(providers, ok) {
             StrategyKind::RoundRobin => self.round_robin(providers, ok),
             StrategyKind::LeastConnections => self.least_connections(providers, ok),

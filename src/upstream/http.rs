@@ -38,7 +38,7 @@ const CONNECTION_BUFFER: usize = 32 * 1024;
 const DRAIN_LIMIT: u64 = 64 * 1024;
 
 /// Builds the agent of one provider.
-fn agent(config: &ResolvedProvider) -> ureq::Agent {
+pub(crate) fn agent(config: &ResolvedProvider) -> ureq::Agent {
     let pool = &config.pool;
     build_agent(
         pool.max_connections,
@@ -270,7 +270,12 @@ fn exchange(
         for (name, value) in out.headers.iter().chain(out.extra_headers) {
             builder = builder.header(name.as_str(), value.as_str());
         }
-        let timeout = out.timeout.saturating_sub(started.elapsed());
+        // The first hop has all of it: a timeout a few nanoseconds short of the agent's
+        // own would cost a per-request configuration every time.
+        let timeout = match hops {
+            0 => out.timeout,
+            _ => out.timeout.saturating_sub(started.elapsed()),
+        };
         // A POST, PUT or PATCH without a body still says `Content-Length: 0`: ureq would
         // send an empty chunked body, which some servers and gateways refuse.
         let body = out.body.or(out.method.sends_body().then_some(&[][..]));
