@@ -46,7 +46,16 @@ pub fn free_port() -> u16 {
 pub struct Daemon(pub Child);
 
 impl Drop for Daemon {
+    /// SIGTERM first: a master killed outright (nginx) leaves its workers behind, and they
+    /// would weigh on the next run. SIGKILL when it has not gone within 5 s.
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let until = Instant::now() + Duration::from_secs(5);
+        while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < until {
+            thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
