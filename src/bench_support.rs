@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use crate::engine::coalesce::Coalescer;
 use crate::foundation::clock::{SharedClock, SystemClock};
-use crate::foundation::config::{Config, StrategyKind};
+use crate::foundation::config::{Config, Resolved, StrategyKind};
 use crate::foundation::index_set::IndexSet;
 use crate::foundation::request::{Priority, Request};
 use crate::upstream::circuit_events::CircuitOutbox;
@@ -41,9 +41,7 @@ impl Harness {
                 1024 + i % 60_000
             ));
         }
-        let resolved = Config::from_toml_str(&text)
-            .and_then(|c| c.resolve())
-            .unwrap_or_else(|e| panic!("bench configuration: {e}"));
+        let resolved = resolved(&text);
         // Circuit events go nowhere: the benchmark has no listeners.
         let (outbox, _events) = CircuitOutbox::new();
         let clock = SystemClock::shared();
@@ -144,8 +142,12 @@ pub fn fill_cache(max_entries: usize, keys: u64, body_bytes: usize) -> usize {
 /// balancer builds it: the TLS benchmark runs it bare to tell the agent's settings apart
 /// from the balancer's own work.
 pub fn provider_agent(toml: &str) -> ureq::Agent {
-    let resolved = Config::from_toml_str(toml)
+    http::agent(&resolved(toml).services[0].providers[0])
+}
+
+/// A benchmark's configuration, resolved; a mistake in it ends the benchmark.
+fn resolved(toml: &str) -> Resolved {
+    Config::from_toml_str(toml)
         .and_then(|c| c.resolve())
-        .unwrap_or_else(|e| panic!("bench configuration: {e}"));
-    http::agent(&resolved.services[0].providers[0])
+        .unwrap_or_else(|e| panic!("bench configuration: {e}"))
 }
