@@ -63,6 +63,12 @@ impl Coalescer {
         }
     }
 
+    /// Whether an identical call is in flight now. Asked before [`Coalescer::join`], so
+    /// that a miss, the common case, does not move the job in and out.
+    pub fn in_flight(&self, key: u128) -> bool {
+        self.shard(key).lock().contains_key(&key)
+    }
+
     /// Registers a call about to be sent; false when an identical one already is (this
     /// one then gives its seat back and joins it).
     pub fn lead(&self, key: u128) -> bool {
@@ -186,12 +192,12 @@ mod tests {
             // The first seat freed goes to one twin, which leads the call.
             release_1.send(()).unwrap();
             let leader = first.join().unwrap().expect("handed the seat");
-            let led = s.spawn(|| drive(&rig.core, leader));
+            let led = s.spawn(|| drive(&rig.core, *leader));
             arrived_twin.recv_timeout(Duration::from_secs(5)).unwrap();
             // The second seat goes to the other twin: it gives the seat back and joins.
             release_2.send(()).unwrap();
             let late = second.join().unwrap().expect("handed the seat");
-            assert!(drive(&rig.core, late).next.is_none());
+            assert!(drive(&rig.core, *late).next.is_none());
             let waiting = rig.core.coalescers[0].waiting();
             release_twin.send(()).unwrap();
             led.join().unwrap();

@@ -23,6 +23,10 @@ use crate::upstream::service::{AttemptEnd, Pick, Service};
 use crate::upstream::slot::Slot;
 use crate::upstream::transport::{Answer, Failure};
 
+/// A parked job a drive handed a freed seat to, to run next. Boxed: it is rare, and a
+/// job moved by value through every step of a drive would be copied each time.
+pub(crate) type Handed = Option<Box<Job>>;
+
 /// How a drive ended.
 pub(crate) struct Driven {
     /// The outcome, when the job's sink is the driving caller.
@@ -30,11 +34,11 @@ pub(crate) struct Driven {
     /// Set when a caller's job had to park or back off: its outcome arrives here.
     pub parked: Option<Ticket>,
     /// A parked job this drive handed a slot to, to run next.
-    pub next: Option<Job>,
+    pub next: Handed,
 }
 
 impl Driven {
-    fn left(parked: Option<Ticket>, next: Option<Job>) -> Driven {
+    fn left(parked: Option<Ticket>, next: Handed) -> Driven {
         Driven {
             outcome: None,
             parked,
@@ -46,7 +50,7 @@ impl Driven {
 /// Drives a job until it has an outcome, parks or backs off.
 pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
     let service = &core.services[job.service];
-    let mut handed: Option<Job> = None;
+    let mut handed: Handed = None;
     // A hedge is a second call on purpose: it neither shares one nor reads the cache;
     // nor does a batch's carrier, whose members did.
     let call_key = match job.is_hedge || job.batch.is_some() {
@@ -76,9 +80,11 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                 return end(core, job, Ok(kept), handed);
             }
             // The same call is on the wire already: wait for its answer beside it.
-            match join(core, key, job) {
-                Ok(parked) => return Driven::left(parked, handed),
-                Err(j) => job = j,
+            if core.coalescers[job.service].in_flight(key) {
+                match join(core, key, job) {
+                    Ok(parked) => return Driven::left(parked, handed),
+                    Err(j) => job = j,
+                }
             }
             if !job.unbatched {
                 if let Some(batcher) = core.batchers[job.service].of(&job.request.endpoint) {
@@ -326,8 +332,8 @@ fn attempt_over(
     result: &Result<Answer, Failure>,
     (sent, finished, was_resting): (Duration, Duration, bool),
     attempt: (u32, bool),
-    handed: Option<Job>,
-) -> (AttemptEnd, Option<Job>) {
+    handed: Handed,
+) -> (AttemptEnd, Handed) {
     let svc = &core.services[service];
     let Slot {
         index,
@@ -533,7 +539,7 @@ fn park(core: &Core, service: &Service, mut job: Job) -> Parked {
 }
 
 /// Gives back a slot whose attempt was never sent: the permit unused, the seat handed on.
-fn pass_on(core: &Core, service: usize, slot: Slot, handed: Option<Job>) -> Option<Job> {
+fn pass_on(core: &Core, service: usize, slot: Slot, handed: Handed) -> Handed {
     let Slot {
         index,
         permit,
@@ -551,8 +557,8 @@ fn hand_over(
     service: usize,
     index: usize,
     seat: crate::upstream::slot::Seat,
-    handed: Option<Job>,
-) -> Option<Job> {
+    handed: Handed,
+) -> Handed {
     // Free first: SeqCst pairs with the line's count, so a job parking now sees the seat.
     drop(seat);
     let svc = &core.services[service];
@@ -576,7 +582,7 @@ fn hand_over(
     job.place = None;
     job.reserved = Some(slot);
     match handed {
-        None => Some(job),
+        None => Some(Box::new(job)),
         Some(first) => {
             core.channels.send_ready(job);
             Some(first)
@@ -620,7 +626,7 @@ fn exhausted(service: &Service, job: &mut Job) -> Error {
 }
 
 /// Delivers the outcome, or what a fallback makes of a failure.
-fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Option<Job>) -> Driven {
+fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Handed) -> Driven {
     let service = &core.services[job.service];
     job.place = None;
     if job.is_hedge {

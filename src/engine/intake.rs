@@ -43,7 +43,7 @@ impl Core {
         svc.stats.record_admitted();
         let driven = dispatch::drive(self, job);
         if let Some(next) = driven.next {
-            self.channels.send_ready(next);
+            self.channels.send_ready(*next);
         }
         if let Some(ticket) = driven.parked {
             self.recheck_stopping();
@@ -94,7 +94,7 @@ impl Core {
         // sink) and nothing else.
         let driven = catch_unwind(AssertUnwindSafe(|| dispatch::drive(self, job)));
         if let Ok(Some(next)) = driven.map(|d| d.next) {
-            self.channels.send_ready(next);
+            self.channels.send_ready(*next);
         }
     }
 

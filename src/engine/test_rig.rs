@@ -113,7 +113,7 @@ impl Rig {
             };
             done += 1;
             if let Some(next) = driven.next {
-                self.core.channels.send_ready(next);
+                self.core.channels.send_ready(*next);
             }
         }
         done

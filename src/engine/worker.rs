@@ -23,7 +23,7 @@ pub(crate) fn serve_jobs(core: Arc<Core>, receivers: Receivers, stop: Receiver<(
         // A bug in one job must not stop the worker; its waiter learns of it by the
         // dropped channel (Error::Internal).
         if let Ok(driven) = catch_unwind(AssertUnwindSafe(|| dispatch::drive(&core, job))) {
-            next = driven.next;
+            next = driven.next.map(|j| *j);
         }
     }
 }

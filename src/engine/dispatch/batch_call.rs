@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use super::{attempt_over, end, pass_on, set_aside, Driven};
+use super::{attempt_over, end, pass_on, set_aside, Driven, Handed};
 use crate::engine::batch;
 use crate::engine::batcher::{EndpointBatcher, Offer};
 use crate::engine::runtime::Core;
@@ -19,7 +19,7 @@ use crate::upstream::slot::Slot;
 /// The body of a member whose item the batch answer does not have.
 const NOT_IN_THE_ANSWER: &[u8] = br#"{"error":"not in the batch answer"}"#;
 
-pub(super) fn send(core: &Core, mut carrier: Job, slot: Slot, handed: Option<Job>) -> Driven {
+pub(super) fn send(core: &Core, mut carrier: Job, slot: Slot, handed: Handed) -> Driven {
     let service = &core.services[carrier.service];
     let endpoint = carrier.request.endpoint.clone();
     let members = batch::still_waiting(core, carrier.batch.take().unwrap_or_default());

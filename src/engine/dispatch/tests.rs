@@ -45,9 +45,9 @@ fn a_parked_job_gets_the_released_slot() {
     let next = hand_over(&rig.core, 0, 0, seat, None).expect("a parked job takes the seat");
     assert_eq!(next.request.priority, Priority::High);
     assert!(next.reserved.is_some());
-    let driven = drive(&rig.core, next);
+    let driven = drive(&rig.core, *next);
     let after = driven.next.expect("its release hands the seat on");
-    assert_eq!(drive(&rig.core, after).next.map(|j| j.service), None);
+    assert_eq!(drive(&rig.core, *after).next.map(|j| j.service), None);
     assert_eq!(high.wait().unwrap().status(), 200);
     assert_eq!(low.wait().unwrap().status(), 200);
     assert_eq!(rig.fake("a").sent().len(), 2);
