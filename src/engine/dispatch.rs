@@ -97,7 +97,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         }
         let slot = match job.reserved.take() {
             Some(slot) => slot,
-            None => match service.acquire(&job.want()) {
+            None => match service.acquire_at(&job.want(), now) {
                 Pick::Slot(slot) => slot,
                 Pick::Busy => match park(core, service, job) {
                     Parked::Slot(j, slot) => {

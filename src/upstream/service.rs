@@ -315,7 +315,7 @@ impl Service {
                 p.allowance.used_up(&end.announced, now);
             }
             failure => {
-                let transition = p.breaker.record(permit, failure.is_some(), elapsed);
+                let transition = p.breaker.record_at(permit, failure.is_some(), elapsed, now);
                 self.notify(index, transition);
                 p.tail.record(elapsed, now);
                 match failure {
@@ -407,8 +407,12 @@ impl Service {
     /// candidate is down (then all are tried, rather than failing every request). A tier
     /// whose only candidates wait for a rate token due before the deadline is waited for.
     pub fn acquire(&self, want: &Want) -> Pick {
+        self.acquire_at(want, self.clock.now())
+    }
+
+    /// [`Service::acquire`] at clock time `now`, read by the caller a moment before.
+    pub fn acquire_at(&self, want: &Want, now: Duration) -> Pick {
         let n = self.providers.len();
-        let now = self.clock.now();
         if n > SAMPLED_ABOVE && want.attempts == 0 {
             if let Some(slot) = self.acquire_sampled(want, now) {
                 return Pick::Slot(slot);

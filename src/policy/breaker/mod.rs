@@ -327,13 +327,18 @@ impl Breaker {
     }
 
     /// Records how a permitted attempt ended.
-    pub fn record(
+    pub fn record(&self, permit: Permit, failed: bool, elapsed: Duration) -> Option<Transition> {
+        self.record_at(permit, failed, elapsed, self.clock.now())
+    }
+
+    /// [`Breaker::record`] for an attempt that ended at clock time `now`.
+    pub fn record_at(
         &self,
         mut permit: Permit,
         failed: bool,
         elapsed: Duration,
+        now: Duration,
     ) -> Option<Transition> {
-        let now = self.clock.now();
         let slow = self.config.slow_call_ms > 0
             && elapsed >= Duration::from_millis(self.config.slow_call_ms);
         let mut inner = self.inner.lock();
