@@ -44,7 +44,8 @@ impl Coalescer {
     /// Puts the job beside the identical call in flight, if there is one; `park` runs
     /// first, under the lock (it only swaps the job's sink for a ticket's). The job
     /// comes back when there is nothing to share.
-    // A job that comes back is moved, not boxed: a miss, the common case, allocates nothing.
+    // Callers ask `in_flight` first; a job still comes back when the call ended in
+    // between, moved rather than boxed, so that rare miss allocates nothing either.
     #[allow(clippy::result_large_err)]
     pub fn join(
         &self,
