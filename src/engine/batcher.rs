@@ -12,12 +12,13 @@ use crate::flow::job::Job;
 use crate::flow::ticket::Ticket;
 use crate::foundation::config::ResolvedService;
 use crate::foundation::index_set::IndexSet;
+use crate::foundation::names::ByName;
 use crate::foundation::request::ByCallKey;
 
 /// One service's batching endpoints, by name.
 #[derive(Default)]
 pub(crate) struct ServiceBatcher {
-    endpoints: HashMap<String, EndpointBatcher>,
+    endpoints: HashMap<String, EndpointBatcher, ByName>,
 }
 
 pub(crate) struct EndpointBatcher {
@@ -62,7 +63,7 @@ pub(crate) enum Offer {
 
 impl ServiceBatcher {
     pub fn new(config: &ResolvedService) -> ServiceBatcher {
-        let mut endpoints = HashMap::new();
+        let mut endpoints = HashMap::default();
         for (name, options) in &config.endpoints {
             if options.batch_window_ms == 0 {
                 continue;

@@ -11,13 +11,14 @@ use std::time::Duration;
 use parking_lot::Mutex;
 
 use crate::foundation::config::EndpointOptions;
+use crate::foundation::names::ByName;
 use crate::foundation::request::ByCallKey;
 use crate::foundation::response::Response;
 
 /// One service's caches, by endpoint name; empty when no endpoint has a TTL.
 #[derive(Default)]
 pub(crate) struct ServiceCache {
-    endpoints: HashMap<String, EndpointCache>,
+    endpoints: HashMap<String, EndpointCache, ByName>,
 }
 
 impl ServiceCache {

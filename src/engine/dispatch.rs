@@ -48,7 +48,12 @@ impl Driven {
 }
 
 /// Drives a job until it has an outcome, parks or backs off.
-pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
+pub(crate) fn drive(core: &Core, job: Job) -> Driven {
+    drive_from(core, job, core.clock.now())
+}
+
+/// Like [`drive`], from clock time `now`, read by the caller a moment ago.
+pub(crate) fn drive_from(core: &Core, mut job: Job, now: Duration) -> Driven {
     let service = &core.services[job.service];
     let mut handed: Handed = None;
     // A hedge is a second call on purpose: it neither shares one nor reads the cache;
@@ -57,8 +62,9 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
         true => None,
         false => service.call_key(&job.request),
     };
+    let mut started = Some(now);
     loop {
-        let now = core.clock.now();
+        let now = started.take().unwrap_or_else(|| core.clock.now());
         if core.stopping.load(Ordering::Acquire) {
             return end(core, job, Err(Error::ShuttingDown), handed);
         }
@@ -272,7 +278,7 @@ pub(crate) fn drive(core: &Core, mut job: Job) -> Driven {
                         })
                     });
                 }
-                return end(core, job, Ok(response), handed);
+                return end_at(core, job, Ok(response), handed, finished);
             }
             Err(mut failure) => {
                 failure.error.elapsed = elapsed;
@@ -626,7 +632,12 @@ fn exhausted(service: &Service, job: &mut Job) -> Error {
 }
 
 /// Delivers the outcome, or what a fallback makes of a failure.
-fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Handed) -> Driven {
+fn end(core: &Core, job: Job, outcome: Outcome, handed: Handed) -> Driven {
+    end_at(core, job, outcome, handed, core.clock.now())
+}
+
+/// [`end`] at clock time `now`, read a moment ago.
+fn end_at(core: &Core, mut job: Job, outcome: Outcome, handed: Handed, now: Duration) -> Driven {
     let service = &core.services[job.service];
     job.place = None;
     if job.is_hedge {
@@ -638,12 +649,14 @@ fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Handed) -> Driven {
         batch::split(core, members, None);
         return Driven::left(None, handed);
     }
-    let outcome = match outcome {
+    let (outcome, now) = match outcome {
         Err(e) => {
-            let elapsed = core.clock.now().saturating_sub(job.submitted);
-            service.fallback(&job.request, e, elapsed)
+            let elapsed = now.saturating_sub(job.submitted);
+            let outcome = service.fallback(&job.request, e, elapsed);
+            // The request ended when its fallback did.
+            (outcome, core.clock.now())
         }
-        ok => ok,
+        ok => (ok, now),
     };
     // Claimed before it is counted: a waiter whose deadline passed, or a hedge, may
     // have delivered first, and then this outcome is not the request's.
@@ -651,11 +664,12 @@ fn end(core: &Core, mut job: Job, outcome: Outcome, handed: Handed) -> Driven {
         abandon(service, job);
         return Driven::left(None, handed);
     }
-    service.record_outcome(
+    service.record_outcome_at(
         outcome.is_ok(),
         job.submitted,
         job.queue_wait,
         job.request.priority,
+        now,
     );
     job.trace.ended(match &outcome {
         Ok(r) => Ok((r.provider(), r.status())),

@@ -20,14 +20,15 @@ impl Core {
     /// ticket. A hedged request is always queued: the caller's thread must be free to
     /// take whichever answer comes first.
     pub fn drive_call(&self, request: Request) -> Outcome {
-        let (service, eligible) = self.admit(&request)?;
+        // One reading of the clock for the admission, the deadline and the first pick.
+        let now = self.clock.now();
+        let (service, eligible) = self.admit(&request, now)?;
         let svc = &self.services[service];
         if svc.admission.has_waiting_at_or_above(request.priority)
             || svc.hedge_after(&request).is_some()
         {
             return self.enqueue(service, eligible, request, false)?.0.wait();
         }
-        let now = self.clock.now();
         let deadline = request.deadline(now, svc.deadline);
         let active = self.activity.enter();
         let trace = RequestSpan::new(&svc.name, &request.endpoint, request.method.as_str());
@@ -41,7 +42,7 @@ impl Core {
         );
         job.trace = trace;
         svc.stats.record_admitted();
-        let driven = dispatch::drive(self, job);
+        let driven = dispatch::drive_from(self, job, now);
         if let Some(next) = driven.next {
             self.channels.send_ready(*next);
         }
@@ -62,7 +63,7 @@ impl Core {
     /// is left to the workers: its waiter must be free to take whichever answer comes
     /// first.
     pub fn queue_request(self: &Arc<Self>, request: Request) -> Result<Ticket, Error> {
-        let (service, eligible) = self.admit(&request)?;
+        let (service, eligible) = self.admit(&request, self.clock.now())?;
         let priority = request.priority;
         let may_run_here = self.services[service].hedge_after(&request).is_none();
         let (mut ticket, shared) = self.enqueue(service, eligible, request, may_run_here)?;
@@ -103,10 +104,10 @@ impl Core {
     where
         F: FnOnce(Result<Response, Error>) + Send + 'static,
     {
-        let (service, eligible) = self.admit(&request)?;
+        let now = self.clock.now();
+        let (service, eligible) = self.admit(&request, now)?;
         let phase = Arc::new(JobPhase::default());
         let cell: CallbackCell = Arc::new(parking_lot::Mutex::new(Some(Box::new(callback))));
-        let now = self.clock.now();
         let deadline = request.deadline(now, self.services[service].deadline);
         let sink = Sink::Callback(phase.clone(), cell.clone());
         self.enqueue_sink(service, eligible, request, (now, deadline), sink, false)?;
@@ -192,13 +193,14 @@ impl Core {
         Ok((index, eligible))
     }
 
-    /// Checks a request against the configuration: its service and eligible providers.
-    fn admit(&self, request: &Request) -> Result<(usize, IndexSet), Error> {
+    /// Checks a request against the configuration, at clock time `now`: its service and
+    /// eligible providers.
+    fn admit(&self, request: &Request, now: Duration) -> Result<(usize, IndexSet), Error> {
         if self.is_closed() {
             return Err(Error::ShuttingDown);
         }
         let (index, eligible) = self.resolve(request)?;
-        self.services[index].budget.deposit();
+        self.services[index].budget.deposit(now);
         Ok((index, eligible))
     }
 }

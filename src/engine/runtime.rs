@@ -23,6 +23,7 @@ use crate::flow::job::Job;
 use crate::foundation::clock::SharedClock;
 use crate::foundation::config::{DashboardConfig, Resolved};
 use crate::foundation::error::Error;
+use crate::foundation::names::ByName;
 use crate::policy::breaker::{Breaker, CircuitInfo, Transition};
 use crate::telemetry::event::EventBus;
 use crate::telemetry::snapshot::Snapshot;
@@ -41,7 +42,7 @@ pub(crate) struct Core {
     pub(in crate::engine) caches: Vec<ServiceCache>,
     /// Each service's batches still taking members, by endpoint.
     pub(in crate::engine) batchers: Vec<ServiceBatcher>,
-    service_index: HashMap<String, usize>,
+    service_index: HashMap<String, usize, ByName>,
     pub(in crate::engine) channels: Channels,
     /// Admission has stopped.
     pub(in crate::engine) closed: AtomicBool,

@@ -5,6 +5,7 @@ pub(crate) mod clock;
 pub mod config;
 pub(crate) mod error;
 pub(crate) mod index_set;
+pub(crate) mod names;
 pub(crate) mod request;
 pub(crate) mod response;
 pub(crate) mod secrets;

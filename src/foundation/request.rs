@@ -523,6 +523,11 @@ mod tests {
             base().header("Accept", "text/csv"),
             Request::new(Method::Head, "s", "quote").param("symbol", "AAPL"),
             Request::get("s", "bars").param("symbol", "AAPL"),
+            // Where one part ends and the next begins counts too.
+            Request::get("s", "quote").param("symbo", "lAAPL"),
+            Request::get("s", "quotes").param("ymbol", "AAPL"),
+            Request::get("s", "quote").header("symbol", "AAPL"),
+            base().body(Vec::new()),
         ] {
             assert_ne!(other.call_key(), base().call_key(), "{other:?}");
         }

@@ -61,9 +61,9 @@ impl RetryBudget {
         }
     }
 
-    /// Counts a caller's request.
-    pub fn deposit(&self) {
-        self.counts.lock().add(self.clock.now(), [1, 0]);
+    /// Counts a caller's request, admitted at clock time `now`.
+    pub fn deposit(&self, now: Duration) {
+        self.counts.lock().add(now, [1, 0]);
     }
 
     /// Takes one retry if the budget has it.
@@ -122,7 +122,7 @@ mod tests {
         };
         let budget = RetryBudget::new(&retry, clock.clone());
         for _ in 0..100 {
-            budget.deposit();
+            budget.deposit(Duration::ZERO);
         }
         // 20% of 100 plus 1/s over 10 s.
         let granted = (0..1000).take_while(|_| budget.try_withdraw()).count();

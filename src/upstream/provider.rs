@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::foundation::clock::SharedClock;
 use crate::foundation::config::{PoolConfig, ResolvedBatch, ResolvedProvider};
 use crate::foundation::error::{AttemptError, AttemptKind};
+use crate::foundation::names::ByName;
 use crate::foundation::request::{Method, Request};
 use crate::foundation::secrets::Secrets;
 use crate::foundation::shape::Shape;
@@ -40,7 +41,7 @@ pub(crate) struct Provider {
     base_url: String,
     /// The provider's own query, encoded once: `k=v&k2=v2`.
     query: String,
-    endpoints: HashMap<String, Template>,
+    endpoints: HashMap<String, Template, ByName>,
     secrets: Secrets,
     pub transport: Arc<dyn Transport>,
     /// The longest one attempt may take: `request_timeout_ms` x the attempt cap factor.
@@ -53,9 +54,9 @@ pub(crate) struct Provider {
     /// What its answers mean beyond the status rule.
     pub classifier: Classifier,
     /// Response shapes by endpoint name.
-    shapes: HashMap<String, Shape>,
+    shapes: HashMap<String, Shape, ByName>,
     /// Batch forms by endpoint name.
-    batches: HashMap<String, ResolvedBatch>,
+    batches: HashMap<String, ResolvedBatch, ByName>,
     /// Connection slots that normal and low requests may use (the rest are reserved).
     shed_connections: usize,
     /// Recent latency tail over the breaker's window, for `cost_aware`.

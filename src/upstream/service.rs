@@ -10,6 +10,7 @@ use crate::foundation::clock::SharedClock;
 use crate::foundation::config::{HealthCheckConfig, ResolvedService, RetryConfig, StrategyKind};
 use crate::foundation::error::{AttemptKind, Error, QuotaWait};
 use crate::foundation::index_set::IndexSet;
+use crate::foundation::names::ByName;
 use crate::foundation::request::{Fallback, Priority, Request};
 use crate::foundation::response::Response;
 use crate::policy::breaker::{Permit, Transition};
@@ -40,13 +41,13 @@ pub(crate) struct Service {
     by_tier: Vec<Vec<usize>>,
     /// Every provider; the providers listing each endpoint name.
     all: IndexSet,
-    listing: HashMap<String, IndexSet>,
+    listing: HashMap<String, IndexSet, ByName>,
     /// Whether any endpoint template has a `{param}` (then requests are checked for it).
     has_params: bool,
     /// Endpoints whose identical requests do not share calls (`coalesce = false`).
-    alone: std::collections::HashSet<String>,
+    alone: std::collections::HashSet<String, ByName>,
     /// Endpoints whose requests are hedged, and after how long (`hedge_after_ms`).
-    hedged: HashMap<String, Duration>,
+    hedged: HashMap<String, Duration, ByName>,
 }
 
 /// Above this many providers, first picks sample instead of scanning.
@@ -125,7 +126,7 @@ impl Service {
                 all
             },
             listing: {
-                let mut listing: HashMap<String, IndexSet> = HashMap::new();
+                let mut listing = HashMap::<String, IndexSet, ByName>::default();
                 for (i, p) in config.providers.iter().enumerate() {
                     for name in p.endpoints.keys() {
                         listing.entry(name.clone()).or_default().insert(i);
@@ -292,7 +293,18 @@ impl Service {
         queue_wait: Duration,
         priority: Priority,
     ) {
-        let now = self.clock.now();
+        self.record_outcome_at(ok, submitted, queue_wait, priority, self.clock.now());
+    }
+
+    /// Counts a caller's request as ended at clock time `now`.
+    pub fn record_outcome_at(
+        &self,
+        ok: bool,
+        submitted: Duration,
+        queue_wait: Duration,
+        priority: Priority,
+        now: Duration,
+    ) {
         let latency = now.saturating_sub(submitted);
         self.stats
             .record_outcome(ok, latency, queue_wait, priority, now);
