@@ -10,6 +10,7 @@
 //!     bash benches/tls.sh                        # nginx (installed when missing)
 //!     cargo bench --bench tls                    # in-process server, 3 pairs of 2 s
 //!     cargo bench --bench tls -- --reps 5 --seconds 3
+//!     bash benches/tls.sh --reps 21 --ms 500     # many short pairs on a noisy machine
 //!     RAW_TIMEOUTS=1 cargo bench --bench tls     # raw ureq with timeouts like call()'s
 //!     PROFILE=call cargo bench --bench tls -- --threads 8   # one client alone, for a profiler
 
@@ -104,7 +105,8 @@ fn nginx(pki: &Pki) -> Server {
 
 fn main() {
     let reps = arg("--reps", 3);
-    let seconds = arg("--seconds", 2) as f64;
+    // --ms for shorter runs: more pairs in the same time see more alike conditions.
+    let seconds = arg("--ms", arg("--seconds", 2) * 1000) as f64 / 1000.0;
     let pki = Pki::new("bench");
     let server = if std::env::args().any(|a| a == "--nginx") {
         nginx(&pki)
@@ -165,9 +167,9 @@ fn main() {
     println!("TLS keep-alive, {seconds} s per run, {reps} alternating pairs");
     // CPU is this process's: the clients' alone against nginx, with the server's in process.
     println!(
-        "| threads | raw req/s | call req/s | call / raw | raw CPU us/req | call CPU us/req |"
+        "| threads | raw req/s | call req/s | call / raw | pairs' range | raw CPU us/req | call CPU us/req |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|");
     let (before_requests, before_handshakes) = server.counts();
     for threads in [1, 8] {
         let mut ratios = Vec::new();
@@ -187,8 +189,11 @@ fn main() {
             call_cpu.push(c.1);
             ratios.push(c.0 / r.0);
         }
+        // The spread says how far one pair is to be trusted on this machine.
+        let lowest = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let highest = ratios.iter().copied().fold(0.0, f64::max);
         println!(
-            "| {threads} | {:.0} | {:.0} | {:.3} | {:.1} | {:.1} |",
+            "| {threads} | {:.0} | {:.0} | {:.3} | {lowest:.3}-{highest:.3} | {:.1} | {:.1} |",
             median(raws),
             median(calls),
             median(ratios),

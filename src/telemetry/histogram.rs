@@ -1,10 +1,16 @@
 //! A lock-free latency histogram: log-linear buckets of atomic counters.
 //!
-//! Recording is one index computation and one relaxed `fetch_add`, so any number of
-//! threads record into one histogram without a lock (HdrHistogram's `record` needs
-//! `&mut`, which would mean a mutex on the hot path). Values are microseconds; each
-//! power of two is split into 32 buckets, so a reported percentile is within 1/32
-//! (about 3%) of the true value. Memory is fixed: about 8 KiB.
+//! Recording is one index computation and relaxed atomics, so any number of threads
+//! record into one histogram without a lock (HdrHistogram's `record` needs `&mut`,
+//! which would mean a mutex on the hot path). Values are microseconds; each power of
+//! two is split into 32 buckets, so a reported percentile is within 1/32 (about 3%) of
+//! the true value. Memory is fixed: about 8 KiB.
+//!
+//! Every write to a counter another core wrote last moves its cache line between the
+//! cores, and threads on two cores recording into one histogram did little else: so a
+//! record writes the value's bucket and the sum only (the count is the buckets' total,
+//! read when asked; the extremes are written only when they move, and a zero adds
+//! nothing to the sum), and the sum and the extremes sit on lines of their own.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,20 +27,21 @@ const BUCKETS: usize =
 
 pub(crate) struct Histogram {
     buckets: Box<[AtomicU64]>,
-    count: AtomicU64,
-    sum: AtomicU64,
-    min: AtomicU64,
-    max: AtomicU64,
+    sum: Line<AtomicU64>,
+    /// Smallest and largest values: written rarely, read on every record.
+    extremes: Line<[AtomicU64; 2]>,
 }
+
+/// A cache line of its own.
+#[repr(align(128))]
+struct Line<T>(T);
 
 impl Default for Histogram {
     fn default() -> Self {
         Histogram {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            count: AtomicU64::new(0),
-            sum: AtomicU64::new(0),
-            min: AtomicU64::new(u64::MAX),
-            max: AtomicU64::new(0),
+            sum: Line(AtomicU64::new(0)),
+            extremes: Line([AtomicU64::new(u64::MAX), AtomicU64::new(0)]),
         }
     }
 }
@@ -102,19 +109,31 @@ impl Histogram {
     pub fn record(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
         self.buckets[index(us)].fetch_add(1, Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum.fetch_add(us, Ordering::Relaxed);
-        self.min.fetch_min(us, Ordering::Relaxed);
-        self.max.fetch_max(us, Ordering::Relaxed);
+        if us > 0 {
+            self.sum.0.fetch_add(us, Ordering::Relaxed);
+        }
+        let [min, max] = &self.extremes.0;
+        if us < min.load(Ordering::Relaxed) {
+            min.fetch_min(us, Ordering::Relaxed);
+        }
+        if us > max.load(Ordering::Relaxed) {
+            max.fetch_max(us, Ordering::Relaxed);
+        }
     }
 
+    /// Values recorded.
     pub fn count(&self) -> u64 {
-        self.count.load(Ordering::Relaxed)
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
     /// The sum of every value recorded, in microseconds.
     pub fn sum_us(&self) -> u64 {
-        self.sum.load(Ordering::Relaxed)
+        self.sum.0.load(Ordering::Relaxed)
+    }
+
+    fn min_max(&self) -> (u64, u64) {
+        let [min, max] = &self.extremes.0;
+        (min.load(Ordering::Relaxed), max.load(Ordering::Relaxed))
     }
 
     /// For each bound (microseconds, ascending), how many values were at most that bound,
@@ -148,10 +167,7 @@ impl Histogram {
         if total == 0 {
             return out;
         }
-        let (min, max) = (
-            self.min.load(Ordering::Relaxed),
-            self.max.load(Ordering::Relaxed),
-        );
+        let (min, max) = self.min_max();
         let ranks = qs.map(|q| ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1));
         let (mut next, mut seen) = (0, 0);
         for (i, b) in self.buckets.iter().enumerate() {
@@ -177,10 +193,11 @@ impl Histogram {
         }
         let ms = |us: u64| us as f64 / 1000.0;
         let [p50, p90, p99] = self.quantiles_us([0.50, 0.90, 0.99]);
+        let (min, max) = self.min_max();
         LatencySummary {
-            avg: ms(self.sum.load(Ordering::Relaxed)) / count as f64,
-            min: ms(self.min.load(Ordering::Relaxed)),
-            max: ms(self.max.load(Ordering::Relaxed)),
+            avg: ms(self.sum_us()) / count as f64,
+            min: ms(min),
+            max: ms(max),
             p50: ms(p50),
             p90: ms(p90),
             p99: ms(p99),
