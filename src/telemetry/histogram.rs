@@ -10,7 +10,9 @@
 //! cores, and threads on two cores recording into one histogram did little else: so a
 //! record writes the value's bucket and the sum only (the count is the buckets' total,
 //! read when asked; the extremes are written only when they move, and a zero adds
-//! nothing to the sum), and the sum and the extremes sit on lines of their own.
+//! nothing to the sum), and the sum and the extremes sit apart from the buckets and from
+//! each other, at the end of the buckets' allocation (after the buckets of hours, which
+//! are never written), so the histogram grows by no padding where it is embedded.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -25,24 +27,23 @@ const MAX_EXP: u32 = 35;
 const BUCKETS: usize =
     LINEAR as usize + ((MAX_EXP - LINEAR.trailing_zeros() + 1) as usize) * SUB as usize;
 
-pub(crate) struct Histogram {
-    buckets: Box<[AtomicU64]>,
-    sum: Line<AtomicU64>,
-    /// Smallest and largest values: written rarely, read on every record.
-    extremes: Line<[AtomicU64; 2]>,
-}
+/// Where the sum and the extremes are kept after the buckets: 64 bytes and more from the
+/// last bucket and from each other, so never on one cache line.
+const SUM: usize = BUCKETS + 8;
+const MIN: usize = SUM + 8;
+const MAX: usize = MIN + 1;
+const SLOTS: usize = MAX + 1;
 
-/// A cache line of its own.
-#[repr(align(128))]
-struct Line<T>(T);
+pub(crate) struct Histogram {
+    /// The buckets, then the sum and the smallest and largest values (see [`SUM`]).
+    slots: Box<[AtomicU64]>,
+}
 
 impl Default for Histogram {
     fn default() -> Self {
-        Histogram {
-            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
-            sum: Line(AtomicU64::new(0)),
-            extremes: Line([AtomicU64::new(u64::MAX), AtomicU64::new(0)]),
-        }
+        let slots: Box<[AtomicU64]> = (0..SLOTS).map(|_| AtomicU64::new(0)).collect();
+        slots[MIN].store(u64::MAX, Ordering::Relaxed);
+        Histogram { slots }
     }
 }
 
@@ -74,7 +75,7 @@ fn value_at(index: usize) -> u64 {
 /// Heap bytes of one histogram.
 #[allow(dead_code)] // read by the benchmarks
 pub(crate) fn heap_bytes() -> usize {
-    BUCKETS * std::mem::size_of::<AtomicU64>()
+    SLOTS * std::mem::size_of::<AtomicU64>()
 }
 
 /// The smallest value above every value of a bucket, in microseconds.
@@ -108,11 +109,11 @@ pub struct LatencySummary {
 impl Histogram {
     pub fn record(&self, d: Duration) {
         let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
-        self.buckets[index(us)].fetch_add(1, Ordering::Relaxed);
+        self.slots[index(us)].fetch_add(1, Ordering::Relaxed);
         if us > 0 {
-            self.sum.0.fetch_add(us, Ordering::Relaxed);
+            self.slots[SUM].fetch_add(us, Ordering::Relaxed);
         }
-        let [min, max] = &self.extremes.0;
+        let (min, max) = (&self.slots[MIN], &self.slots[MAX]);
         if us < min.load(Ordering::Relaxed) {
             min.fetch_min(us, Ordering::Relaxed);
         }
@@ -123,17 +124,24 @@ impl Histogram {
 
     /// Values recorded.
     pub fn count(&self) -> u64 {
-        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+        self.buckets()
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    fn buckets(&self) -> &[AtomicU64] {
+        &self.slots[..BUCKETS]
     }
 
     /// The sum of every value recorded, in microseconds.
     pub fn sum_us(&self) -> u64 {
-        self.sum.0.load(Ordering::Relaxed)
+        self.slots[SUM].load(Ordering::Relaxed)
     }
 
     fn min_max(&self) -> (u64, u64) {
-        let [min, max] = &self.extremes.0;
-        (min.load(Ordering::Relaxed), max.load(Ordering::Relaxed))
+        let load = |i: usize| self.slots[i].load(Ordering::Relaxed);
+        (load(MIN), load(MAX))
     }
 
     /// For each bound (microseconds, ascending), how many values were at most that bound,
@@ -144,7 +152,7 @@ impl Histogram {
         let mut next = 0;
         // Bucket tops ascend, so each bound's count is the running total before the first
         // bucket that reaches past it.
-        for (i, b) in self.buckets.iter().enumerate() {
+        for (i, b) in self.buckets().iter().enumerate() {
             let top = upper_bound(i) - 1;
             while next < bounds_us.len() && top > bounds_us[next] {
                 out[next] = seen;
@@ -163,14 +171,18 @@ impl Histogram {
     /// the buckets; zeros when empty.
     pub fn quantiles_us<const N: usize>(&self, qs: [f64; N]) -> [u64; N] {
         let mut out = [0; N];
-        let total: u64 = self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum();
+        let total: u64 = self
+            .buckets()
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .sum();
         if total == 0 {
             return out;
         }
         let (min, max) = self.min_max();
         let ranks = qs.map(|q| ((q.clamp(0.0, 1.0) * total as f64).ceil() as u64).max(1));
         let (mut next, mut seen) = (0, 0);
-        for (i, b) in self.buckets.iter().enumerate() {
+        for (i, b) in self.buckets().iter().enumerate() {
             seen += b.load(Ordering::Relaxed);
             while next < N && seen >= ranks[next] {
                 // Never report beyond what was seen.
