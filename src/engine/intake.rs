@@ -27,7 +27,10 @@ impl Core {
         if svc.admission.has_waiting_at_or_above(request.priority)
             || svc.hedge_after(&request).is_some()
         {
-            return self.enqueue(service, eligible, request, false)?.0.wait();
+            return self
+                .enqueue(service, eligible, request, false, now)?
+                .0
+                .wait();
         }
         let deadline = request.deadline(now, svc.deadline);
         let active = self.activity.enter();
@@ -63,10 +66,11 @@ impl Core {
     /// is left to the workers: its waiter must be free to take whichever answer comes
     /// first.
     pub fn queue_request(self: &Arc<Self>, request: Request) -> Result<Ticket, Error> {
-        let (service, eligible) = self.admit(&request, self.clock.now())?;
+        let now = self.clock.now();
+        let (service, eligible) = self.admit(&request, now)?;
         let priority = request.priority;
         let may_run_here = self.services[service].hedge_after(&request).is_none();
-        let (mut ticket, shared) = self.enqueue(service, eligible, request, may_run_here)?;
+        let (mut ticket, shared) = self.enqueue(service, eligible, request, may_run_here, now)?;
         let Some(shared) = shared else {
             return Ok(ticket);
         };
@@ -116,16 +120,16 @@ impl Core {
         Ok(())
     }
 
-    /// Queues a request with a ticket for its outcome; `shared`, the job is also its
-    /// waiter's to take (see [`Core::queue_request`]).
+    /// Queues a request admitted at clock time `now` with a ticket for its outcome;
+    /// `shared`, the job is also its waiter's to take (see [`Core::queue_request`]).
     fn enqueue(
         &self,
         service: usize,
         eligible: IndexSet,
         request: Request,
         shared: bool,
+        now: Duration,
     ) -> Result<(Ticket, Option<SharedJob>), Error> {
-        let now = self.clock.now();
         let deadline = request.deadline(now, self.services[service].deadline);
         let (ticket, sink) = Ticket::new(self.clock.clone(), now, deadline);
         let shared =

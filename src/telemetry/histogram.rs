@@ -171,11 +171,7 @@ impl Histogram {
     /// the buckets; zeros when empty.
     pub fn quantiles_us<const N: usize>(&self, qs: [f64; N]) -> [u64; N] {
         let mut out = [0; N];
-        let total: u64 = self
-            .buckets()
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .sum();
+        let total = self.count();
         if total == 0 {
             return out;
         }
