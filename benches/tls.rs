@@ -13,6 +13,7 @@
 //!     bash benches/tls.sh --reps 21 --ms 500     # many short pairs on a noisy machine
 //!     RAW_TIMEOUTS=1 cargo bench --bench tls     # raw ureq with timeouts like call()'s
 //!     PROFILE=call cargo bench --bench tls -- --threads 8   # one client alone, for a profiler
+//!     (PROFILE=raw, agent: the provider's agent bare, transport: its transport bare)
 
 mod support;
 // Shared with the tests, which use more of it.
@@ -153,8 +154,14 @@ fn main() {
         let mut r = bare.get(format!("{url}/q?n={n}")).call().unwrap();
         let _ = r.body_mut().read_to_vec().unwrap();
     };
+    // Its transport without the balancer: splits call()'s cost into exchange and balancer.
+    let transport = switchyard::bench_support::ProviderTransport::new(&text);
+    let by_transport = |n: u64| {
+        transport.get(&format!("{url}/q?n={n}")).unwrap();
+    };
     if let Ok(client) = std::env::var("PROFILE") {
         let one: &(dyn Fn(u64) + Sync) = match client.as_str() {
+            "transport" => &by_transport,
             "raw" => &by_raw,
             "agent" => &by_agent,
             _ => &by_call,

@@ -151,3 +151,44 @@ fn resolved(toml: &str) -> Resolved {
         .and_then(|c| c.resolve())
         .unwrap_or_else(|e| panic!("bench configuration: {e}"))
 }
+
+/// A provider's transport (its agent behind the balancer's `Transport::send`) without the
+/// balancer: what the exchange itself costs, between the bare agent and `call()`.
+pub struct ProviderTransport {
+    transport: std::sync::Arc<dyn crate::upstream::transport::Transport>,
+    attempt_cap: Duration,
+    max_response_bytes: u64,
+}
+
+impl ProviderTransport {
+    /// The first provider of the first service of `toml`.
+    pub fn new(toml: &str) -> ProviderTransport {
+        let resolved = resolved(toml);
+        let provider = &resolved.services[0].providers[0];
+        ProviderTransport {
+            transport: http::connect(provider, Duration::from_secs(1)),
+            attempt_cap: Duration::from_millis(provider.pool.request_timeout_ms)
+                * http::ATTEMPT_CAP_FACTOR,
+            max_response_bytes: provider.pool.max_response_bytes,
+        }
+    }
+
+    /// GETs `url` as an attempt would; the body's length, or the attempt's error.
+    pub fn get(&self, url: &str) -> Result<usize, String> {
+        let out = crate::upstream::transport::Outgoing {
+            provider: "bench",
+            method: crate::foundation::request::Method::Get,
+            url,
+            headers: &[],
+            extra_headers: &[],
+            body: None,
+            timeout: self.attempt_cap,
+            max_response_bytes: self.max_response_bytes,
+            follow_redirects: false,
+        };
+        match self.transport.send(&out) {
+            Ok(answer) => Ok(answer.body.len()),
+            Err(failure) => Err(failure.error.to_string()),
+        }
+    }
+}

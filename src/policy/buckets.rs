@@ -28,14 +28,26 @@ impl<const K: usize, const N: usize> Buckets<K, N> {
 
     /// Adds `counts` to the slice that holds clock time `now`.
     pub fn add(&mut self, now: Duration, counts: [u64; K]) {
+        for (total, n) in self.current(now).iter_mut().zip(counts) {
+            *total = total.saturating_add(n);
+        }
+    }
+
+    /// Adds one to count `k` alone: a latency bucket or a request touches one line of a
+    /// wide slice, not all of them.
+    pub fn bump(&mut self, now: Duration, k: usize) {
+        let total = &mut self.current(now)[k];
+        *total = total.saturating_add(1);
+    }
+
+    /// The counts of the slice that holds `now`, emptied first when its slot held an older one.
+    fn current(&mut self, now: Duration) -> &mut [u64; K] {
         let slice = self.slice(now);
         let slot = &mut self.slots[slice as usize % N];
         if slot.0 != slice {
             *slot = (slice, [0; K]);
         }
-        for (total, n) in slot.1.iter_mut().zip(counts) {
-            *total = total.saturating_add(n);
-        }
+        &mut slot.1
     }
 
     /// Sums the last `slices` slices before `now`, with the one in progress or without it.
@@ -65,6 +77,23 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_bump_adds_one_to_one_count_of_the_current_slice() {
+        let mut b: Buckets<3, 4> = Buckets::new(10 * MS);
+        b.add(Duration::ZERO, [1, 1, 1]);
+        b.bump(5 * MS, 2);
+        b.bump(5 * MS, 2);
+        assert_eq!(b.sum(5 * MS, 1, true), [1, 1, 3]);
+        // In a slice whose slot held an older one, the slot is emptied first.
+        b.bump(40 * MS, 0);
+        assert_eq!(b.sum(40 * MS, 1, true), [1, 0, 0]);
+        assert_eq!(
+            b.sum(40 * MS, 4, true),
+            [1, 0, 0],
+            "the slice of 0 ms is gone"
+        );
+    }
 
     #[test]
     fn slices_expire_as_time_passes() {

@@ -47,6 +47,9 @@ pub(crate) struct RetryBudget {
 }
 
 const SLICES: usize = 10;
+/// The counts of a slice.
+const REQUESTS: usize = 0;
+const RETRIES: usize = 1;
 
 impl RetryBudget {
     pub fn new(retry: &RetryConfig, clock: SharedClock) -> RetryBudget {
@@ -63,7 +66,7 @@ impl RetryBudget {
 
     /// Counts a caller's request, admitted at clock time `now`.
     pub fn deposit(&self, now: Duration) {
-        self.counts.lock().add(now, [1, 0]);
+        self.counts.lock().bump(now, REQUESTS);
     }
 
     /// Takes one retry if the budget has it.
@@ -73,7 +76,7 @@ impl RetryBudget {
         let [requests, retries] = counts.sum(now, SLICES as u64, true);
         let allowed = self.ratio * requests as f64 + self.floor_per_sec * self.window.as_secs_f64();
         if (retries as f64) < allowed {
-            counts.add(now, [0, 1]);
+            counts.bump(now, RETRIES);
             true
         } else {
             false

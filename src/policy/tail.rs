@@ -31,9 +31,7 @@ impl LatencyTail {
             .iter()
             .position(|b| ms <= *b)
             .unwrap_or(BOUNDS_MS.len());
-        let mut add = [0; COUNTS];
-        add[at] = 1;
-        self.counts.lock().add(now, add);
+        self.counts.lock().bump(now, at);
     }
 
     /// The window's 99th percentile as the upper bound of its bucket (above the last

@@ -44,6 +44,9 @@ pub(crate) struct Service {
     listing: HashMap<String, IndexSet, ByName>,
     /// Whether any endpoint template has a `{param}` (then requests are checked for it).
     has_params: bool,
+    /// Whether a provider has a price: only then can `cost_aware` run, the one reader of
+    /// the latency tails, so only then are they recorded.
+    keeps_tails: bool,
     /// Endpoints whose identical requests do not share calls (`coalesce = false`).
     alone: std::collections::HashSet<String, ByName>,
     /// Endpoints whose requests are hedged, and after how long (`hedge_after_ms`).
@@ -146,6 +149,7 @@ impl Service {
                 .filter(|(_, o)| o.hedge_after_ms > 0)
                 .map(|(name, o)| (name.clone(), Duration::from_millis(o.hedge_after_ms)))
                 .collect(),
+            keeps_tails: config.providers.iter().any(|p| p.cost_per_request > 0.0),
             has_params: config
                 .providers
                 .iter()
@@ -329,7 +333,9 @@ impl Service {
             failure => {
                 let transition = p.breaker.record_at(permit, failure.is_some(), elapsed, now);
                 self.notify(index, transition);
-                p.tail.record(elapsed, now);
+                if self.keeps_tails {
+                    p.tail.record(elapsed, now);
+                }
                 match failure {
                     None => {
                         p.stats.record_success(elapsed, now);

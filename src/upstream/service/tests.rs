@@ -148,3 +148,30 @@ fn cost_aware_waits_for_the_cheapest_seat_and_a_pricier_release_does_not_take_it
         Some(Ok(_))
     ));
 }
+
+#[test]
+fn latency_tails_are_kept_only_where_cost_aware_can_read_them() {
+    let ended = |s: &Service| {
+        let all = s.eligible_for(&Request::get("s", "/x")).unwrap();
+        let none = IndexSet::default();
+        let Pick::Slot(slot) = s.acquire(&want(&all, &none, 0)) else {
+            panic!("a free seat")
+        };
+        let end = AttemptEnd {
+            failure: None,
+            status: Some(200),
+            announced: Default::default(),
+            elapsed: Duration::from_millis(40),
+            now: Duration::from_secs(1),
+        };
+        s.record_attempt(slot.index, slot.permit, slot.grant, &end);
+        s.providers[slot.index].tail.p99(Duration::from_secs(1))
+    };
+    let unpriced = service(&providers(&[("a", 1, 1)]));
+    assert_eq!(ended(&unpriced), None, "no price: cost_aware can never run");
+    let priced = service(&format!(
+        "{}cost_per_request = 0.01\n",
+        providers(&[("a", 1, 1)])
+    ));
+    assert_eq!(ended(&priced), Some((Duration::from_millis(50), 1)));
+}
