@@ -443,12 +443,21 @@ impl Service {
         let mut busy = IndexSet::default();
         // Each round refuses or finds busy one more provider, or returns.
         for _ in 0..=n {
-            let any_up = (0..n).any(|i| {
-                self.candidate(want, i, now, &refused) && !self.providers[i].health.is_down()
-            });
-            let usable = |i: usize| {
-                self.candidate(want, i, now, &refused)
-                    && (!any_up || !self.providers[i].health.is_down())
+            // Each provider is looked at once a round; the strategy and the tiers below
+            // ask the sets.
+            let (mut candidates, mut up) = (IndexSet::default(), IndexSet::default());
+            for i in 0..n {
+                if self.candidate(want, i, now, &refused) {
+                    candidates.insert(i);
+                    if !self.providers[i].health.is_down() {
+                        up.insert(i);
+                    }
+                }
+            }
+            let any_up = !up.is_empty();
+            let usable = |i: usize| match any_up {
+                true => up.contains(i),
+                false => candidates.contains(i),
             };
             let waits_in = |tier: u8| due_by_tier[usize::from(tier).min(3)];
             let Some(tier) = (0..n)
