@@ -167,8 +167,7 @@ impl ProviderTransport {
         let provider = &resolved.services[0].providers[0];
         ProviderTransport {
             transport: http::connect(provider, Duration::from_secs(1)),
-            attempt_cap: Duration::from_millis(provider.pool.request_timeout_ms)
-                * http::ATTEMPT_CAP_FACTOR,
+            attempt_cap: http::attempt_cap(provider),
             max_response_bytes: provider.pool.max_response_bytes,
         }
     }

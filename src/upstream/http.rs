@@ -31,6 +31,11 @@ const NAME_TTL: Duration = Duration::from_secs(60);
 /// after this many times that (a provider trickling bytes).
 pub(crate) const ATTEMPT_CAP_FACTOR: u32 = 2;
 
+/// The longest one attempt to a provider may take: `request_timeout_ms` x the cap factor.
+pub(crate) fn attempt_cap(config: &ResolvedProvider) -> Duration {
+    Duration::from_millis(config.pool.request_timeout_ms) * ATTEMPT_CAP_FACTOR
+}
+
 /// Input buffer of a connection, and the largest response head accepted.
 const CONNECTION_BUFFER: usize = 32 * 1024;
 
@@ -211,7 +216,7 @@ pub(crate) struct UreqTransport {
 pub(crate) fn connect(config: &ResolvedProvider, health_timeout: Duration) -> Arc<dyn Transport> {
     Arc::new(UreqTransport {
         agent: agent(config),
-        agent_timeout: Duration::from_millis(config.pool.request_timeout_ms) * ATTEMPT_CAP_FACTOR,
+        agent_timeout: attempt_cap(config),
         health_agent: health_agent(config, health_timeout),
     })
 }

@@ -143,8 +143,7 @@ impl Provider {
                 .collect(),
             secrets,
             transport: connect(config, health_timeout),
-            attempt_cap: Duration::from_millis(config.pool.request_timeout_ms)
-                * http::ATTEMPT_CAP_FACTOR,
+            attempt_cap: http::attempt_cap(config),
             in_flight: Arc::default(),
             stats: ProviderStats::default(),
             breaker: Breaker::new(config.circuit_breaker.clone(), clock.clone()),

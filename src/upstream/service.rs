@@ -44,9 +44,9 @@ pub(crate) struct Service {
     listing: HashMap<String, IndexSet, ByName>,
     /// Whether any endpoint template has a `{param}` (then requests are checked for it).
     has_params: bool,
-    /// Whether a provider has a price: only then can `cost_aware` run, the one reader of
-    /// the latency tails, so only then are they recorded.
-    keeps_tails: bool,
+    /// Whether a provider has a price: only then can `cost_aware` run, so only then are
+    /// the latency tails, its one input no other strategy reads, recorded.
+    priced: bool,
     /// Endpoints whose identical requests do not share calls (`coalesce = false`).
     alone: std::collections::HashSet<String, ByName>,
     /// Endpoints whose requests are hedged, and after how long (`hedge_after_ms`).
@@ -149,7 +149,7 @@ impl Service {
                 .filter(|(_, o)| o.hedge_after_ms > 0)
                 .map(|(name, o)| (name.clone(), Duration::from_millis(o.hedge_after_ms)))
                 .collect(),
-            keeps_tails: config.providers.iter().any(|p| p.cost_per_request > 0.0),
+            priced: config.providers.iter().any(|p| p.cost_per_request > 0.0),
             has_params: config
                 .providers
                 .iter()
@@ -221,9 +221,7 @@ impl Service {
     /// Switches the strategy; `cost_aware` needs a price on at least one provider, as
     /// at load.
     pub fn set_strategy(&self, kind: StrategyKind) -> Result<(), Error> {
-        if kind == StrategyKind::CostAware
-            && self.providers.iter().all(|p| p.cost_per_request == 0.0)
-        {
+        if kind == StrategyKind::CostAware && !self.priced {
             return Err(Error::InvalidArgument(format!(
                 "cost_aware needs a cost_per_request on at least one provider of `{}`",
                 self.name
@@ -333,7 +331,7 @@ impl Service {
             failure => {
                 let transition = p.breaker.record_at(permit, failure.is_some(), elapsed, now);
                 self.notify(index, transition);
-                if self.keeps_tails {
+                if self.priced {
                     p.tail.record(elapsed, now);
                 }
                 match failure {
@@ -443,8 +441,8 @@ impl Service {
         let mut busy = IndexSet::default();
         // Each round refuses or finds busy one more provider, or returns.
         for _ in 0..=n {
-            // Each provider is looked at once a round; the strategy and the tiers below
-            // ask the sets.
+            // Each provider is looked at once a round; the tiers and the strategy below ask
+            // the set. Health checks' "down" counts unless every candidate is down.
             let (mut candidates, mut up) = (IndexSet::default(), IndexSet::default());
             for i in 0..n {
                 if self.candidate(want, i, now, &refused) {
@@ -454,11 +452,8 @@ impl Service {
                     }
                 }
             }
-            let any_up = !up.is_empty();
-            let usable = |i: usize| match any_up {
-                true => up.contains(i),
-                false => candidates.contains(i),
-            };
+            let usable = if up.is_empty() { candidates } else { up };
+            let usable = |i: usize| usable.contains(i);
             let waits_in = |tier: u8| due_by_tier[usize::from(tier).min(3)];
             let Some(tier) = (0..n)
                 .filter(|&i| usable(i))
