@@ -343,7 +343,13 @@ impl Request {
         if self.endpoint.is_empty() {
             return invalid("endpoint is empty".into());
         }
-        if self.is_raw_path() {
+        // A path of plain characters without escapes passes every check below.
+        if self.is_raw_path()
+            && !self
+                .endpoint
+                .bytes()
+                .all(|b| b != b'%' && is_plain_path_byte(b))
+        {
             if let Some(c) = self
                 .endpoint
                 .chars()

@@ -391,6 +391,10 @@ impl Breaker {
         if inner.consecutive_failures >= self.config.failure_threshold {
             return true;
         }
+        // Both rate thresholds are above zero.
+        if !inner.window.may_hold_bad(now) {
+            return false;
+        }
         let (calls, failures, slow) = inner.window.totals(now);
         if calls < u64::from(self.config.minimum_calls) {
             return false;
@@ -507,12 +511,19 @@ fn set_state(inner: &mut Inner, state: &AtomicU8, to: CircuitState) -> Option<Tr
 
 /// The rolling window of the rate rules: time buckets, or the last N calls.
 enum Window {
-    /// Calls, failures and slow calls per tenth of `window_ms`.
-    Time(Box<Buckets<3, TIME_BUCKETS>>),
+    Time {
+        /// Calls, failures and slow calls per tenth of `span`.
+        buckets: Box<Buckets<3, TIME_BUCKETS>>,
+        span: Duration,
+        /// When the last failed or slow call was recorded.
+        last_bad: Option<Duration>,
+    },
     Count {
         ring: Vec<u8>,
         next: usize,
         filled: usize,
+        /// Live entries that failed or were slow.
+        bad: usize,
     },
 }
 
@@ -527,29 +538,59 @@ impl Window {
                 ring: vec![0; config.window_calls as usize],
                 next: 0,
                 filled: 0,
+                bad: 0,
             }
         } else {
-            Window::Time(Box::new(Buckets::new(
-                Duration::from_millis(config.window_ms).div_f64(TIME_BUCKETS as f64),
-            )))
+            let span = Duration::from_millis(config.window_ms);
+            Window::Time {
+                buckets: Box::new(Buckets::new(span.div_f64(TIME_BUCKETS as f64))),
+                span,
+                last_bad: None,
+            }
         }
     }
 
     fn record(&mut self, now: Duration, failed: bool, slow: bool) {
         match self {
-            Window::Time(buckets) => buckets.add(now, [1, u64::from(failed), u64::from(slow)]),
-            Window::Count { ring, next, filled } => {
-                ring[*next] = if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
+            Window::Time {
+                buckets, last_bad, ..
+            } => {
+                buckets.add(now, [1, u64::from(failed), u64::from(slow)]);
+                if failed || slow {
+                    *last_bad = Some(now);
+                }
+            }
+            Window::Count {
+                ring,
+                next,
+                filled,
+                bad,
+            } => {
+                let entry = if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
+                let leaving = std::mem::replace(&mut ring[*next], entry);
+                // Before the ring is full, the entry replaced is an unused zero.
+                *bad = *bad + usize::from(entry != 0) - usize::from(leaving != 0);
                 *next = (*next + 1) % ring.len();
                 *filled = (*filled + 1).min(ring.len());
             }
         }
     }
 
+    /// Whether a failed or slow call may be inside the window: without one, no rate can
+    /// open the circuit, and a healthy provider's every answer need not sum the window.
+    fn may_hold_bad(&self, now: Duration) -> bool {
+        match self {
+            Window::Time { span, last_bad, .. } => {
+                last_bad.is_some_and(|at| now.saturating_sub(at) < *span)
+            }
+            Window::Count { bad, .. } => *bad > 0,
+        }
+    }
+
     /// Calls, failures and slow calls inside the window.
     fn totals(&self, now: Duration) -> (u64, u64, u64) {
         match self {
-            Window::Time(buckets) => {
+            Window::Time { buckets, .. } => {
                 let [calls, failures, slow] = buckets.sum(now, TIME_BUCKETS as u64, true);
                 (calls, failures, slow)
             }
@@ -563,11 +604,22 @@ impl Window {
 
     fn clear(&mut self) {
         match self {
-            Window::Time(buckets) => buckets.clear(),
-            Window::Count { ring, next, filled } => {
+            Window::Time {
+                buckets, last_bad, ..
+            } => {
+                buckets.clear();
+                *last_bad = None;
+            }
+            Window::Count {
+                ring,
+                next,
+                filled,
+                bad,
+            } => {
                 ring.fill(0);
                 *next = 0;
                 *filled = 0;
+                *bad = 0;
             }
         }
     }

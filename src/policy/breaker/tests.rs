@@ -302,3 +302,47 @@ fn another_processes_changes_reach_the_circuit() {
     // An opening already over changes nothing.
     assert!(remote.opened(clock.to_system(clock.now())).is_none());
 }
+
+#[test]
+fn a_window_without_a_bad_call_is_never_summed_wrongly() {
+    let ms = Duration::from_millis;
+    let mut time = Window::new(&BreakerConfig {
+        window_ms: 1000,
+        ..BreakerConfig::default()
+    });
+    time.record(ms(0), true, false);
+    assert!(time.may_hold_bad(ms(999)));
+    assert!(!time.may_hold_bad(ms(1000)), "a window's length on");
+    time.record(ms(1000), false, true);
+    assert!(time.may_hold_bad(ms(1500)), "a slow call counts");
+    time.clear();
+    assert!(!time.may_hold_bad(ms(1500)));
+
+    let mut count = Window::new(&BreakerConfig {
+        window_calls: 3,
+        ..BreakerConfig::default()
+    });
+    count.record(ms(0), true, false);
+    count.record(ms(0), false, false);
+    count.record(ms(0), false, false);
+    assert!(count.may_hold_bad(ms(0)));
+    count.record(ms(0), false, false);
+    assert!(!count.may_hold_bad(ms(0)), "the failure left the ring");
+
+    // Whenever a window says it holds none, its totals agree, in either kind.
+    for mut w in [time, count] {
+        for i in 0..400u64 {
+            let now = ms(i * 37);
+            w.record(now, i % 7 == 0, i % 11 == 0);
+            for later in [now, now + ms(600), now + ms(1200)] {
+                let (_, failures, slow) = w.totals(later);
+                if !w.may_hold_bad(later) {
+                    assert_eq!((failures, slow), (0, 0), "call {i}");
+                }
+            }
+            if i % 50 == 0 {
+                w.clear();
+            }
+        }
+    }
+}
