@@ -522,8 +522,9 @@ enum Window {
         ring: Vec<u8>,
         next: usize,
         filled: usize,
-        /// Live entries that failed or were slow.
-        bad: usize,
+        /// Live entries that failed, and that were slow: kept as entries come and go.
+        failures: u64,
+        slow: u64,
     },
 }
 
@@ -538,7 +539,8 @@ impl Window {
                 ring: vec![0; config.window_calls as usize],
                 next: 0,
                 filled: 0,
-                bad: 0,
+                failures: 0,
+                slow: 0,
             }
         } else {
             let span = Duration::from_millis(config.window_ms);
@@ -564,12 +566,15 @@ impl Window {
                 ring,
                 next,
                 filled,
-                bad,
+                failures,
+                slow: slows,
             } => {
                 let entry = if failed { FAILED } else { 0 } | if slow { SLOW } else { 0 };
-                let leaving = std::mem::replace(&mut ring[*next], entry);
                 // Before the ring is full, the entry replaced is an unused zero.
-                *bad = *bad + usize::from(entry != 0) - usize::from(leaving != 0);
+                let leaving = std::mem::replace(&mut ring[*next], entry);
+                let has = |entry: u8, flag: u8| u64::from(entry & flag != 0);
+                *failures = *failures + has(entry, FAILED) - has(leaving, FAILED);
+                *slows = *slows + has(entry, SLOW) - has(leaving, SLOW);
                 *next = (*next + 1) % ring.len();
                 *filled = (*filled + 1).min(ring.len());
             }
@@ -583,7 +588,7 @@ impl Window {
             Window::Time { span, last_bad, .. } => {
                 last_bad.is_some_and(|at| now.saturating_sub(at) < *span)
             }
-            Window::Count { bad, .. } => *bad > 0,
+            Window::Count { failures, slow, .. } => *failures > 0 || *slow > 0,
         }
     }
 
@@ -594,11 +599,12 @@ impl Window {
                 let [calls, failures, slow] = buckets.sum(now, TIME_BUCKETS as u64, true);
                 (calls, failures, slow)
             }
-            Window::Count { ring, filled, .. } => {
-                let live = &ring[..*filled];
-                let count = |flag: u8| live.iter().filter(|v| **v & flag != 0).count() as u64;
-                (*filled as u64, count(FAILED), count(SLOW))
-            }
+            Window::Count {
+                filled,
+                failures,
+                slow,
+                ..
+            } => (*filled as u64, *failures, *slow),
         }
     }
 
@@ -614,12 +620,11 @@ impl Window {
                 ring,
                 next,
                 filled,
-                bad,
+                failures,
+                slow,
             } => {
                 ring.fill(0);
-                *next = 0;
-                *filled = 0;
-                *bad = 0;
+                (*next, *filled, *failures, *slow) = (0, 0, 0, 0);
             }
         }
     }

@@ -329,7 +329,8 @@ fn a_window_without_a_bad_call_is_never_summed_wrongly() {
     count.record(ms(0), false, false);
     assert!(!count.may_hold_bad(ms(0)), "the failure left the ring");
 
-    // Whenever a window says it holds none, its totals agree, in either kind.
+    // Whenever a window says it holds none, its totals agree, in either kind; the count
+    // window's running counts are those of its live entries.
     for mut w in [time, count] {
         for i in 0..400u64 {
             let now = ms(i * 37);
@@ -338,6 +339,15 @@ fn a_window_without_a_bad_call_is_never_summed_wrongly() {
                 let (_, failures, slow) = w.totals(later);
                 if !w.may_hold_bad(later) {
                     assert_eq!((failures, slow), (0, 0), "call {i}");
+                }
+                if let Window::Count { ring, filled, .. } = &w {
+                    let live = &ring[..*filled];
+                    let recount = |flag| live.iter().filter(|e| **e & flag != 0).count() as u64;
+                    assert_eq!(
+                        (failures, slow),
+                        (recount(FAILED), recount(SLOW)),
+                        "call {i}"
+                    );
                 }
             }
             if i % 50 == 0 {
