@@ -52,6 +52,7 @@ pub use foundation::config::{Config, StrategyKind};
 pub use foundation::error::{AttemptError, AttemptKind, ConfigError, Error, ErrorKind, QuotaWait};
 pub use foundation::request::{Method, Priority, Request};
 pub use foundation::response::Response;
+pub use foundation::text::Text;
 pub use policy::breaker::{CircuitEvent, CircuitInfo, CircuitState};
 pub use policy::window::{Recent, Throughput};
 #[cfg(feature = "dashboard")]

@@ -219,7 +219,7 @@ mod tests {
         let order: Vec<String> = std::iter::from_fn(|| receivers.try_next())
             .map(|next| match next {
                 Next::Ready(j) => format!("ready {}", j.request.endpoint),
-                Next::Queued(j) => j.request.endpoint,
+                Next::Queued(j) => j.request.endpoint.to_string(),
                 Next::Stop => "stop".into(),
             })
             .collect();

@@ -192,7 +192,7 @@ impl Core {
         request.validate()?;
         let index = self
             .service_index(&request.service)
-            .ok_or_else(|| Error::UnknownService(request.service.clone()))?;
+            .ok_or_else(|| Error::UnknownService(request.service.to_string()))?;
         let eligible = self.services[index].eligible_for(request)?;
         Ok((index, eligible))
     }

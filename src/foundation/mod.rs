@@ -12,3 +12,4 @@ pub(crate) mod secrets;
 pub(crate) mod shape;
 pub(crate) mod sync;
 pub(crate) mod template;
+pub(crate) mod text;

@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::foundation::error::Error;
+use crate::foundation::text::Text;
 
 /// How urgent a request is. Workers always take higher priorities first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -155,9 +156,9 @@ impl fmt::Display for Method {
 pub struct Request {
     pub(crate) fallback: Option<Fallback>,
     pub(crate) method: Method,
-    pub(crate) service: String,
-    pub(crate) endpoint: String,
-    pub(crate) params: Vec<(String, String)>,
+    pub(crate) service: Text,
+    pub(crate) endpoint: Text,
+    pub(crate) params: Vec<(Text, Text)>,
     pub(crate) headers: Vec<(String, String)>,
     pub(crate) body: Option<Vec<u8>>,
     pub(crate) priority: Priority,
@@ -175,7 +176,7 @@ impl Request {
 
     /// A request with any method. `endpoint` is a name the providers list, or a raw
     /// path starting with `/` that any provider of the service is sent.
-    pub fn new(method: Method, service: impl Into<String>, endpoint: impl Into<String>) -> Self {
+    pub fn new(method: Method, service: impl Into<Text>, endpoint: impl Into<Text>) -> Self {
         Request {
             fallback: None,
             method,
@@ -191,18 +192,18 @@ impl Request {
     }
 
     /// A `GET` request.
-    pub fn get(service: impl Into<String>, endpoint: impl Into<String>) -> Self {
+    pub fn get(service: impl Into<Text>, endpoint: impl Into<Text>) -> Self {
         Request::new(Method::Get, service, endpoint)
     }
 
     /// A `POST` request.
-    pub fn post(service: impl Into<String>, endpoint: impl Into<String>) -> Self {
+    pub fn post(service: impl Into<Text>, endpoint: impl Into<Text>) -> Self {
         Request::new(Method::Post, service, endpoint)
     }
 
     /// Adds a parameter: it fills `{name}` in the provider's path template, or else
     /// goes into the query string after the provider's own query.
-    pub fn param(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn param(mut self, name: impl Into<Text>, value: impl Into<Text>) -> Self {
         self.params.push((name.into(), value.into()));
         self
     }
@@ -303,7 +304,7 @@ impl Request {
     /// batch call, keyed like [`Request::call_key`].
     pub(crate) fn batch_key(&self, item: &str) -> u128 {
         let others = self.params.iter().filter(|(k, _)| k != item);
-        let others: Vec<&(String, String)> = others.collect();
+        let others: Vec<&(Text, Text)> = others.collect();
         keyed_hash((
             self.method,
             &self.endpoint,

@@ -1,5 +1,6 @@
 //! Endpoint path templates (`/v2/last/trade/{symbol}`) and URL encoding.
 
+use crate::foundation::text::Text;
 use std::fmt::Write;
 
 /// A parsed path template.
@@ -70,14 +71,14 @@ impl Template {
     }
 
     /// The first parameter the template needs that `params` lacks.
-    pub fn missing<'a>(&'a self, params: &[(String, String)]) -> Option<&'a str> {
+    pub fn missing<'a>(&'a self, params: &[(Text, Text)]) -> Option<&'a str> {
         self.params()
             .find(|needed| !params.iter().any(|(name, _)| name == needed))
     }
 
     /// Appends the filled path to `out`; returns a mask of which `params` it used.
     /// Callers check [`Template::missing`] first; a missing parameter renders empty.
-    pub fn render(&self, params: &[(String, String)], out: &mut String) -> u64 {
+    pub fn render(&self, params: &[(Text, Text)], out: &mut String) -> u64 {
         let mut used = 0u64;
         for part in &self.parts {
             match part {
@@ -119,12 +120,7 @@ pub(crate) fn encode_component(value: &str, out: &mut String) {
 
 /// Appends `k=v` (encoded) for each parameter `render` did not use (a bit per index in
 /// `used`), the first after `*sep`, the rest after `&`.
-pub(crate) fn append_unused(
-    params: &[(String, String)],
-    used: u64,
-    sep: &mut char,
-    out: &mut String,
-) {
+pub(crate) fn append_unused(params: &[(Text, Text)], used: u64, sep: &mut char, out: &mut String) {
     for (i, (k, v)) in params.iter().enumerate() {
         if i < 64 && used & (1 << i) != 0 {
             continue;
@@ -141,10 +137,10 @@ pub(crate) fn append_unused(
 mod tests {
     use super::*;
 
-    fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn p(pairs: &[(&str, &str)]) -> Vec<(Text, Text)> {
         pairs
             .iter()
-            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .map(|(a, b)| (Text::from(*a), Text::from(*b)))
             .collect()
     }
 

@@ -6,11 +6,12 @@ use serde_json::Value;
 use crate::foundation::config::ResolvedBatch;
 use crate::foundation::shape::Shape;
 use crate::foundation::template::{append_unused, encode_component};
+use crate::foundation::text::Text;
 
 /// The path and query of the batch call for `items` (distinct names), with the first
 /// request's other parameters filling the path or following in the query.
-pub(crate) fn target(batch: &ResolvedBatch, params: &[(String, String)], items: &[&str]) -> String {
-    let others: Vec<(String, String)> = params
+pub(crate) fn target(batch: &ResolvedBatch, params: &[(Text, Text)], items: &[&str]) -> String {
+    let others: Vec<(Text, Text)> = params
         .iter()
         .filter(|(k, _)| *k != batch.param)
         .cloned()
@@ -90,9 +91,9 @@ mod tests {
     #[test]
     fn the_call_lists_the_items_and_keeps_the_other_parameters() {
         let params = vec![
-            ("market".to_string(), "us".to_string()),
-            ("symbol".to_string(), "AAPL".to_string()),
-            ("fields".to_string(), "p t".to_string()),
+            (Text::from("market"), Text::from("us")),
+            (Text::from("symbol"), Text::from("AAPL")),
+            (Text::from("fields"), Text::from("p t")),
         ];
         assert_eq!(
             target(

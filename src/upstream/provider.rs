@@ -14,6 +14,7 @@ use crate::foundation::secrets::Secrets;
 use crate::foundation::shape::Shape;
 use crate::foundation::sync::AtomicUsize;
 use crate::foundation::template::{append_unused, encode_component, Template};
+use crate::foundation::text::Text;
 use crate::policy::breaker::Breaker;
 use crate::policy::candidate::Candidate;
 use crate::policy::classify::Classifier;
@@ -172,7 +173,7 @@ impl Provider {
 
     /// Whether this provider lists the endpoint (raw paths go to every provider).
     pub fn serves(&self, request: &Request) -> bool {
-        request.is_raw_path() || self.endpoints.contains_key(&request.endpoint)
+        request.is_raw_path() || self.endpoints.contains_key(request.endpoint.as_str())
     }
 
     /// Whether this provider can build a URL for the request.
@@ -184,7 +185,7 @@ impl Provider {
     /// A path parameter the request lacks for this provider's template.
     pub fn missing_param<'a>(&'a self, request: &Request) -> Option<&'a str> {
         self.endpoints
-            .get(&request.endpoint)
+            .get(request.endpoint.as_str())
             .and_then(|t| t.missing(&request.params))
     }
 
@@ -193,7 +194,7 @@ impl Provider {
     pub fn url(&self, request: &Request) -> String {
         let mut url = String::with_capacity(self.base_url.len() + request.endpoint.len() + 64);
         url.push_str(&self.base_url);
-        let used = match self.endpoints.get(&request.endpoint) {
+        let used = match self.endpoints.get(request.endpoint.as_str()) {
             Some(template) => template.render(&request.params, &mut url),
             None => {
                 url.push_str(&request.endpoint);
@@ -215,7 +216,7 @@ impl Provider {
     pub fn batch_url(
         &self,
         endpoint: &str,
-        params: &[(String, String)],
+        params: &[(Text, Text)],
         items: &[&str],
     ) -> Option<String> {
         let batch = self.batches.get(endpoint)?;

@@ -182,7 +182,7 @@ impl Service {
         let listed = if request.is_raw_path() {
             Some(&self.all)
         } else {
-            self.listing.get(&request.endpoint)
+            self.listing.get(request.endpoint.as_str())
         };
         // Without path parameters to check, the set is known from the configuration.
         if let (Some(set), false) = (listed, self.has_params) {
@@ -207,7 +207,7 @@ impl Service {
         if !serving {
             return Err(Error::UnknownEndpoint {
                 service: self.name.clone(),
-                endpoint: request.endpoint.clone(),
+                endpoint: request.endpoint.to_string(),
             });
         }
         Err(Error::InvalidArgument(format!(
@@ -235,7 +235,7 @@ impl Service {
     /// request that may not share (not GET, HEAD or marked idempotent, or its endpoint
     /// says `coalesce = false`).
     pub fn call_key(&self, request: &Request) -> Option<u128> {
-        (request.may_share_a_call() && !self.alone.contains(&request.endpoint))
+        (request.may_share_a_call() && !self.alone.contains(request.endpoint.as_str()))
             .then(|| request.call_key())
     }
 
@@ -246,7 +246,7 @@ impl Service {
         if self.hedged.is_empty() || !request.may_share_a_call() {
             return None;
         }
-        self.hedged.get(&request.endpoint).copied()
+        self.hedged.get(request.endpoint.as_str()).copied()
     }
 
     pub fn set_fallback(&self, fallback: Option<Fallback>) {

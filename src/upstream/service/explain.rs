@@ -122,7 +122,7 @@ impl Service {
             .collect();
         Explanation {
             service: self.name.clone(),
-            endpoint: request.endpoint.clone(),
+            endpoint: request.endpoint.to_string(),
             strategy,
             scores_mean,
             pick: pick.map(|i| self.providers[i].name.to_string()),
