@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use support::{provider, TestServer};
+use support::{provider, Fault, TestServer};
 use switchyard::{Balancer, Request};
 
 #[test]
@@ -25,6 +25,46 @@ fn sequential_requests_reuse_one_connection() {
         "{} connections for 1000 requests",
         server.connections()
     );
+}
+
+/// Waits (at most 5 s) until `count` reaches `n`.
+fn until(count: impl Fn() -> usize, n: usize) {
+    let until = std::time::Instant::now() + Duration::from_secs(5);
+    while count() < n && std::time::Instant::now() < until {
+        thread::sleep(Duration::from_millis(1));
+    }
+    assert!(count() >= n, "{} of {n}", count());
+}
+
+/// A pooled connection is checked before each use: one the server closed while it sat in
+/// the pool, or one with bytes nobody asked for, is never sent a request. No attempt
+/// fails, and each such connection carries one request only.
+#[test]
+fn a_connection_the_server_closed_or_spoiled_is_not_used_again() {
+    let server = TestServer::start();
+    server.keep_log(false);
+    let lb = Balancer::from_toml_str(&provider("s", "a", &server.url(), "")).unwrap();
+    server.set_fault(Fault::CloseAfter);
+    for n in 1..=20 {
+        let r = lb.call(Request::get("s", "/closing")).unwrap();
+        assert_eq!(r.status(), 200);
+        // The close reached the client's socket before the next call looks at it.
+        until(|| server.closed(), n);
+    }
+    server.set_fault(Fault::Trailing);
+    for n in 1..=20 {
+        let r = lb.call(Request::get("s", "/trailing")).unwrap();
+        assert_eq!(r.status(), 200);
+        // Likewise the bytes after the answer (on loopback, written is delivered).
+        until(|| server.answered(), 20 + n);
+    }
+    server.set_fault(Fault::None);
+    lb.call(Request::get("s", "/quiet")).unwrap();
+    let m = lb.metrics();
+    let a = &m.services["s"].providers["a"];
+    assert_eq!((a.requests, a.failures), (41, 0), "{a:?}");
+    // One connection per closing and per spoiled answer, then one more.
+    assert_eq!(server.connections(), 41);
 }
 
 #[test]

@@ -6,8 +6,10 @@
 
 use std::fmt;
 
+use crate::upstream::tcp::PeekingTcpConnector;
+
 use ureq::unversioned::transport::{
-    Buffers, ConnectionDetails, Connector, Either, NextTimeout, TcpConnector, Transport,
+    Buffers, ConnectionDetails, Connector, Either, NextTimeout, Transport,
 };
 
 /// Connects to the proxy instead of the provider; see the module docs.
@@ -76,7 +78,7 @@ impl Connector<()> for AbsoluteFormConnector {
             run_connector: details.run_connector.clone(),
             register_shutdown: details.register_shutdown.clone(),
         };
-        let tcp = match Connector::<()>::connect(&TcpConnector::default(), &to_proxy, None)? {
+        let tcp = match Connector::<()>::connect(&PeekingTcpConnector, &to_proxy, None)? {
             Some(Either::B(tcp)) => tcp.boxed(),
             _ => return Err(ureq::Error::ConnectionFailed),
         };

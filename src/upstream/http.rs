@@ -22,6 +22,7 @@ use crate::foundation::config::{ProxyChoice, ResolvedProvider, ResolvedTls};
 use crate::foundation::error::{AttemptError, AttemptKind};
 use crate::foundation::request::Method;
 use crate::upstream::absolute_form::AbsoluteFormConnector;
+use crate::upstream::tcp::PeekingTcpConnector;
 use crate::upstream::transport::{Answer, Failure, Outgoing, Transport};
 
 /// How long a resolved host name is trusted.
@@ -122,10 +123,22 @@ fn build_agent(
         Some(connector) => ureq::Agent::with_parts(config.proxy(None).build(), connector, resolver),
         None => ureq::Agent::with_parts(
             config.proxy(proxy_of(&provider.proxy)).build(),
-            ureq::unversioned::transport::DefaultConnector::new(),
+            connector(),
             resolver,
         ),
     }
+}
+
+/// ureq's default chain (SOCKS proxy, CONNECT proxy, TCP, rustls) with the TCP connector
+/// whose idle check is one system call.
+fn connector() -> impl ureq::unversioned::transport::Connector {
+    use ureq::unversioned::transport::{
+        ConnectProxyConnector, Connector, RustlsConnector, SocksConnector,
+    };
+    ().chain(SocksConnector::default())
+        .chain(ConnectProxyConnector::default())
+        .chain(PeekingTcpConnector)
+        .chain(RustlsConnector::default())
 }
 
 /// Answers IP literals without a lookup and remembers host names for [`NAME_TTL`].

@@ -14,4 +14,5 @@ pub(crate) mod provider;
 pub(crate) mod service;
 pub(crate) mod service_snapshot;
 pub(crate) mod slot;
+pub(crate) mod tcp;
 pub(crate) mod transport;

@@ -45,6 +45,11 @@ pub enum Fault {
     RedirectOnce(u16, String),
     /// This status with these headers and this body.
     Answer(u16, Vec<(&'static str, String)>, Vec<u8>),
+    /// 200, then the connection closes without a `Connection: close` to say so (the way
+    /// a server's idle timeout ends a pooled connection).
+    CloseAfter,
+    /// 200 followed by bytes nobody asked for, the connection left open.
+    Trailing,
 }
 
 /// How a rate-limited server announces its limit.
@@ -121,7 +126,11 @@ struct State {
     gate_closed: Mutex<bool>,
     gate: Condvar,
     connections: AtomicUsize,
+    /// Connections the server has closed.
+    closed: AtomicUsize,
     requests: AtomicUsize,
+    /// Answers written to the end (trailing bytes included).
+    answered: AtomicUsize,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
     seen: Mutex<Vec<Seen>>,
@@ -164,7 +173,10 @@ impl TestServer {
                     let st = st.clone();
                     let _ = thread::Builder::new()
                         .stack_size(256 * 1024)
-                        .spawn(move || serve(stream, id, &st));
+                        .spawn(move || {
+                            serve(stream, id, &st);
+                            st.closed.fetch_add(1, Ordering::AcqRel);
+                        });
                 }
             })
             .unwrap();
@@ -240,6 +252,16 @@ impl TestServer {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.state.connections.load(Ordering::Acquire)
+    }
+
+    /// Connections the server has closed so far (their sockets shut).
+    pub fn closed(&self) -> usize {
+        self.state.closed.load(Ordering::Acquire)
+    }
+
+    /// Answers written to the end so far, trailing bytes included.
+    pub fn answered(&self) -> usize {
+        self.state.answered.load(Ordering::Acquire)
     }
 
     /// Requests read so far.
@@ -327,6 +349,7 @@ fn serve(stream: TcpStream, id: usize, st: &State) {
             st.seen.lock().unwrap().push(seen);
         }
         let keep_going = respond(&mut writer, st, &target);
+        st.answered.fetch_add(1, Ordering::AcqRel);
         st.in_flight.fetch_sub(1, Ordering::AcqRel);
         if !keep_going || close {
             return;
@@ -463,6 +486,11 @@ fn respond(w: &mut TcpStream, st: &State, target: &str) -> bool {
             *st.fault.lock().unwrap() = Some(Fault::None);
             write_response(w, code, &[("Location", target)], b"moved")
         }
+        Fault::CloseAfter => {
+            write_response(w, 200, &[], &body);
+            false
+        }
+        Fault::Trailing => write_response(w, 200, &[], &body) && w.write_all(b"surplus").is_ok(),
     }
 }
 
