@@ -1,12 +1,15 @@
-//! The TCP connections of a provider's agent, whose idle check is one system call.
+//! The TCP connections of a provider's agent, checked before reuse with one system call.
 //!
-//! ureq asks a pooled connection whether it is still usable twice a request, when it goes
-//! back to the pool and when it is taken out, and its own TCP transport answers by
-//! switching the socket to non-blocking, reading, and switching it back: six system calls
-//! a request on top of the exchange's two. This transport answers the same question with
-//! one `recv(MSG_PEEK | MSG_DONTWAIT)`, and the same answer: usable exactly when nothing
-//! is waiting to be read and the peer has not closed. Reads and writes are ureq's: a
-//! timeout is set on the socket only when it changes.
+//! ureq's pool asks a connection whether it is still usable twice a request: when it is
+//! given back, right after its answer was read, and when it is taken out for the next
+//! request. Its own TCP transport answers each time by switching the socket to
+//! non-blocking, reading, and switching it back: six system calls a request on top of the
+//! exchange's two. Only the second question decides whether the connection carries a
+//! request, so this transport answers the first without the socket (a connection spoiled
+//! then is found out, and dropped, when taken), and the second with one
+//! `recv(MSG_PEEK | MSG_DONTWAIT)`: usable exactly when nothing is waiting to be read and
+//! the peer has not closed, ureq's answer. Reads and writes are ureq's: a timeout is set
+//! on the socket only when it changes.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -47,12 +50,8 @@ impl<In: Transport> Connector<In> for PeekingTcpConnector {
         // The agent shuts the socket down when its pool closes, even in the middle of I/O.
         let handle: Arc<dyn ShutdownHandle> = stream.clone();
         (details.register_shutdown)(Arc::downgrade(&handle))?;
-        Ok(Some(Either::B(PeekingTcp {
-            stream,
-            buffers: LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size()),
-            read_timeout: None,
-            write_timeout: None,
-        })))
+        let buffers = LazyBuffers::new(config.input_buffer_size(), config.output_buffer_size());
+        Ok(Some(Either::B(PeekingTcp::new(stream, buffers))))
     }
 }
 
@@ -121,6 +120,21 @@ pub(crate) struct PeekingTcp {
     /// What the socket's timeouts are now, so an unchanged one costs no system call.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// Bytes went either way since the pool last asked whether it is usable: the pool is
+    /// taking it back, and will ask again before it carries anything.
+    used: bool,
+}
+
+impl PeekingTcp {
+    fn new(stream: Arc<TcpStream>, buffers: LazyBuffers) -> PeekingTcp {
+        PeekingTcp {
+            stream,
+            buffers,
+            read_timeout: None,
+            write_timeout: None,
+            used: false,
+        }
+    }
 }
 
 impl fmt::Debug for PeekingTcp {
@@ -159,6 +173,7 @@ impl Transport for PeekingTcp {
             self.stream.set_write_timeout(limit)?;
             self.write_timeout = limit;
         }
+        self.used = true;
         let output = &self.buffers.output()[..amount];
         (&*self.stream)
             .write_all(output)
@@ -172,6 +187,7 @@ impl Transport for PeekingTcp {
             self.stream.set_read_timeout(limit)?;
             self.read_timeout = limit;
         }
+        self.used = true;
         let started = Instant::now();
         loop {
             match (&*self.stream).read(self.buffers.input_append_buf()) {
@@ -196,6 +212,10 @@ impl Transport for PeekingTcp {
     }
 
     fn is_open(&mut self) -> bool {
+        // Given back after use: the question that counts comes when it is taken out.
+        if std::mem::take(&mut self.used) {
+            return true;
+        }
         idle_and_open(&self.stream)
     }
 }
@@ -275,6 +295,23 @@ mod tests {
         drop(server);
         readable(&client);
         assert!(!idle_and_open(&client));
+    }
+
+    #[test]
+    fn given_back_after_use_it_is_kept_and_then_checked_when_taken_out() {
+        let (client, mut server) = pair();
+        let mut tcp = PeekingTcp::new(Arc::new(client), LazyBuffers::new(1024, 1024));
+        assert!(tcp.is_open(), "a quiet connection nobody used");
+        tcp.buffers().output()[..4].copy_from_slice(b"ping");
+        tcp.transmit_output(4, NextTimeout::default()).unwrap();
+        server.write_all(b"pong").unwrap();
+        assert!(tcp.await_input(NextTimeout::default()).unwrap());
+        assert_eq!(tcp.buffers().input(), b"pong");
+        // The server ends the connection while it is being given back.
+        drop(server);
+        readable(&tcp.stream);
+        assert!(tcp.is_open(), "given back: kept, the socket not asked");
+        assert!(!tcp.is_open(), "taken out: the close is seen");
     }
 
     #[test]
