@@ -161,6 +161,21 @@ fn failed(e: io::Error, timeout: &NextTimeout) -> ureq::Error {
     }
 }
 
+/// Sets a socket timeout when it differs from the one the socket has (`now`): a constant
+/// per-read or per-write limit costs one system call per connection, not one per read.
+fn keep_timeout(
+    stream: &TcpStream,
+    now: &mut Option<Duration>,
+    limit: Option<Duration>,
+    set: impl Fn(&TcpStream, Option<Duration>) -> io::Result<()>,
+) -> io::Result<()> {
+    if limit != *now {
+        set(stream, limit)?;
+        *now = limit;
+    }
+    Ok(())
+}
+
 impl Transport for PeekingTcp {
     fn buffers(&mut self) -> &mut dyn Buffers {
         &mut self.buffers
@@ -169,10 +184,8 @@ impl Transport for PeekingTcp {
     fn transmit_output(&mut self, amount: usize, timeout: NextTimeout) -> Result<(), ureq::Error> {
         let timeout = timeout.for_write();
         let limit = limit_of(&timeout)?;
-        if limit != self.write_timeout {
-            self.stream.set_write_timeout(limit)?;
-            self.write_timeout = limit;
-        }
+        let set = |stream: &TcpStream, limit| stream.set_write_timeout(limit);
+        keep_timeout(&self.stream, &mut self.write_timeout, limit, set)?;
         self.used = true;
         let output = &self.buffers.output()[..amount];
         (&*self.stream)
@@ -183,10 +196,8 @@ impl Transport for PeekingTcp {
     fn await_input(&mut self, timeout: NextTimeout) -> Result<bool, ureq::Error> {
         let timeout = timeout.for_read();
         let limit = limit_of(&timeout)?;
-        if limit != self.read_timeout {
-            self.stream.set_read_timeout(limit)?;
-            self.read_timeout = limit;
-        }
+        let set = |stream: &TcpStream, limit| stream.set_read_timeout(limit);
+        keep_timeout(&self.stream, &mut self.read_timeout, limit, set)?;
         self.used = true;
         let started = Instant::now();
         loop {
@@ -202,8 +213,7 @@ impl Transport for PeekingTcp {
                         if left.is_zero() {
                             return Err(ureq::Error::Timeout(timeout.reason));
                         }
-                        self.stream.set_read_timeout(Some(left))?;
-                        self.read_timeout = Some(left);
+                        keep_timeout(&self.stream, &mut self.read_timeout, Some(left), set)?;
                     }
                 }
                 Err(e) => return Err(failed(e, &timeout)),
@@ -312,6 +322,35 @@ mod tests {
         readable(&tcp.stream);
         assert!(tcp.is_open(), "given back: kept, the socket not asked");
         assert!(!tcp.is_open(), "taken out: the close is seen");
+    }
+
+    #[test]
+    fn a_silent_peer_ends_a_read_with_the_timeout_that_ran_out() {
+        let (client, _server) = pair();
+        let mut tcp = PeekingTcp::new(Arc::new(client), LazyBuffers::new(1024, 1024));
+        let per_read = NextTimeout {
+            per_read: Some(ureq::unversioned::transport::time::Duration::from_millis(
+                50,
+            )),
+            ..NextTimeout::default()
+        };
+        let started = Instant::now();
+        let err = tcp.await_input(per_read).unwrap_err();
+        assert!(
+            matches!(err, ureq::Error::Timeout(ureq::Timeout::PerRead)),
+            "{err:?}"
+        );
+        assert!(started.elapsed() >= Duration::from_millis(40));
+        assert_eq!(tcp.read_timeout, Some(Duration::from_millis(50)));
+        // Spent: no read is tried.
+        let spent = NextTimeout {
+            after: ureq::unversioned::transport::time::Duration::from_millis(0),
+            ..NextTimeout::default()
+        };
+        assert!(matches!(
+            tcp.await_input(spent),
+            Err(ureq::Error::Timeout(ureq::Timeout::Global))
+        ));
     }
 
     #[test]
