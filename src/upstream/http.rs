@@ -40,6 +40,9 @@ pub(crate) fn attempt_cap(config: &ResolvedProvider) -> Duration {
 /// Input buffer of a connection, and the largest response head accepted.
 const CONNECTION_BUFFER: usize = 32 * 1024;
 
+/// The most a body's buffer is given before any of it is read, whatever it announces.
+const FIRST_CHUNK: u64 = 64 * 1024;
+
 /// Bytes of a failed (5xx, 429) answer read so its connection can be reused.
 const DRAIN_LIMIT: u64 = 64 * 1024;
 
@@ -357,14 +360,21 @@ fn exchange(
     // The header map is moved into the answer, not copied.
     let (parts, mut body) = response.into_parts();
     let headers = parts.headers;
-    let body = body
-        .with_config()
+    // Sized for the body it announces (as far as the limit allows, and no more than a
+    // first chunk when it announces much): one allocation, and no growing on the way.
+    let announced = body.content_length().unwrap_or(0);
+    let mut bytes =
+        Vec::with_capacity(announced.min(out.max_response_bytes).min(FIRST_CHUNK) as usize);
+    body.with_config()
         .limit(out.max_response_bytes)
-        .read_to_vec()
+        .reader()
+        .read_to_end(&mut bytes)
         .map_err(|e| {
+            let e = ureq::Error::from(e);
             let (kind, _) = classify(&e, true);
             fail(kind, Some(status), describe(&e), true)
         })?;
+    let body = bytes;
     Ok(Answer {
         status,
         headers,
