@@ -133,3 +133,25 @@ fn tls_files_are_checked_at_load_with_their_path() {
         assert!(e.to_string().contains(want), "{tls}: {e}");
     }
 }
+
+/// A kept connection the server closed is checked before reuse and never sent a request:
+/// with a server that closes each connection after one answer, every call succeeds on a
+/// new connection and no attempt fails.
+#[test]
+fn a_kept_connection_the_server_closed_is_not_used_again() {
+    let pki = Pki::new("closing");
+    let server = TlsServer::start_closing(&pki);
+    let lb = balancer(&server, &format!("ca_file = {:?}", path(&pki.ca_file))).unwrap();
+    for n in 1..=10 {
+        assert_eq!(lb.call(Request::get("s", "/q")).unwrap().status(), 200);
+        // The close reached the client's socket before the next call looks at it.
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while server.closed() < n && std::time::Instant::now() < until {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        assert!(server.closed() >= n, "closed {} of {n}", server.closed());
+    }
+    assert_eq!((server.requests(), server.handshakes()), (10, 10));
+    let p = &lb.metrics().services["s"].providers["secure"];
+    assert_eq!((p.requests, p.failures), (10, 0), "{p:?}");
+}

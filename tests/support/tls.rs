@@ -90,12 +90,23 @@ pub struct TlsServer {
     addr: SocketAddr,
     requests: Arc<AtomicUsize>,
     handshakes: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
 }
 
 impl TlsServer {
     /// Serves with the PKI's server certificate; when `client_ca` is set, a client must
     /// present a certificate that CA signed.
     pub fn start(pki: &Pki, client_ca: bool) -> TlsServer {
+        TlsServer::serve(pki, client_ca, false)
+    }
+
+    /// Like `start`, but each connection is closed after its first answer, with no
+    /// `Connection: close` to say so (the way an idle timeout ends a kept connection).
+    pub fn start_closing(pki: &Pki) -> TlsServer {
+        TlsServer::serve(pki, false, true)
+    }
+
+    fn serve(pki: &Pki, client_ca: bool, closing: bool) -> TlsServer {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
@@ -123,47 +134,15 @@ impl TlsServer {
         let addr = listener.local_addr().unwrap();
         let requests = Arc::new(AtomicUsize::new(0));
         let handshakes = Arc::new(AtomicUsize::new(0));
-        let (counted, shaken) = (requests.clone(), handshakes.clone());
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (counted, shaken, ended) = (requests.clone(), handshakes.clone(), closed.clone());
         thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 shaken.fetch_add(1, Ordering::AcqRel);
-                let (config, counted) = (config.clone(), counted.clone());
+                let (config, counted, ended) = (config.clone(), counted.clone(), ended.clone());
                 thread::spawn(move || {
-                    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-                    let _ = stream.set_nodelay(true);
-                    let Ok(conn) = rustls::ServerConnection::new(config) else {
-                        return;
-                    };
-                    let mut tls = BufReader::new(rustls::StreamOwned::new(conn, stream));
-                    loop {
-                        // A whole request head, then the answer; a failed handshake ends here.
-                        let mut line = String::new();
-                        if tls.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        loop {
-                            let mut header = String::new();
-                            if tls.read_line(&mut header).unwrap_or(0) == 0 {
-                                return;
-                            }
-                            if header.trim().is_empty() {
-                                break;
-                            }
-                        }
-                        counted.fetch_add(1, Ordering::AcqRel);
-                        let body = b"{\"ok\":true}";
-                        let mut answer = format!(
-                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
-                            body.len()
-                        )
-                        .into_bytes();
-                        answer.extend_from_slice(body);
-                        // One record, one segment: no waiting on a delayed ACK.
-                        let out = tls.get_mut();
-                        if out.write_all(&answer).is_err() || out.flush().is_err() {
-                            return;
-                        }
-                    }
+                    serve_one(stream, config, &counted, closing);
+                    ended.fetch_add(1, Ordering::AcqRel);
                 });
             }
         });
@@ -171,6 +150,7 @@ impl TlsServer {
             addr,
             requests,
             handshakes,
+            closed,
         }
     }
 
@@ -186,5 +166,54 @@ impl TlsServer {
     /// Requests received whole (after a handshake that succeeded).
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::Acquire)
+    }
+
+    /// Connections the server has closed.
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Answers the requests of one connection until the client or `closing` ends it.
+fn serve_one(
+    stream: std::net::TcpStream,
+    config: Arc<rustls::ServerConfig>,
+    counted: &AtomicUsize,
+    closing: bool,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
+    let _ = stream.set_nodelay(true);
+    let Ok(conn) = rustls::ServerConnection::new(config) else {
+        return;
+    };
+    let mut tls = BufReader::new(rustls::StreamOwned::new(conn, stream));
+    loop {
+        // A whole request head, then the answer; a failed handshake ends here.
+        let mut line = String::new();
+        if tls.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        loop {
+            let mut header = String::new();
+            if tls.read_line(&mut header).unwrap_or(0) == 0 {
+                return;
+            }
+            if header.trim().is_empty() {
+                break;
+            }
+        }
+        counted.fetch_add(1, Ordering::AcqRel);
+        let body = b"{\"ok\":true}";
+        let mut answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        answer.extend_from_slice(body);
+        // One record, one segment: no waiting on a delayed ACK.
+        let out = tls.get_mut();
+        if out.write_all(&answer).is_err() || out.flush().is_err() || closing {
+            return;
+        }
     }
 }
