@@ -8,8 +8,9 @@
 //! request, so this transport answers the first without the socket (a connection spoiled
 //! then is found out, and dropped, when taken), and the second with one
 //! `recv(MSG_PEEK | MSG_DONTWAIT)`: usable exactly when nothing is waiting to be read and
-//! the peer has not closed, ureq's answer. Reads and writes are ureq's: a timeout is set
-//! on the socket only when it changes.
+//! the peer has not closed, ureq's answer. Reads and writes behave as in ureq's transport
+//! (ureq does not export it): into ureq's buffers, with a socket timeout set only when it
+//! changes, a timeout reported as the limit that ran out.
 
 use std::fmt;
 use std::io::{self, Read, Write};
