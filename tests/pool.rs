@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::Duration;
 
-use support::{provider, Fault, TestServer};
+use support::{provider, until, Fault, TestServer};
 use switchyard::{Balancer, Request};
 
 #[test]
@@ -25,15 +25,6 @@ fn sequential_requests_reuse_one_connection() {
         "{} connections for 1000 requests",
         server.connections()
     );
-}
-
-/// Waits (at most 5 s) until `count` reaches `n`.
-fn until(count: impl Fn() -> usize, n: usize) {
-    let until = std::time::Instant::now() + Duration::from_secs(5);
-    while count() < n && std::time::Instant::now() < until {
-        thread::sleep(Duration::from_millis(1));
-    }
-    assert!(count() >= n, "{} of {n}", count());
 }
 
 /// A pooled connection is checked before each use: one the server closed while it sat in

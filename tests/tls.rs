@@ -4,8 +4,8 @@
 
 mod support;
 
-use support::provider;
 use support::tls::{Pki, TlsServer};
+use support::{provider, until};
 use switchyard::{AttemptKind, Balancer, Error, Request};
 
 fn balancer(server: &TlsServer, tls: &str) -> Result<Balancer, Error> {
@@ -145,11 +145,7 @@ fn a_kept_connection_the_server_closed_is_not_used_again() {
     for n in 1..=10 {
         assert_eq!(lb.call(Request::get("s", "/q")).unwrap().status(), 200);
         // The close reached the client's socket before the next call looks at it.
-        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while server.closed() < n && std::time::Instant::now() < until {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-        }
-        assert!(server.closed() >= n, "closed {} of {n}", server.closed());
+        until(|| server.closed(), n);
     }
     assert_eq!((server.requests(), server.handshakes()), (10, 10));
     let p = &lb.metrics().services["s"].providers["secure"];

@@ -363,22 +363,21 @@ fn exchange(
     // Sized for the body it announces (as far as the limit allows, and no more than a
     // first chunk when it announces much): one allocation, and no growing on the way.
     let announced = body.content_length().unwrap_or(0);
-    let mut bytes =
+    let mut body_bytes =
         Vec::with_capacity(announced.min(out.max_response_bytes).min(FIRST_CHUNK) as usize);
     body.with_config()
         .limit(out.max_response_bytes)
         .reader()
-        .read_to_end(&mut bytes)
+        .read_to_end(&mut body_bytes)
         .map_err(|e| {
             let e = ureq::Error::from(e);
             let (kind, _) = classify(&e, true);
             fail(kind, Some(status), describe(&e), true)
         })?;
-    let body = bytes;
     Ok(Answer {
         status,
         headers,
-        body,
+        body: body_bytes,
         raw_body: None,
     })
 }

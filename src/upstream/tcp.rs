@@ -63,7 +63,7 @@ fn connect_any(
     addrs: impl ExactSizeIterator<Item = SocketAddr>,
     timeout: NextTimeout,
 ) -> Result<TcpStream, ureq::Error> {
-    let started = std::time::Instant::now();
+    let started = Instant::now();
     let budget = timeout.not_zero().map(|t| *t);
     let count = addrs.len();
     let mut last = None;
@@ -94,6 +94,7 @@ fn connect_any(
     }))
 }
 
+/// A socket timeout: std reports one as `WouldBlock` on some systems, `TimedOut` on others.
 fn is_timeout(e: &io::Error) -> bool {
     matches!(
         e.kind(),
@@ -122,7 +123,8 @@ pub(crate) struct PeekingTcp {
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
     /// Bytes went either way since the pool last asked whether it is usable: the pool is
-    /// taking it back, and will ask again before it carries anything.
+    /// taking it back, and will ask again before it carries anything. This leans on the
+    /// order ureq's pool asks in; tests/pool.rs and tests/tls.rs fail if that changes.
     used: bool,
 }
 
@@ -156,9 +158,9 @@ fn limit_of(timeout: &NextTimeout) -> Result<Option<Duration>, ureq::Error> {
 
 /// A socket error, with a timeout named for the limit that ran out.
 fn failed(e: io::Error, timeout: &NextTimeout) -> ureq::Error {
-    match e.kind() {
-        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut => ureq::Error::Timeout(timeout.reason),
-        _ => ureq::Error::Io(e),
+    match is_timeout(&e) {
+        true => ureq::Error::Timeout(timeout.reason),
+        false => ureq::Error::Io(e),
     }
 }
 

@@ -23,6 +23,16 @@ pub fn from_threads<T: Send>(threads: usize, per: usize, each: impl Fn() -> T + 
     })
 }
 
+/// Waits (polling, at most 5 s) until what `count` counts reaches `n`, and fails the test
+/// when it does not: for what the test's servers do on their own threads.
+pub fn until(count: impl Fn() -> usize, n: usize) {
+    let give_up = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while count() < n && std::time::Instant::now() < give_up {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert!(count() >= n, "{} of {n}", count());
+}
+
 /// A TOML provider entry for `service` pointing at `url`.
 pub fn provider(service: &str, name: &str, url: &str, extra: &str) -> String {
     format!("[[services.{service}.providers]]\nname = \"{name}\"\nbase_url = \"{url}\"\n{extra}\n")
